@@ -1,0 +1,57 @@
+"""BatchNorm2D: normalise each channel with the batch's statistics, then scale and shift."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Layer
+from .geometry import expect_rank
+
+
+class BatchNorm2D(Layer):
+    """Per-channel batch normalisation (Ioffe & Szegedy, 2015), PyTorch's names and conventions:
+    ``weight`` (gamma) and ``bias`` (beta) are learned; ``running_mean`` / ``running_var`` are
+    tracked in training with ``momentum`` and used at evaluation."""
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= float(momentum) <= 1:
+            raise ValueError(f"BatchNorm2D: momentum must be in [0, 1], got {momentum!r}")
+        if not float(eps) > 0:
+            raise ValueError(f"BatchNorm2D: eps must be > 0, got {eps!r}")
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+
+    def output_shape(self, input_shape):
+        expect_rank(self.describe(), input_shape, 3, "C, H, W")
+        return tuple(input_shape)
+
+    def _initial_params(self, input_shape, rng):
+        c = input_shape[0]
+        return {"weight": np.ones(c, np.float32), "bias": np.zeros(c, np.float32)}
+
+    def _initial_buffers(self, input_shape):
+        c = input_shape[0]
+        return {"running_mean": np.zeros(c, np.float32), "running_var": np.ones(c, np.float32)}
+
+    def _forward(self, x, training):
+        p, b = self.params, self.buffers
+        if training:
+            y, self._cache = self.backend.batchnorm2d_forward_train(
+                x, p["weight"], p["bias"], b["running_mean"], b["running_var"],
+                self.momentum, self.eps)
+            return y
+        self._cache = None
+        return self.backend.batchnorm2d_forward_eval(x, p["weight"], p["bias"], b["running_mean"],
+                                                     b["running_var"], self.eps)
+
+    def _backward(self, dy):
+        dx, dgamma, dbeta = self.backend.batchnorm2d_backward(dy, self._cache, self.params["weight"])
+        self.grads = {"weight": dgamma, "bias": dbeta}
+        return dx
+
+    def config(self):
+        return {"momentum": self.momentum, "eps": self.eps}
+
+    def spec(self):
+        return "batchnorm"

@@ -1,0 +1,315 @@
+"""The Numba backend: JIT-compiled, parallel CPU kernels on numpy float32 arrays.
+
+Kernels live in one module per op family (``conv``, ``pool``, ``dense``, ``activations``,
+``loss``, ``dropout``, ``batchnorm``, ``optim``); this class is the thin host layer that checks
+and converts inputs, allocates outputs and calls them. Every kernel is ``@njit(parallel=True,
+cache=True)``: it compiles on its first call (lazily, so only the ops a model uses are
+compiled) and the machine code is cached on disk for the next process. Threads: Numba's pool,
+sized by ``numba.set_num_threads``.
+
+Arrays are float32, C-contiguous numpy arrays, NCHW. Inputs of another dtype or layout are
+converted at the op boundary; every output is a fresh float32 C-contiguous array (scratch buffers
+that never leave an op are reused per shape, per calling thread).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+
+from ..base import Backend, _lowbias32, conv_output_size
+from . import activations as _act
+from . import batchnorm as _bn
+from . import conv as _conv
+from . import dense as _dense
+from . import dropout as _drop
+from . import loss as _loss
+from . import optim as _optim
+from . import pool as _pool
+
+_F32 = np.float32
+
+
+def _f32(a) -> np.ndarray:
+    """``a`` as a C-contiguous float32 array (no copy when it already is one)."""
+    return np.ascontiguousarray(a, dtype=_F32)
+
+
+def _inplace(a, name: str) -> np.ndarray:
+    """Arrays updated in place must already be float32 and C-contiguous."""
+    if not (isinstance(a, np.ndarray) and a.dtype == _F32 and a.flags.c_contiguous):
+        raise TypeError(f"{name} must be a C-contiguous float32 numpy array to be updated in "
+                        f"place, got {type(a).__name__} "
+                        f"{getattr(a, 'dtype', '')}")
+    return a
+
+
+class _Workspaces(threading.local):
+    """Scratch arrays keyed by (purpose, shape), one set per calling thread. A scratch array
+    never leaves the op that uses it, so reusing it across calls is safe."""
+
+    def __init__(self):
+        self.arrays: dict = {}
+
+    def get(self, key, shape, dtype=_F32, zero=False):
+        k = (key, shape, np.dtype(dtype).str)
+        a = self.arrays.get(k)
+        if a is None:
+            if len(self.arrays) > 64:           # many shapes seen: start over
+                self.arrays.clear()
+            a = (np.zeros if zero else np.empty)(shape, dtype)
+            self.arrays[k] = a
+        return a
+
+
+class NumbaBackend(Backend):
+    """Parallel CPU kernels compiled by Numba."""
+
+    name = "numba"
+    dtype = np.dtype(np.float32)
+
+    def __init__(self):
+        self._ws = _Workspaces()
+        # nbcnn.threads owns the thread count ($NBCNN_NUM_THREADS is applied when we start)
+        from ... import threads
+        threads.apply_environment()
+
+    # ---- arrays ---------------------------------------------------------------------------
+    def from_numpy(self, a):
+        return np.array(a, dtype=_F32, order="C", copy=True)
+
+    def labels_from_numpy(self, y):
+        return np.ascontiguousarray(y, dtype=np.int64)
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    def zeros(self, shape):
+        return np.zeros(shape, dtype=_F32)
+
+    def copy_into(self, dst, src):
+        np.copyto(dst, src)
+
+    def all_finite(self, a):
+        return bool(np.isfinite(a).all())
+
+    def device_name(self):
+        return f"cpu ({numba.get_num_threads()} threads)"
+
+    # ---- convolution ----------------------------------------------------------------------
+    def _padded(self, x, padding, key="xp"):
+        """x zero-padded by (top, bottom, left, right): a reused scratch array whose border is
+        zero from its creation and whose interior is overwritten here (x itself if no padding)."""
+        top, bottom, left, right = padding
+        if not (top or bottom or left or right):
+            return x
+        n, c, h, w = x.shape
+        xp = self._ws.get(key, (n, c, h + top + bottom, w + left + right), zero=True)
+        xp[:, :, top:top + h, left:left + w] = x
+        return xp
+
+    @staticmethod
+    def _conv_geometry(x, w, stride, padding):
+        if x.ndim != 4 or w.ndim != 4:
+            raise ValueError(f"conv2d expects x (N, C, H, W) and w (O, C, KH, KW), got "
+                             f"{x.shape} and {w.shape}")
+        if x.shape[1] != w.shape[1]:
+            raise ValueError(f"conv2d: x has {x.shape[1]} channels but w expects {w.shape[1]}")
+        top, bottom, left, right = padding
+        oh = conv_output_size(x.shape[2], w.shape[2], stride[0], top, bottom)
+        ow = conv_output_size(x.shape[3], w.shape[3], stride[1], left, right)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"conv2d: input {x.shape[2:]} with padding {padding} is smaller "
+                             f"than the kernel {w.shape[2:]}")
+        return oh, ow
+
+    def conv2d_forward(self, x, w, b, stride, padding):
+        x, w = _f32(x), _f32(w)
+        oh, ow = self._conv_geometry(x, w, stride, padding)
+        b = np.zeros(w.shape[0], _F32) if b is None else _f32(b)
+        y = np.empty((x.shape[0], w.shape[0], oh, ow), _F32)
+        _conv.conv_forward_direct(self._padded(x, padding), w, b, stride[0], stride[1], y)
+        return y
+
+    def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx):
+        x, w, dy = _f32(x), _f32(w), _f32(dy)
+        oh, ow = self._conv_geometry(x, w, stride, padding)
+        if dy.shape != (x.shape[0], w.shape[0], oh, ow):
+            raise ValueError(f"conv2d_backward: dy has shape {dy.shape}, expected "
+                             f"{(x.shape[0], w.shape[0], oh, ow)}")
+        xp = self._padded(x, padding)
+        dw = np.empty(w.shape, _F32)
+        db = np.empty(w.shape[0], _F32)
+        _conv.conv_backward_weights_direct(xp, dy, stride[0], stride[1], bool(with_bias), dw, db)
+        dx = None
+        if need_dx:
+            dx = np.empty(x.shape, _F32)
+            dxp = self._ws.get("dxp", xp.shape)
+            _conv.conv_backward_input_direct(dy, w, stride[0], stride[1], padding[0],
+                                             padding[2], dxp, dx)
+        return dx, dw, (db if with_bias else None)
+
+    # ---- pooling --------------------------------------------------------------------------
+    @staticmethod
+    def _pool_geometry(x, kernel, stride):
+        if x.ndim != 4:
+            raise ValueError(f"pooling expects x (N, C, H, W), got shape {x.shape}")
+        oh = conv_output_size(x.shape[2], kernel[0], stride[0], 0, 0)
+        ow = conv_output_size(x.shape[3], kernel[1], stride[1], 0, 0)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"pooling: input {x.shape[2:]} is smaller than the window {kernel}")
+        return oh, ow
+
+    def maxpool2d_forward(self, x, kernel, stride):
+        x = _f32(x)
+        oh, ow = self._pool_geometry(x, kernel, stride)
+        y = np.empty(x.shape[:2] + (oh, ow), _F32)
+        arg = np.empty(y.shape, np.int32)
+        _pool.maxpool_forward(x, kernel[0], kernel[1], stride[0], stride[1], y, arg)
+        return y, (arg, x.shape)
+
+    def maxpool2d_backward(self, dy, state):
+        arg, x_shape = state
+        dx = np.empty(x_shape, _F32)
+        _pool.maxpool_backward(_f32(dy), arg, dx)
+        return dx
+
+    def avgpool2d_forward(self, x, kernel, stride):
+        x = _f32(x)
+        oh, ow = self._pool_geometry(x, kernel, stride)
+        y = np.empty(x.shape[:2] + (oh, ow), _F32)
+        _pool.avgpool_forward(x, kernel[0], kernel[1], stride[0], stride[1], y)
+        return y
+
+    def avgpool2d_backward(self, dy, x_shape, kernel, stride):
+        dx = np.empty(tuple(x_shape), _F32)
+        _pool.avgpool_backward(_f32(dy), kernel[0], kernel[1], stride[0], stride[1], dx)
+        return dx
+
+    # ---- dense ----------------------------------------------------------------------------
+    def dense_forward(self, x, w, b):
+        return _dense.forward(_f32(x), _f32(w), None if b is None else _f32(b))
+
+    def dense_backward(self, x, w, dy, with_bias, need_dx):
+        return _dense.backward(_f32(x), _f32(w), _f32(dy), with_bias, need_dx)
+
+    # ---- activations ----------------------------------------------------------------------
+    def activation_forward(self, kind, x, alpha):
+        x = _f32(x)
+        y = np.empty_like(x)
+        xf, yf = x.reshape(-1), y.reshape(-1)
+        if kind == "relu":
+            _act.relu_forward(xf, yf)
+        elif kind == "leaky_relu":
+            _act.leaky_relu_forward(xf, _F32(alpha), yf)
+        elif kind == "sigmoid":
+            _act.sigmoid_forward(xf, yf)
+        elif kind == "tanh":
+            _act.tanh_forward(xf, yf)
+        else:
+            raise ValueError(f"unknown activation {kind!r}")
+        return y
+
+    def activation_backward(self, kind, x, y, dy, alpha):
+        dy = _f32(dy)
+        dx = np.empty_like(dy)
+        dyf, dxf = dy.reshape(-1), dx.reshape(-1)
+        if kind == "relu":
+            _act.relu_backward(_f32(x).reshape(-1), dyf, dxf)
+        elif kind == "leaky_relu":
+            _act.leaky_relu_backward(_f32(x).reshape(-1), dyf, _F32(alpha), dxf)
+        elif kind == "sigmoid":
+            _act.sigmoid_backward(_f32(y).reshape(-1), dyf, dxf)
+        elif kind == "tanh":
+            _act.tanh_backward(_f32(y).reshape(-1), dyf, dxf)
+        else:
+            raise ValueError(f"unknown activation {kind!r}")
+        return dx
+
+    # ---- loss -----------------------------------------------------------------------------
+    def softmax_cross_entropy(self, logits, labels):
+        logits = _f32(logits)
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+            raise ValueError(f"softmax_cross_entropy: logits {logits.shape} and labels "
+                             f"{labels.shape} do not match (expected (N, K) and (N,))")
+        n, k = logits.shape
+        if n and (labels.min() < 0 or labels.max() >= k):
+            raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {k}), got "
+                             f"[{labels.min()}, {labels.max()}]")
+        dlogits = np.empty_like(logits)
+        row_loss = np.empty(n, _F32)
+        row_correct = np.empty(n, np.int32)
+        _loss.softmax_xent(logits, labels, dlogits, row_loss, row_correct)
+        return float(row_loss.sum(dtype=np.float64) / n), dlogits, int(row_correct.sum())
+
+    # ---- dropout --------------------------------------------------------------------------
+    def dropout_forward(self, x, p, seed):
+        x = _f32(x)
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        seed_hash = np.uint64(_lowbias32(np.asarray([int(seed) & 0xFFFFFFFF], np.uint32))[0])
+        y = np.empty_like(x)
+        mask = np.empty_like(x)
+        _drop.dropout_forward(x.reshape(-1), _F32(p), _F32(1 / (1 - p)), seed_hash,
+                              y.reshape(-1), mask.reshape(-1))
+        return y, mask
+
+    def dropout_backward(self, dy, mask):
+        dy = _f32(dy)
+        dx = np.empty_like(dy)
+        _drop.multiply(dy.reshape(-1), _f32(mask).reshape(-1), dx.reshape(-1))
+        return dx
+
+    # ---- batch normalisation --------------------------------------------------------------
+    def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):
+        x = _f32(x)
+        y = np.empty_like(x)
+        x_hat = np.empty_like(x)
+        inv_std = np.empty(x.shape[1], _F32)
+        _bn.bn_forward_train(x, _f32(gamma), _f32(beta), _inplace(running_mean, "running_mean"),
+                             _inplace(running_var, "running_var"), _F32(momentum), _F32(eps),
+                             y, x_hat, inv_std)
+        return y, (x_hat, inv_std)
+
+    def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
+        x = _f32(x)
+        y = np.empty_like(x)
+        _bn.bn_forward_eval(x, _f32(gamma), _f32(beta), _f32(running_mean), _f32(running_var),
+                            _F32(eps), y)
+        return y
+
+    def batchnorm2d_backward(self, dy, state, gamma):
+        x_hat, inv_std = state
+        dy = _f32(dy)
+        dx = np.empty_like(dy)
+        dgamma = np.empty(dy.shape[1], _F32)
+        dbeta = np.empty(dy.shape[1], _F32)
+        _bn.bn_backward(dy, x_hat, inv_std, _f32(gamma), dx, dgamma, dbeta)
+        return dx, dgamma, dbeta
+
+    # ---- optimizer steps (in place) -------------------------------------------------------
+    def sgd_step(self, param, grad, velocity, lr, momentum, nesterov, weight_decay):
+        p = _inplace(param, "param").reshape(-1)
+        g = _f32(grad).reshape(-1)
+        if velocity is None:
+            _optim.sgd_plain(p, g, _F32(lr), _F32(weight_decay))
+        else:
+            _optim.sgd_momentum(p, g, _inplace(velocity, "velocity").reshape(-1), _F32(lr),
+                                _F32(momentum), bool(nesterov), _F32(weight_decay))
+
+    def adam_step(self, param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+        _optim.adam(_inplace(param, "param").reshape(-1), _f32(grad).reshape(-1),
+                    _inplace(m, "m").reshape(-1), _inplace(v, "v").reshape(-1), _F32(lr),
+                    _F32(beta1), _F32(beta2), _F32(eps), _F32(1 - beta1 ** step),
+                    _F32(1 - beta2 ** step), _F32(weight_decay), bool(decoupled))
+
+    def rmsprop_step(self, param, grad, square_avg, buf, lr, alpha, eps, momentum, weight_decay):
+        p = _inplace(param, "param").reshape(-1)
+        use_momentum = bool(momentum)
+        b = _inplace(buf, "buf").reshape(-1) if use_momentum else p      # unused if no momentum
+        _optim.rmsprop(p, _f32(grad).reshape(-1), _inplace(square_avg, "square_avg").reshape(-1),
+                       b, _F32(lr), _F32(alpha), _F32(eps), _F32(momentum), _F32(weight_decay),
+                       use_momentum)

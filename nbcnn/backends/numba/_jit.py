@@ -1,0 +1,17 @@
+"""The one decorator every kernel in this package uses.
+
+``parallel=True`` lets ``prange`` loops run on Numba's thread pool (its size is
+``numba.set_num_threads``); ``cache=True`` keeps compiled machine code on disk so a second process
+starts fast; ``fastmath`` lets LLVM reorder float32 sums so it can vectorise reductions (it is
+left off where it would change results that must match bit for bit, e.g. dropout, or need
+IEEE semantics such as exp/log in the loss).
+"""
+
+from numba import njit
+
+#: parallel, cached, fast-math kernel
+kernel = njit(parallel=True, cache=True, fastmath=True, nogil=True)
+#: parallel, cached kernel with strict IEEE float semantics
+strict_kernel = njit(parallel=True, cache=True, fastmath=False, nogil=True)
+#: serial, cached helper (LLVM inlines it into its callers)
+helper = njit(cache=True, fastmath=True, nogil=True)

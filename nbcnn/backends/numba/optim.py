@@ -1,0 +1,67 @@
+"""Optimizer steps, element-wise and in place on flat float32 arrays.
+
+Each ``prange`` iteration reads and writes only its own element of param and of the state
+buffers. Hyper-parameters arrive as float32 scalars so every product stays in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._jit import kernel
+
+
+@kernel
+def sgd_plain(param, grad, lr, weight_decay):
+    """param -= lr * (grad + weight_decay * param)."""
+    for k in prange(param.size):
+        g = grad[k] + weight_decay * param[k]
+        param[k] -= lr * g
+
+
+@kernel
+def sgd_momentum(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """g = grad + wd*param; v = momentum*v + g; param -= lr * (g + momentum*v if nesterov else v)."""
+    for k in prange(param.size):
+        g = grad[k] + weight_decay * param[k]
+        v = momentum * velocity[k] + g
+        velocity[k] = v
+        if nesterov:
+            param[k] -= lr * (g + momentum * v)
+        else:
+            param[k] -= lr * v
+
+
+@kernel
+def adam(param, grad, m, v, lr, beta1, beta2, eps, corr1, corr2, weight_decay, decoupled):
+    """Adam (or AdamW when ``decoupled``); corr1 = 1 - beta1**step, corr2 = 1 - beta2**step."""
+    one = np.float32(1.0)
+    for k in prange(param.size):
+        p = param[k]
+        g = grad[k]
+        if decoupled:
+            p = p * (one - lr * weight_decay)
+        else:
+            g = g + weight_decay * p
+        mk = beta1 * m[k] + (one - beta1) * g
+        vk = beta2 * v[k] + (one - beta2) * g * g
+        m[k] = mk
+        v[k] = vk
+        param[k] = p - lr * (mk / corr1) / (np.sqrt(vk / corr2) + eps)
+
+
+@kernel
+def rmsprop(param, grad, square_avg, buf, lr, alpha, eps, momentum, weight_decay, use_momentum):
+    """s = alpha*s + (1-alpha)*g^2; u = g / (sqrt(s) + eps); param -= lr * (buf or u)."""
+    one = np.float32(1.0)
+    for k in prange(param.size):
+        g = grad[k] + weight_decay * param[k]
+        s = alpha * square_avg[k] + (one - alpha) * g * g
+        square_avg[k] = s
+        u = g / (np.sqrt(s) + eps)
+        if use_momentum:
+            b = momentum * buf[k] + u
+            buf[k] = b
+            u = b
+        param[k] -= lr * u

@@ -1,0 +1,336 @@
+"""The Numba backend against the numpy reference, op by op, plus Numba-specific properties:
+float32 C-contiguous outputs, race freedom (identical results on repeated runs and with 1 or 2
+threads), non-contiguous / float64 inputs converted at the boundary, and the dropout mask equal
+bit for bit to numpy's."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from nbcnn.backends.base import dropout_uniform
+from nbcnn.backends.numba import NumbaBackend
+from nbcnn.backends.numpy_ref import NumpyBackend
+
+NB = NumbaBackend()
+REF64 = NumpyBackend(np.float64)       # float64 oracle: the float32 kernels are compared to it
+REF32 = NumpyBackend(np.float32)
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def close(got, want, rtol=1e-4, atol=1e-5):
+    """float32 closeness, atol scaled by the magnitude of the reference."""
+    got = np.asarray(got)
+    want = np.asarray(want)
+    assert got.shape == want.shape
+    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale)
+
+
+def is_f32c(a):
+    return isinstance(a, np.ndarray) and a.dtype == np.float32 and a.flags.c_contiguous
+
+
+def f64(*arrays):
+    return [None if a is None else np.asarray(a, np.float64) for a in arrays]
+
+
+# (N, C, H, W, O, kernel, stride, padding)
+CONV_CASES = [
+    (1, 1, 7, 5, 2, (3, 3), (1, 1), (0, 0, 0, 0)),
+    (5, 3, 9, 7, 4, (3, 3), (1, 1), (1, 1, 1, 1)),
+    (5, 3, 9, 7, 4, (3, 3), (2, 2), (1, 1, 1, 1)),
+    (2, 3, 10, 8, 3, (3, 3), (2, 1), (0, 1, 0, 1)),      # 'same'-style asymmetric, stride 2x1
+    (1, 3, 8, 11, 5, (5, 5), (1, 1), (2, 2, 2, 2)),
+    (5, 1, 12, 9, 8, (5, 5), (2, 2), (0, 0, 0, 0)),
+    (3, 3, 6, 5, 4, (1, 1), (1, 1), (0, 0, 0, 0)),       # 1x1 kernel
+    (2, 2, 7, 9, 3, (1, 1), (2, 2), (0, 0, 0, 0)),
+    (1, 1, 28, 28, 8, (3, 3), (3, 3), (0, 0, 0, 0)),     # non-overlapping stride
+    (2, 3, 9, 9, 2, (3, 5), (1, 2), (1, 2, 2, 1)),       # non-square kernel
+    (4, 8, 14, 14, 16, (3, 3), (1, 1), (1, 1, 1, 1)),    # wider layer
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c[:5])) + f"-k{c[5]}s{c[6]}p{c[7]}")
+def test_conv2d_forward_backward(case):
+    n, c, h, w_, o, kernel, stride, padding = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x, w, b = rand(rng, n, c, h, w_), rand(rng, o, c, *kernel), rand(rng, o)
+    y = NB.conv2d_forward(x, w, b, stride, padding)
+    assert is_f32c(y)
+    close(y, REF64.conv2d_forward(*f64(x, w, b), stride, padding))
+    y0 = NB.conv2d_forward(x, w, None, stride, padding)
+    close(y0, REF64.conv2d_forward(*f64(x, w, None), stride, padding))
+
+    dy = rand(rng, *y.shape)
+    dx, dw, db = NB.conv2d_backward(x, w, dy, stride, padding, True, True)
+    rdx, rdw, rdb = REF64.conv2d_backward(*f64(x, w, dy), stride, padding, True, True)
+    for got, want in ((dx, rdx), (dw, rdw), (db, rdb)):
+        assert is_f32c(got)
+        close(got, want)
+    dx2, dw2, db2 = NB.conv2d_backward(x, w, dy, stride, padding, False, False)
+    assert dx2 is None and db2 is None
+    close(dw2, rdw)
+
+
+def test_conv2d_converts_inputs():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 4, 10, 9))          # float64
+    xt = np.asfortranarray(x[:, ::2])               # non-contiguous, 2 channels
+    w = rng.standard_normal((3, 2, 3, 3))
+    y = NB.conv2d_forward(xt, w, None, (1, 1), (1, 1, 1, 1))
+    assert is_f32c(y)
+    close(y, REF64.conv2d_forward(np.ascontiguousarray(xt), w, None, (1, 1), (1, 1, 1, 1)))
+
+
+def test_conv2d_shape_errors():
+    x = np.zeros((1, 3, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="channels"):
+        NB.conv2d_forward(x, np.zeros((2, 2, 3, 3), np.float32), None, (1, 1), (0, 0, 0, 0))
+    with pytest.raises(ValueError, match="smaller"):
+        NB.conv2d_forward(x, np.zeros((2, 3, 7, 7), np.float32), None, (1, 1), (0, 0, 0, 0))
+
+
+# (N, C, H, W, kernel, stride)
+POOL_CASES = [
+    (1, 1, 4, 4, (2, 2), (2, 2)),
+    (5, 3, 9, 7, (2, 2), (2, 2)),          # odd sizes: last row/col dropped
+    (2, 3, 9, 8, (3, 3), (2, 2)),          # overlapping windows
+    (3, 2, 7, 10, (3, 2), (1, 2)),
+    (1, 3, 11, 5, (2, 3), (3, 1)),         # stride > kernel on one axis
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_maxpool(case):
+    n, c, h, w, kernel, stride = case
+    rng = np.random.default_rng(2)
+    x = rand(rng, n, c, h, w)
+    y, state = NB.maxpool2d_forward(x, kernel, stride)
+    yr, rstate = REF32.maxpool2d_forward(x, kernel, stride)
+    assert is_f32c(y)
+    np.testing.assert_array_equal(y, yr)
+    dy = rand(rng, *y.shape)
+    dx = NB.maxpool2d_backward(dy, state)
+    assert is_f32c(dx)
+    close(dx, REF32.maxpool2d_backward(dy, rstate))
+
+
+def test_maxpool_ties_go_to_first():
+    x = np.zeros((2, 3, 6, 6), np.float32)           # every window is all ties
+    x[0, 0, 1, 1] = x[0, 0, 1, 2] = 1.0              # tie of two maxima inside one window
+    dy = np.arange(2 * 3 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 3) + 1
+    for kernel, stride in (((2, 2), (2, 2)), ((3, 3), (1, 1)), ((2, 3), (2, 1))):
+        y, state = NB.maxpool2d_forward(x, kernel, stride)
+        yr, rstate = REF32.maxpool2d_forward(x, kernel, stride)
+        d = np.ascontiguousarray(np.resize(dy, y.shape))
+        np.testing.assert_array_equal(NB.maxpool2d_backward(d, state),
+                                      REF32.maxpool2d_backward(d, rstate))
+    assert state[0].dtype == np.int32
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=str)
+def test_avgpool(case):
+    n, c, h, w, kernel, stride = case
+    rng = np.random.default_rng(3)
+    x = rand(rng, n, c, h, w)
+    y = NB.avgpool2d_forward(x, kernel, stride)
+    assert is_f32c(y)
+    close(y, REF64.avgpool2d_forward(*f64(x), kernel, stride))
+    dy = rand(rng, *y.shape)
+    dx = NB.avgpool2d_backward(dy, x.shape, kernel, stride)
+    assert is_f32c(dx)
+    close(dx, REF64.avgpool2d_backward(*f64(dy), x.shape, kernel, stride))
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_dense(n):
+    rng = np.random.default_rng(4)
+    x, w, b = rand(rng, n, 13), rand(rng, 7, 13), rand(rng, 7)
+    y = NB.dense_forward(x, w, b)
+    assert is_f32c(y)
+    close(y, REF64.dense_forward(*f64(x, w, b)))
+    close(NB.dense_forward(x, w, None), REF64.dense_forward(*f64(x, w, None)))
+    dy = rand(rng, n, 7)
+    got = NB.dense_backward(x, w, dy, True, True)
+    want = REF64.dense_backward(*f64(x, w, dy), True, True)
+    for g, r in zip(got, want):
+        assert g.dtype == np.float32
+        close(g, r)
+    dx, _, db = NB.dense_backward(x, w, dy, False, False)
+    assert dx is None and db is None
+
+
+@pytest.mark.parametrize("kind", ["relu", "leaky_relu", "sigmoid", "tanh"])
+def test_activations(kind):
+    rng = np.random.default_rng(5)
+    x = rand(rng, 3, 4, 5, 7) * 3
+    x[0, 0, 0, :3] = 0.0                          # the kink at zero
+    y = NB.activation_forward(kind, x, 0.1)
+    assert is_f32c(y)
+    close(y, REF64.activation_forward(kind, *f64(x), 0.1))
+    dy = rand(rng, *x.shape)
+    dx = NB.activation_backward(kind, x, y, dy, 0.1)
+    assert is_f32c(dx)
+    close(dx, REF64.activation_backward(kind, *f64(x, y, dy), 0.1))
+    with pytest.raises(ValueError):
+        NB.activation_forward("swish", x, 0.0)
+
+
+@pytest.mark.parametrize("n", [1, 5, 64])
+def test_softmax_cross_entropy(n):
+    rng = np.random.default_rng(6)
+    logits = rand(rng, n, 10) * 5
+    logits[0, :] += 200.0                         # large logits must not overflow
+    labels = rng.integers(0, 10, n)
+    loss, dlogits, correct = NB.softmax_cross_entropy(logits, labels)
+    rloss, rd, rcorrect = REF64.softmax_cross_entropy(*f64(logits), labels)
+    assert isinstance(loss, float) and isinstance(correct, int)
+    assert loss == pytest.approx(rloss, rel=1e-5, abs=1e-6)
+    assert correct == rcorrect
+    assert is_f32c(dlogits)
+    close(dlogits, rd)
+    with pytest.raises(ValueError):
+        NB.softmax_cross_entropy(logits, labels + 10)
+
+
+@pytest.mark.parametrize("p,seed", [(0.5, 0), (0.25, 12345), (0.9, 2**33 + 7)])
+def test_dropout_mask_matches_numpy(p, seed):
+    rng = np.random.default_rng(7)
+    x = rand(rng, 5, 3, 9, 7)
+    y, mask = NB.dropout_forward(x, p, seed)
+    ry, rmask = REF32.dropout_forward(x, p, seed)
+    assert is_f32c(y) and is_f32c(mask)
+    np.testing.assert_array_equal(mask, rmask)
+    np.testing.assert_array_equal(y, ry)
+    dy = rand(rng, *x.shape)
+    np.testing.assert_array_equal(NB.dropout_backward(dy, mask), REF32.dropout_backward(dy, rmask))
+    # the mask really is drawn by dropout_uniform
+    u = dropout_uniform(seed, np.arange(x.size)).reshape(x.shape)
+    np.testing.assert_array_equal(mask > 0, u >= np.float32(p))
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 9, 7), (1, 4, 6, 5)])
+def test_batchnorm(shape):
+    rng = np.random.default_rng(8)
+    c = shape[1]
+    x = rand(rng, *shape) * 2 + 1
+    gamma, beta = rand(rng, c), rand(rng, c)
+    rm, rv = rand(rng, c), np.abs(rand(rng, c)) + 0.5
+    rm64, rv64 = rm.astype(np.float64), rv.astype(np.float64)
+    y, state = NB.batchnorm2d_forward_train(x, gamma, beta, rm, rv, 0.1, 1e-5)
+    yr, rstate = REF64.batchnorm2d_forward_train(*f64(x, gamma, beta), rm64, rv64, 0.1, 1e-5)
+    assert is_f32c(y)
+    close(y, yr)
+    close(rm, rm64)                               # running statistics updated in place
+    close(rv, rv64)
+    dy = rand(rng, *shape)
+    got = NB.batchnorm2d_backward(dy, state, gamma)
+    want = REF64.batchnorm2d_backward(*f64(dy), rstate, gamma.astype(np.float64))
+    for g, r in zip(got, want):
+        assert is_f32c(g)
+        close(g, r, atol=1e-4)
+    ye = NB.batchnorm2d_forward_eval(x, gamma, beta, rm, rv, 1e-5)
+    close(ye, REF64.batchnorm2d_forward_eval(*f64(x, gamma, beta, rm, rv), 1e-5))
+
+
+def _opt_state(rng, shape=(4, 3, 3, 3)):
+    return rand(rng, *shape), rand(rng, *shape)
+
+
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.0, False, 0.01),
+                                                  (0.9, False, 0.0), (0.9, True, 1e-3)])
+def test_sgd_step(momentum, nesterov, wd):
+    rng = np.random.default_rng(9)
+    p, g = _opt_state(rng)
+    v = rand(rng, *p.shape) if momentum else None
+    rp, rv = p.astype(np.float64), (None if v is None else v.astype(np.float64))
+    for _ in range(3):
+        NB.sgd_step(p, g, v, 0.05, momentum, nesterov, wd)
+        REF64.sgd_step(rp, g.astype(np.float64), rv, 0.05, momentum, nesterov, wd)
+    close(p, rp)
+    if v is not None:
+        close(v, rv)
+    with pytest.raises(TypeError):
+        NB.sgd_step(p.astype(np.float64), g, None, 0.1, 0.0, False, 0.0)
+
+
+@pytest.mark.parametrize("wd,decoupled", [(0.0, False), (0.01, False), (0.01, True)])
+def test_adam_step(wd, decoupled):
+    rng = np.random.default_rng(10)
+    p, g = _opt_state(rng)
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    rp, rm, rv = p.astype(np.float64), m.astype(np.float64), v.astype(np.float64)
+    for step in range(1, 4):
+        NB.adam_step(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, step, wd, decoupled)
+        REF64.adam_step(rp, g.astype(np.float64), rm, rv, 1e-3, 0.9, 0.999, 1e-8, step, wd,
+                        decoupled)
+    close(p, rp)
+    close(m, rm)
+    close(v, rv)
+
+
+@pytest.mark.parametrize("momentum,wd", [(0.0, 0.0), (0.9, 0.01)])
+def test_rmsprop_step(momentum, wd):
+    rng = np.random.default_rng(11)
+    p, g = _opt_state(rng)
+    s = np.zeros_like(p)
+    buf = np.zeros_like(p) if momentum else None
+    rp, rs = p.astype(np.float64), s.astype(np.float64)
+    rbuf = None if buf is None else buf.astype(np.float64)
+    for _ in range(3):
+        NB.rmsprop_step(p, g, s, buf, 1e-2, 0.99, 1e-8, momentum, wd)
+        REF64.rmsprop_step(rp, g.astype(np.float64), rs, rbuf, 1e-2, 0.99, 1e-8, momentum, wd)
+    close(p, rp)
+    close(s, rs)
+
+
+def _training_step_outputs():
+    """A conv-relu-pool-dense-loss forward and backward; every array it produces."""
+    rng = np.random.default_rng(12)
+    x = rand(rng, 5, 3, 13, 11)
+    w, b = rand(rng, 6, 3, 3, 3), rand(rng, 6)
+    h = NB.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1))
+    a = NB.activation_forward("relu", h, 0.0)
+    p, st = NB.maxpool2d_forward(a, (2, 2), (2, 2))
+    flat = p.reshape(5, -1)
+    wd, bd = rand(rng, 10, flat.shape[1]), rand(rng, 10)
+    z = NB.dense_forward(flat, wd, bd)
+    loss, dz, _ = NB.softmax_cross_entropy(z, rng.integers(0, 10, 5))
+    dflat, dwd, dbd = NB.dense_backward(flat, wd, dz, True, True)
+    dp = NB.maxpool2d_backward(dflat.reshape(p.shape), st)
+    da = NB.activation_backward("relu", h, a, dp, 0.0)
+    dx, dw, db = NB.conv2d_backward(x, w, da, (1, 1), (1, 1, 1, 1), True, True)
+    xb = rand(rng, 5, 6, 8, 8)
+    yb, bst = NB.batchnorm2d_forward_train(xb, np.ones(6, np.float32), np.zeros(6, np.float32),
+                                           np.zeros(6, np.float32), np.ones(6, np.float32),
+                                           0.1, 1e-5)
+    bn = NB.batchnorm2d_backward(rand(rng, *yb.shape), bst, np.ones(6, np.float32))
+    return [h, a, p, z, np.float32(loss), dz, dflat, dp, da, dx, dw, db, yb, *bn]
+
+
+def test_deterministic_and_thread_count_independent():
+    """No prange races: repeated runs and 1 vs all threads give bit-identical results."""
+    first = _training_step_outputs()
+    again = _training_step_outputs()
+    top = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = _training_step_outputs()
+    finally:
+        numba.set_num_threads(top)
+    for a, b, c in zip(first, again, single):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_device_name_and_dtype():
+    assert NB.dtype == np.float32
+    assert "thread" in NB.device_name()
+    a = NB.from_numpy(np.arange(6.0).reshape(2, 3).T)
+    assert is_f32c(a)
+    assert NB.labels_from_numpy([1, 2]).dtype == np.int64

@@ -1,0 +1,115 @@
+"""Every layer's backward against central finite differences, in float64 on the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nbcnn import layers
+from nbcnn.backends.numpy_ref import NumpyBackend
+
+REF64 = NumpyBackend(np.float64)
+EPS = 1e-6
+
+
+def numeric_grad(f, a):
+    """Central differences of the scalar f() with respect to every element of ``a`` (in place)."""
+    g = np.zeros_like(a)
+    flat, gflat = a.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + EPS
+        hi = f()
+        flat[i] = old - EPS
+        lo = f()
+        flat[i] = old
+        gflat[i] = (hi - lo) / (2 * EPS)
+    return g
+
+
+def check_layer(layer, x_shape, seed=0, training=True):
+    """Compare backward's dx and every parameter gradient with finite differences of
+    L = sum(forward(x) * G) for a fixed random G."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape)
+    layer.training = training
+    y = layer.forward(x)
+    g_out = rng.standard_normal(y.shape)
+
+    def loss():
+        return float((layer.forward(x) * g_out).sum())
+
+    layer.forward(x)
+    dx = layer.backward(g_out)
+    np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-7, err_msg="dx")
+    for name, p in layer.params.items():
+        np.testing.assert_allclose(layer.grads[name], numeric_grad(loss, p), rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("kwargs,x_shape", [
+    (dict(filters=3, kernel_size=3, stride=2, padding=1), (1, 2, 7, 6)),
+    (dict(filters=2, kernel_size=(3, 2), stride=(1, 2), padding="same"), (2, 3, 5, 6)),
+    (dict(filters=4, kernel_size=1, padding="valid", bias=False), (2, 3, 4, 3)),
+    (dict(filters=2, kernel_size=5, stride=1, padding=2), (1, 1, 6, 5)),
+])
+def test_conv2d(kwargs, x_shape):
+    check_layer(layers.Conv2D(**kwargs, backend=REF64), x_shape)
+
+
+@pytest.mark.parametrize("cls", [layers.MaxPool2D, layers.AvgPool2D])
+@pytest.mark.parametrize("pool,stride,x_shape", [(2, None, (1, 2, 6, 5)), (3, 2, (2, 3, 7, 8)),
+                                                 ((2, 3), (1, 2), (1, 1, 5, 7))])
+def test_pooling(cls, pool, stride, x_shape):
+    check_layer(cls(pool, stride, backend=REF64), x_shape)
+
+
+def test_dense():
+    check_layer(layers.Dense(4, backend=REF64), (3, 7))
+    check_layer(layers.Dense(2, bias=False, backend=REF64), (1, 5))
+
+
+@pytest.mark.parametrize("layer", [layers.ReLU, layers.Sigmoid, layers.Tanh,
+                                   lambda **k: layers.LeakyReLU(0.1, **k)])
+def test_activations(layer):
+    check_layer(layer(backend=REF64), (2, 3, 4, 5))
+
+
+def test_flatten():
+    check_layer(layers.Flatten(backend=REF64), (2, 3, 4, 5))
+
+
+def test_dropout_with_a_fixed_mask():
+    layer = layers.Dropout(0.4, backend=REF64)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 2, 4, 4))
+    seed = 987654                        # a fixed mask: the op with one seed is a linear map
+    y, mask = REF64.dropout_forward(x, 0.4, seed)
+    g_out = rng.standard_normal(y.shape)
+    numeric = numeric_grad(lambda: float((REF64.dropout_forward(x, 0.4, seed)[0] * g_out).sum()), x)
+    np.testing.assert_allclose(REF64.dropout_backward(g_out, mask), numeric, rtol=1e-5, atol=1e-7)
+    assert np.array_equal(layer.forward(x, training=False), x)      # identity at evaluation
+
+
+def test_batchnorm_training_mode():
+    check_layer(layers.BatchNorm2D(backend=REF64), (4, 3, 3, 2))
+    check_layer(layers.BatchNorm2D(backend=REF64), (1, 2, 3, 3), seed=5)
+
+
+def test_batchnorm_eval_mode():
+    layer = layers.BatchNorm2D(backend=REF64)
+    layer.forward(np.random.default_rng(0).standard_normal((4, 2, 3, 3)))   # some running stats
+    x = np.random.default_rng(1).standard_normal((2, 2, 3, 3))
+    y = layer.forward(x, training=False)
+    b = layer.buffers
+    want = (x - b["running_mean"][None, :, None, None]) / np.sqrt(b["running_var"] + 1e-5)[None, :, None, None]
+    np.testing.assert_allclose(y, want, rtol=1e-10)
+
+
+def test_softmax_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((5, 4)) * 3
+    labels = rng.integers(0, 4, 5)
+    loss, d, _ = REF64.softmax_cross_entropy(logits, labels)
+    numeric = numeric_grad(lambda: REF64.softmax_cross_entropy(logits, labels)[0], logits)
+    np.testing.assert_allclose(d, numeric, rtol=1e-5, atol=1e-8)

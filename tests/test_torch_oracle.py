@@ -1,0 +1,147 @@
+"""Forward and every gradient against torch.nn.functional (skipped where torch is absent)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import assert_close, backend_or_skip
+
+torch = pytest.importorskip("torch", reason="PyTorch is an optional oracle: pip install torch")
+F = torch.nn.functional
+
+BACKENDS = ["numpy", "numba", "opencl"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return backend_or_skip(request.param)
+
+
+def t(a):
+    return torch.tensor(np.asarray(a), requires_grad=True)
+
+
+@pytest.mark.parametrize("n,c,h,w,o,k,stride,pad", [(1, 1, 9, 7, 4, 3, 1, 1), (5, 3, 8, 11, 6, 3, 2, 1),
+                                                    (2, 3, 7, 7, 2, 5, 1, 2), (2, 2, 6, 9, 3, 1, 2, 0)])
+def test_conv2d(backend, n, c, h, w, o, k, stride, pad):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+    wt = rng.standard_normal((o, c, k, k), dtype=np.float32)
+    b = rng.standard_normal(o, dtype=np.float32)
+    xt, wtt, bt = t(x), t(wt), t(b)
+    yt = F.conv2d(xt, wtt, bt, stride=stride, padding=pad)
+    dy = rng.standard_normal(tuple(yt.shape), dtype=np.float32)
+    yt.backward(torch.tensor(dy))
+    s, p = (stride, stride), (pad, pad, pad, pad)
+    y = backend.conv2d_forward(backend.from_numpy(x), backend.from_numpy(wt), backend.from_numpy(b), s, p)
+    assert_close(backend.to_numpy(y), yt.detach().numpy())
+    dx, dw, db = backend.conv2d_backward(backend.from_numpy(x), backend.from_numpy(wt),
+                                         backend.from_numpy(dy), s, p, True, True)
+    assert_close(backend.to_numpy(dx), xt.grad.numpy())
+    assert_close(backend.to_numpy(dw), wtt.grad.numpy())
+    assert_close(backend.to_numpy(db), bt.grad.numpy())
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("k,s", [(2, 2), (3, 2), ((2, 3), (1, 2))])
+def test_pooling(backend, kind, k, s):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 2, 7, 9), dtype=np.float32)
+    k2 = k if isinstance(k, tuple) else (k, k)
+    s2 = s if isinstance(s, tuple) else (s, s)
+    xt = t(x)
+    yt = (F.max_pool2d if kind == "max" else F.avg_pool2d)(xt, k2, s2)
+    dy = rng.standard_normal(tuple(yt.shape), dtype=np.float32)
+    yt.backward(torch.tensor(dy))
+    if kind == "max":
+        y, state = backend.maxpool2d_forward(backend.from_numpy(x), k2, s2)
+        dx = backend.maxpool2d_backward(backend.from_numpy(dy), state)
+    else:
+        y = backend.avgpool2d_forward(backend.from_numpy(x), k2, s2)
+        dx = backend.avgpool2d_backward(backend.from_numpy(dy), x.shape, k2, s2)
+    assert_close(backend.to_numpy(y), yt.detach().numpy())
+    assert_close(backend.to_numpy(dx), xt.grad.numpy())
+
+
+def test_dense(backend):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((6, 40), dtype=np.float32)
+    w = rng.standard_normal((10, 40), dtype=np.float32)
+    b = rng.standard_normal(10, dtype=np.float32)
+    xt, wt, bt = t(x), t(w), t(b)
+    yt = F.linear(xt, wt, bt)
+    dy = rng.standard_normal((6, 10), dtype=np.float32)
+    yt.backward(torch.tensor(dy))
+    y = backend.dense_forward(backend.from_numpy(x), backend.from_numpy(w), backend.from_numpy(b))
+    assert_close(backend.to_numpy(y), yt.detach().numpy())
+    dx, dw, db = backend.dense_backward(backend.from_numpy(x), backend.from_numpy(w),
+                                        backend.from_numpy(dy), True, True)
+    for got, want in ((dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+        assert_close(backend.to_numpy(got), want.numpy())
+
+
+def test_batchnorm2d(backend):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3, 5, 6), dtype=np.float32) * 2 + 0.5
+    gamma = rng.standard_normal(3, dtype=np.float32)
+    beta = rng.standard_normal(3, dtype=np.float32)
+    rm_t, rv_t = torch.zeros(3), torch.ones(3)
+    xt, gt, bt = t(x), t(gamma), t(beta)
+    yt = F.batch_norm(xt, rm_t, rv_t, gt, bt, training=True, momentum=0.1, eps=1e-5)
+    dy = rng.standard_normal(x.shape, dtype=np.float32)
+    yt.backward(torch.tensor(dy))
+    rm, rv = backend.from_numpy(np.zeros(3)), backend.from_numpy(np.ones(3))
+    y, state = backend.batchnorm2d_forward_train(backend.from_numpy(x), backend.from_numpy(gamma),
+                                                 backend.from_numpy(beta), rm, rv, 0.1, 1e-5)
+    assert_close(backend.to_numpy(y), yt.detach().numpy(), rtol=2e-4)
+    assert_close(backend.to_numpy(rm), rm_t.numpy())
+    assert_close(backend.to_numpy(rv), rv_t.numpy())
+    dx, dg, db = backend.batchnorm2d_backward(backend.from_numpy(dy), state, backend.from_numpy(gamma))
+    assert_close(backend.to_numpy(dx), xt.grad.numpy(), rtol=5e-4, atol=5e-5)
+    assert_close(backend.to_numpy(dg), gt.grad.numpy(), rtol=5e-4)
+    assert_close(backend.to_numpy(db), bt.grad.numpy(), rtol=5e-4)
+    y_eval = backend.batchnorm2d_forward_eval(backend.from_numpy(x), backend.from_numpy(gamma),
+                                              backend.from_numpy(beta), rm, rv, 1e-5)
+    want = F.batch_norm(torch.tensor(x), rm_t, rv_t, torch.tensor(gamma), torch.tensor(beta),
+                        training=False, eps=1e-5)
+    assert_close(backend.to_numpy(y_eval), want.numpy(), rtol=2e-4)
+
+
+def test_softmax_cross_entropy(backend):
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((9, 10), dtype=np.float32) * 5
+    labels = rng.integers(0, 10, 9)
+    lt = t(logits)
+    loss_t = F.cross_entropy(lt, torch.tensor(labels))
+    loss_t.backward()
+    loss, d, _ = backend.softmax_cross_entropy(backend.from_numpy(logits), backend.labels_from_numpy(labels))
+    assert loss == pytest.approx(loss_t.item(), rel=1e-5)
+    assert_close(backend.to_numpy(d), lt.grad.numpy())
+
+
+@pytest.mark.parametrize("opt", ["sgd", "nesterov", "adam", "adamw", "rmsprop"])
+def test_optimizers_match_torch(backend, opt):
+    """Five steps of each optimizer update a parameter exactly as torch.optim does."""
+    from nbcnn import optim
+    rng = np.random.default_rng(5)
+    p0 = rng.standard_normal((4, 5), dtype=np.float32)
+    grads = [rng.standard_normal((4, 5), dtype=np.float32) for _ in range(5)]
+    pt = torch.nn.Parameter(torch.tensor(p0))
+    ours, theirs = {
+        "sgd": (optim.SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
+                torch.optim.SGD([pt], lr=0.1, momentum=0.9, weight_decay=0.01)),
+        "nesterov": (optim.SGD(lr=0.1, momentum=0.9, nesterov=True),
+                     torch.optim.SGD([pt], lr=0.1, momentum=0.9, nesterov=True)),
+        "adam": (optim.Adam(lr=0.01, weight_decay=0.01), torch.optim.Adam([pt], lr=0.01, weight_decay=0.01)),
+        "adamw": (optim.Adam(lr=0.01, weight_decay=0.1, decoupled=True),
+                  torch.optim.AdamW([pt], lr=0.01, weight_decay=0.1)),
+        "rmsprop": (optim.RMSprop(lr=0.01, momentum=0.5, weight_decay=0.01),
+                    torch.optim.RMSprop([pt], lr=0.01, momentum=0.5, weight_decay=0.01)),
+    }[opt]
+    p = backend.from_numpy(p0)
+    for g in grads:
+        ours.step(backend, [(p, backend.from_numpy(g))])
+        pt.grad = torch.tensor(g)
+        theirs.step()
+    assert_close(backend.to_numpy(p), pt.detach().numpy(), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,131 @@
+/* batchnorm.cl -- 2-D batch normalisation over (N, H, W) per channel (NCHW, float32).
+ *
+ * Training forward, with m = N*H*W values per channel:
+ *   mean_c = sum x / m ;  var_c = sum (x - mean_c)^2 / m  (biased, two passes for accuracy)
+ *   inv_std_c = 1 / sqrt(var_c + eps) ;  x_hat = (x - mean_c) * inv_std_c ;  y = gamma*x_hat + beta
+ *   running_mean = (1-momentum)*running_mean + momentum*mean_c
+ *   running_var  = (1-momentum)*running_var  + momentum*var_c*m/(m-1)   (unbiased, as PyTorch)
+ * Backward:
+ *   dbeta = sum dy ;  dgamma = sum dy*x_hat
+ *   dx = gamma*inv_std/m * (m*dy - dbeta - x_hat*dgamma)
+ * Per-channel reductions use one work-group of LS work-items per channel (LS a #define).
+ */
+
+#ifndef LS
+#define LS 64
+#endif
+
+inline float wg_sum(__local float *buf, float v)
+{
+    const int lid = get_local_id(0);
+    buf[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int step = LS / 2; step > 0; step >>= 1) {
+        if (lid < step)
+            buf[lid] += buf[lid + step];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float s = buf[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return s;
+}
+
+/* Batch statistics of channel c = group id; updates the running statistics in place.
+ * global = C * LS, local = LS.  unbias = m / max(m-1, 1) from the host. */
+__kernel __attribute__((reqd_work_group_size(LS, 1, 1)))
+void bn_stats(__global const float *x, __global float *mean, __global float *inv_std,
+              __global float *running_mean, __global float *running_var,
+              const int N, const int C, const int HW,
+              const float momentum, const float eps, const float unbias)
+{
+    __local float buf[LS];
+    const int c = get_group_id(0), lid = get_local_id(0);
+    const int m = N * HW;
+    float s = 0.0f;
+    for (int e = lid; e < m; e += LS) {
+        const int n = e / HW, k = e - n * HW;
+        s += x[((size_t)n * C + c) * HW + k];
+    }
+    const float mu = wg_sum(buf, s) / (float)m;
+    float s2 = 0.0f;
+    for (int e = lid; e < m; e += LS) {
+        const int n = e / HW, k = e - n * HW;
+        const float d = x[((size_t)n * C + c) * HW + k] - mu;
+        s2 += d * d;
+    }
+    const float var = wg_sum(buf, s2) / (float)m;
+    if (lid == 0) {
+        mean[c] = mu;
+        inv_std[c] = 1.0f / sqrt(var + eps);
+        running_mean[c] = running_mean[c] * (1.0f - momentum) + momentum * mu;
+        running_var[c] = running_var[c] * (1.0f - momentum) + momentum * (var * unbias);
+    }
+}
+
+/* x_hat and y from the batch statistics; one work-item per element (total = N*C*HW). */
+__kernel void bn_apply_train(__global const float *x, __global const float *mean,
+                             __global const float *inv_std, __global const float *gamma,
+                             __global const float *beta, __global float *x_hat, __global float *y,
+                             const int C, const int HW, const int total)
+{
+    const int i = get_global_id(0);
+    if (i >= total)
+        return;
+    const int c = (i / HW) % C;
+    const float xh = (x[i] - mean[c]) * inv_std[c];
+    x_hat[i] = xh;
+    y[i] = gamma[c] * xh + beta[c];
+}
+
+/* Evaluation: y = (x - running_mean) * gamma / sqrt(running_var + eps) + beta. */
+__kernel void bn_eval(__global const float *x, __global const float *running_mean,
+                      __global const float *running_var, __global const float *gamma,
+                      __global const float *beta, __global float *y,
+                      const int C, const int HW, const int total, const float eps)
+{
+    const int i = get_global_id(0);
+    if (i >= total)
+        return;
+    const int c = (i / HW) % C;
+    const float scale = gamma[c] * (1.0f / sqrt(running_var[c] + eps));
+    y[i] = (x[i] - running_mean[c]) * scale + beta[c];
+}
+
+/* dbeta[c] = sum dy, dgamma[c] = sum dy * x_hat; global = C * LS, local = LS. */
+__kernel __attribute__((reqd_work_group_size(LS, 1, 1)))
+void bn_bwd_reduce(__global const float *dy, __global const float *x_hat,
+                   __global float *dgamma, __global float *dbeta,
+                   const int N, const int C, const int HW)
+{
+    __local float buf[LS];
+    const int c = get_group_id(0), lid = get_local_id(0);
+    const int m = N * HW;
+    float sb = 0.0f, sg = 0.0f;
+    for (int e = lid; e < m; e += LS) {
+        const int n = e / HW, k = e - n * HW;
+        const size_t idx = ((size_t)n * C + c) * HW + k;
+        const float d = dy[idx];
+        sb += d;
+        sg += d * x_hat[idx];
+    }
+    const float tb = wg_sum(buf, sb);
+    const float tg = wg_sum(buf, sg);
+    if (lid == 0) {
+        dbeta[c] = tb;
+        dgamma[c] = tg;
+    }
+}
+
+/* dx = gamma*inv_std/m * (m*dy - dbeta - x_hat*dgamma); one work-item per element. */
+__kernel void bn_bwd_dx(__global const float *dy, __global const float *x_hat,
+                        __global const float *gamma, __global const float *inv_std,
+                        __global const float *dgamma, __global const float *dbeta,
+                        __global float *dx, const int C, const int HW, const int total,
+                        const float m)
+{
+    const int i = get_global_id(0);
+    if (i >= total)
+        return;
+    const int c = (i / HW) % C;
+    dx[i] = gamma[c] * inv_std[c] / m * (m * dy[i] - dbeta[c] - x_hat[i] * dgamma[c]);
+}

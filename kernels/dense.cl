@@ -1,0 +1,105 @@
+/* dense.cl -- tiled matrix multiply for the dense (fully connected) layer.
+ *
+ *   C[m, n] = sum_k A(m, k) * B(k, n)  (+ bias[n])
+ *
+ * A and B are addressed through strides, A(m,k) = A[m*sam + k*sak], B(k,n) = B[k*sbk + n*sbn],
+ * so one kernel serves all three products of a dense layer:
+ *   forward  y  = x @ w.T : A = x  (sam=in, sak=1),  B(k,n) = w[n,k] (sbk=1,  sbn=in)
+ *   weights  dw = dy.T @ x: A(m,k) = dy[k,m] (sam=1, sak=out), B = x (sbk=in, sbn=1)
+ *   input    dx = dy @ w  : A = dy (sam=out, sak=1), B = w (sbk=in, sbn=1)
+ *
+ * Tiling: a work-group computes a TM x TN tile of C; it walks K in steps of TK, staging a
+ * TK x TM slice of A and a TK x TN slice of B in local memory (zero-filled past the edges), and
+ * each of its (TN/RN) x (TM/RM) work-items accumulates an RM x RN register block from them.
+ * TM, TN, TK, RM, RN are #defines chosen by the host (auto-tuned per device).
+ * Local size must be (TN/RN, TM/RM); global = (ceil(N/TN)*TN/RN, ceil(M/TM)*TM/RM).
+ */
+
+#ifndef TM
+#define TM 32
+#endif
+#ifndef TN
+#define TN 32
+#endif
+#ifndef TK
+#define TK 16
+#endif
+#ifndef RM
+#define RM 4
+#endif
+#ifndef RN
+#define RN 4
+#endif
+
+#define LX (TN / RN)
+#define LY (TM / RM)
+#define NT (LX * LY)
+
+__kernel __attribute__((reqd_work_group_size(LX, LY, 1)))
+void gemm(__global const float *A, const int sam, const int sak,
+          __global const float *B, const int sbk, const int sbn,
+          __global const float *bias, const int has_bias,
+          __global float *Cm, const int M, const int N, const int K)
+{
+    __local float As[TK][TM];
+    __local float Bs[TK][TN];
+    const int tx = get_local_id(0), ty = get_local_id(1);
+    const int lid = ty * LX + tx;
+    const int n0 = get_group_id(0) * TN;
+    const int m0 = get_group_id(1) * TM;
+
+    float acc[RM][RN];
+#pragma unroll
+    for (int r = 0; r < RM; ++r)
+#pragma unroll
+        for (int c = 0; c < RN; ++c)
+            acc[r][c] = 0.0f;
+
+    for (int k0 = 0; k0 < K; k0 += TK) {
+        /* stage the tiles; the element order follows the unit stride so reads are contiguous */
+        for (int e = lid; e < TK * TM; e += NT) {
+            int kk, mm;
+            if (sak == 1) { mm = e / TK; kk = e - mm * TK; }
+            else          { kk = e / TM; mm = e - kk * TM; }
+            const int m = m0 + mm, k = k0 + kk;
+            As[kk][mm] = (m < M && k < K) ? A[m * sam + k * sak] : 0.0f;
+        }
+        for (int e = lid; e < TK * TN; e += NT) {
+            int kk, nn;
+            if (sbk == 1) { nn = e / TK; kk = e - nn * TK; }
+            else          { kk = e / TN; nn = e - kk * TN; }
+            const int n = n0 + nn, k = k0 + kk;
+            Bs[kk][nn] = (n < N && k < K) ? B[k * sbk + n * sbn] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll 4
+        for (int kk = 0; kk < TK; ++kk) {
+            float a[RM], b[RN];
+#pragma unroll
+            for (int r = 0; r < RM; ++r)
+                a[r] = As[kk][ty * RM + r];
+#pragma unroll
+            for (int c = 0; c < RN; ++c)
+                b[c] = Bs[kk][tx * RN + c];
+#pragma unroll
+            for (int r = 0; r < RM; ++r)
+#pragma unroll
+                for (int c = 0; c < RN; ++c)
+                    acc[r][c] = mad(a[r], b[c], acc[r][c]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
+#pragma unroll
+    for (int r = 0; r < RM; ++r) {
+        const int m = m0 + ty * RM + r;
+        if (m >= M)
+            continue;
+#pragma unroll
+        for (int c = 0; c < RN; ++c) {
+            const int n = n0 + tx * RN + c;
+            if (n < N)
+                Cm[m * N + n] = acc[r][c] + (has_bias ? bias[n] : 0.0f);
+        }
+    }
+}

@@ -1,0 +1,502 @@
+"""``OpenCLBackend``: the op contract (nbcnn/backends/base.py) on pyopencl arrays.
+
+One context and one in-order queue per backend. Every op enqueues kernels from ``kernels/*.cl``
+and returns at once; nothing comes back to the host until ``to_numpy``, ``all_finite`` or the
+loss (which reads two numbers: the batch's mean loss and its correct count). Arrays come from a
+``pyopencl.tools.MemoryPool``, so the buffers of a training step are allocated on the first step
+and reused by the following ones.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from ..base import Backend, _lowbias32, conv_output_size
+from .device import device_id, select_device
+from .errors import INSTALL_HINT, OpenCLUnavailableError
+from .program import ProgramCache
+from . import tune
+
+_ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3}
+
+#: build options per kernel file. Fast-math only where the kernels do plain multiply-adds and
+#: comparisons (results stay within float32 rounding of numpy_ref); the files with exp, log,
+#: sqrt or a NaN/infinity test are built IEEE-exact.
+_FAST = ("-cl-fast-relaxed-math",)
+_OPTIONS = {
+    "conv": _FAST, "dense": _FAST, "pool": _FAST,
+    "activations": (), "loss": (), "dropout": (), "batchnorm": (), "optim": (), "reduce": (),
+}
+
+
+def _i32(v) -> np.int32:
+    return np.int32(v)
+
+
+def _f32(v) -> np.float32:
+    return np.float32(v)
+
+
+def _floor_pow2(v: int) -> int:
+    return 1 << (max(1, int(v)).bit_length() - 1)
+
+
+def _round_up(v: int, m: int) -> int:
+    return ((v + m - 1) // m) * m
+
+
+class OpenCLBackend(Backend):
+    """The op contract on one OpenCL device (see module docstring).
+
+    ``OpenCLBackend()`` takes ``$NBCNN_OPENCL_DEVICE`` if set, else the first GPU of any platform,
+    else the first CPU device; ``OpenCLBackend("P:D")`` takes device D of platform P.
+    """
+
+    name = "opencl"
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, device: str | None = None, autotune: bool | None = None):
+        import pyopencl as cl
+        import pyopencl.array as cl_array
+        import pyopencl.tools as cl_tools
+
+        self._cl, self._cl_array = cl, cl_array
+        self.device = select_device(device)
+        try:
+            self.context = cl.Context([self.device])
+            self.queue = cl.CommandQueue(self.context)          # in-order
+        except cl.Error as exc:
+            raise OpenCLUnavailableError(
+                f"cannot open OpenCL device {self.device.name.strip()!r}: {exc}. " + INSTALL_HINT) from exc
+        self.device_id = device_id(self.device)
+        self.allocator = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
+        self.programs = ProgramCache(self.context)
+        self._lock = threading.Lock()
+
+        is_gpu = bool(self.device.type & cl.device_type.GPU)
+        self.is_gpu = is_gpu
+        max_wg = int(self.device.max_work_group_size)
+        cu = int(self.device.max_compute_units)
+        #: work-group size of the reduction kernels
+        self.reduce_ls = min(256 if is_gpu else 64, _floor_pow2(max_wg))
+        #: enough work-items to keep the device busy (used to split conv's weight gradient)
+        self.target_items = cu * (2048 if is_gpu else 32)
+        #: blocking factors: conv channels per work-item, matmul tiles (auto-tuned when enabled)
+        self.tuning = tune.Tuner(self, enabled=autotune)
+        self._dummy = cl_array.zeros(self.queue, (1,), np.float32)
+        self._flag = cl_array.zeros(self.queue, (1,), np.int32)
+
+    # ---- programs -------------------------------------------------------------------------
+    def _kernel(self, file: str, kernel: str, defines: dict | None = None):
+        return self.programs.get(file, defines, _OPTIONS[file]).kernel(kernel)
+
+    def _launch(self, knl, gsize, lsize, *args):
+        conv = []
+        for a in args:
+            if isinstance(a, self._cl_array.Array):
+                conv.append(a.base_data)
+            elif isinstance(a, (bool, np.bool_)):
+                conv.append(np.int32(a))
+            elif isinstance(a, (int, np.integer)) and not isinstance(a, (np.int32, np.uint32)):
+                conv.append(np.int32(a))
+            elif isinstance(a, float):
+                conv.append(np.float32(a))
+            else:
+                conv.append(a)
+        knl(self.queue, tuple(int(g) for g in gsize), None if lsize is None else tuple(lsize), *conv)
+
+    # ---- arrays ---------------------------------------------------------------------------
+    def _empty(self, shape, dtype=np.float32):
+        return self._cl_array.empty(self.queue, tuple(int(s) for s in shape), dtype,
+                                    allocator=self.allocator)
+
+    def _in(self, a, dtype=np.float32):
+        """``a`` as a contiguous device array of ``dtype`` with no offset (copying if needed)."""
+        cl_array = self._cl_array
+        if not isinstance(a, cl_array.Array):
+            return self._to_device(np.asarray(a), dtype)
+        if a.dtype != dtype:
+            raise TypeError(f"OpenCL backend: expected a {np.dtype(dtype).name} array, got {a.dtype}")
+        if a.context != self.context:
+            return self._to_device(a.get(), dtype)
+        if not a.flags.c_contiguous:
+            raise ValueError("OpenCL backend: arrays must be C-contiguous")
+        if a.offset:
+            out = self._empty(a.shape, dtype)
+            if a.nbytes:
+                self._cl.enqueue_copy(self.queue, out.base_data, a.base_data,
+                                      src_offset=a.offset, byte_count=a.nbytes)
+            return out
+        return a
+
+    def _to_device(self, a: np.ndarray, dtype):
+        host = np.ascontiguousarray(a, dtype=dtype)
+        out = self._empty(host.shape, dtype)
+        if host.nbytes:
+            out.set(host, queue=self.queue)
+        return out
+
+    def from_numpy(self, a):
+        a = np.asarray(a)
+        if a.dtype.kind not in "fiub":
+            raise TypeError(f"from_numpy: expected a numeric array, got dtype {a.dtype}")
+        return self._to_device(a, np.float32)
+
+    def labels_from_numpy(self, y):
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"labels must be integers, got dtype {y.dtype}")
+        if y.size and (y.min() < 0 or y.max() > np.iinfo(np.int32).max):
+            raise ValueError("labels must be non-negative class indices")
+        return self._to_device(y, np.int32)
+
+    def to_numpy(self, a):
+        if isinstance(a, np.ndarray):
+            return a
+        return a.get(queue=self.queue)
+
+    def zeros(self, shape):
+        out = self._empty(shape)
+        if out.nbytes:
+            self._cl.enqueue_fill_buffer(self.queue, out.base_data, np.float32(0), 0, out.nbytes)
+        return out
+
+    def _zeros_like_shape(self, shape, dtype=np.float32):
+        out = self._empty(shape, dtype)
+        if out.nbytes:
+            self._cl.enqueue_fill_buffer(self.queue, out.base_data, dtype(0), 0, out.nbytes)
+        return out
+
+    def copy_into(self, dst, src):
+        if not isinstance(dst, self._cl_array.Array):
+            raise TypeError("copy_into: dst must be an OpenCL array of this backend")
+        if tuple(dst.shape) != tuple(np.shape(src)):
+            raise ValueError(f"copy_into: shapes differ, dst {tuple(dst.shape)} src {tuple(np.shape(src))}")
+        if isinstance(src, np.ndarray):
+            dst.set(np.ascontiguousarray(src, dtype=dst.dtype), queue=self.queue)
+            return
+        src = self._in(src, dst.dtype)
+        if dst.nbytes:
+            self._cl.enqueue_copy(self.queue, dst.base_data, src.base_data,
+                                  dst_offset=dst.offset, byte_count=dst.nbytes)
+
+    def all_finite(self, a):
+        a = self._in(a)
+        n = a.size
+        if n == 0:
+            return True
+        flag = self._flag
+        self._cl.enqueue_fill_buffer(self.queue, flag.base_data, np.int32(0), 0, 4)
+        gsize = min(n, 64 * int(self.device.max_compute_units) * (64 if self.is_gpu else 4))
+        self._launch(self._kernel("reduce", "any_nonfinite"), (gsize,), None, a, flag, n)
+        return int(flag.get(queue=self.queue)[0]) == 0
+
+    def reshape(self, a, shape):
+        return a.reshape(tuple(shape))
+
+    def device_name(self) -> str:
+        return f"{self.device.name.strip()} [{self.device.platform.name.strip()}, opencl:{self.device_id}]"
+
+    def synchronize(self) -> None:
+        self.queue.finish()
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _sum_axes02(self, x, A, B, Cn, out=None):
+        """out[b] = sum over a, c of x viewed as (A, B, Cn)."""
+        out = self._empty((B,)) if out is None else out
+        ls = self.reduce_ls
+        self._launch(self._kernel("reduce", "sum_axes02", {"LS": ls}), (B * ls,), (ls,),
+                     x, out, A, B, Cn)
+        return out
+
+    # ---- convolution ----------------------------------------------------------------------
+    @staticmethod
+    def _conv_geometry(x_shape, w_shape, stride, padding):
+        n, c, h, w = x_shape
+        o, c2, kh, kw = w_shape
+        if c != c2:
+            raise ValueError(f"conv2d: input has {c} channels but the weight expects {c2}")
+        sh, sw = stride
+        top, bottom, left, right = padding
+        oh = conv_output_size(h, kh, sh, top, bottom)
+        ow = conv_output_size(w, kw, sw, left, right)
+        if oh <= 0 or ow <= 0:
+            raise ValueError(f"conv2d: kernel {kh}x{kw} does not fit input {h}x{w} with padding {padding}")
+        return n, c, h, w, o, kh, kw, sh, sw, top, left, oh, ow
+
+    def conv2d_forward(self, x, w, b, stride, padding):
+        x, w = self._in(x), self._in(w)
+        n, c, h, wd, o, kh, kw, sh, sw, top, left, oh, ow = self._conv_geometry(
+            x.shape, w.shape, stride, padding)
+        y = self._empty((n, o, oh, ow))
+        ob = self.tuning.conv_ob("fwd", (n, c, h, wd, o, kh, kw, sh, sw))
+        has_b = b is not None
+        bb = self._in(b) if has_b else self._dummy
+        self._launch(self._kernel("conv", "conv2d_fwd", {"OB": ob}),
+                     (oh * ((ow + 3) // 4), -(-o // ob), n), None,
+                     x, w, bb, int(has_b), y, c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left)
+        return y
+
+    def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx):
+        x, w, dy = self._in(x), self._in(w), self._in(dy)
+        n, c, h, wd, o, kh, kw, sh, sw, top, left, oh, ow = self._conv_geometry(
+            x.shape, w.shape, stride, padding)
+        if tuple(dy.shape) != (n, o, oh, ow):
+            raise ValueError(f"conv2d_backward: dy has shape {tuple(dy.shape)}, expected {(n, o, oh, ow)}")
+        geo = (c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left)
+        dx = None
+        if need_dx:
+            dx = self._empty((n, c, h, wd))
+            ob = self.tuning.conv_ob("dx", (n, c, h, wd, o, kh, kw, sh, sw))
+            self._launch(self._kernel("conv", "conv2d_bwd_dx", {"OB": ob}),
+                         (h * ((wd + 3) // 4), -(-c // ob), n), None, dy, w, dx, *geo)
+        # weight gradient: split the images into S chunks when the taps alone are too few
+        ob = self.tuning.conv_ob("dw", (n, c, h, wd, o, kh, kw, sh, sw))
+        taps = c * kh * kw
+        items = taps * -(-o // ob)
+        s = max(1, min(n, -(-self.target_items // items)))
+        nper = -(-n // s)
+        s = -(-n // nper)
+        dw = self._empty((o, c, kh, kw))
+        target = dw if s == 1 else self._empty((s, o * taps))
+        self._launch(self._kernel("conv", "conv2d_bwd_dw", {"OB": ob}), (taps, -(-o // ob), s), None,
+                     x, dy, target, n, nper, *geo)
+        if s > 1:
+            size = o * taps
+            self._launch(self._kernel("reduce", "sum_parts"), (size,), None, target, dw, s, size)
+        db = self._sum_axes02(dy, n, o, oh * ow) if with_bias else None
+        return dx, dw, db
+
+    # ---- pooling --------------------------------------------------------------------------
+    @staticmethod
+    def _pool_geometry(x_shape, kernel, stride):
+        n, c, h, w = x_shape
+        kh, kw = kernel
+        sh, sw = stride
+        oh, ow = conv_output_size(h, kh, sh, 0, 0), conv_output_size(w, kw, sw, 0, 0)
+        if oh <= 0 or ow <= 0:
+            raise ValueError(f"pooling window {kh}x{kw} does not fit input {h}x{w}")
+        return n, c, h, w, kh, kw, sh, sw, oh, ow
+
+    def maxpool2d_forward(self, x, kernel, stride):
+        x = self._in(x)
+        n, c, h, w, kh, kw, sh, sw, oh, ow = self._pool_geometry(x.shape, kernel, stride)
+        y = self._empty((n, c, oh, ow))
+        arg = self._empty((n, c, oh, ow), np.int32)
+        self._launch(self._kernel("pool", "maxpool2d_fwd"), (ow, oh, n * c), None,
+                     x, y, arg, h, w, oh, ow, kh, kw, sh, sw)
+        return y, (arg, tuple(x.shape), (kh, kw), (sh, sw))
+
+    def maxpool2d_backward(self, dy, state):
+        arg, x_shape, kernel, stride = state
+        dy = self._in(dy)
+        n, c, h, w, kh, kw, sh, sw, oh, ow = self._pool_geometry(x_shape, kernel, stride)
+        dx = self._empty(x_shape)
+        self._launch(self._kernel("pool", "maxpool2d_bwd"), (w, h, n * c), None,
+                     dy, arg, dx, h, w, oh, ow, kh, kw, sh, sw)
+        return dx
+
+    def avgpool2d_forward(self, x, kernel, stride):
+        x = self._in(x)
+        n, c, h, w, kh, kw, sh, sw, oh, ow = self._pool_geometry(x.shape, kernel, stride)
+        y = self._empty((n, c, oh, ow))
+        self._launch(self._kernel("pool", "avgpool2d_fwd"), (ow, oh, n * c), None,
+                     x, y, h, w, oh, ow, kh, kw, sh, sw)
+        return y
+
+    def avgpool2d_backward(self, dy, x_shape, kernel, stride):
+        dy = self._in(dy)
+        n, c, h, w, kh, kw, sh, sw, oh, ow = self._pool_geometry(tuple(x_shape), kernel, stride)
+        dx = self._empty(tuple(x_shape))
+        self._launch(self._kernel("pool", "avgpool2d_bwd"), (w, h, n * c), None,
+                     dy, dx, h, w, oh, ow, kh, kw, sh, sw)
+        return dx
+
+    # ---- dense ----------------------------------------------------------------------------
+    def _gemm(self, a, sam, sak, b, sbk, sbn, bias, m, n, k):
+        """C (m, n) = A(m, k) @ B(k, n) (+ bias[n]) with strided A and B."""
+        out = self._empty((m, n))
+        t = self.tuning.gemm_tiles((m, n, k))
+        lx, ly = t["TN"] // t["RN"], t["TM"] // t["RM"]
+        gsize = (-(-n // t["TN"]) * lx, -(-m // t["TM"]) * ly)
+        has_b = bias is not None
+        self._launch(self._kernel("dense", "gemm", t), gsize, (lx, ly),
+                     a, sam, sak, b, sbk, sbn, bias if has_b else self._dummy, int(has_b),
+                     out, m, n, k)
+        return out
+
+    def dense_forward(self, x, w, b):
+        x, w = self._in(x), self._in(w)
+        n, fin = x.shape
+        fout, fin2 = w.shape
+        if fin != fin2:
+            raise ValueError(f"dense: input has {fin} features but the weight expects {fin2}")
+        return self._gemm(x, fin, 1, w, 1, fin, None if b is None else self._in(b), n, fout, fin)
+
+    def dense_backward(self, x, w, dy, with_bias, need_dx):
+        x, w, dy = self._in(x), self._in(w), self._in(dy)
+        n, fin = x.shape
+        fout = w.shape[0]
+        if tuple(dy.shape) != (n, fout):
+            raise ValueError(f"dense_backward: dy has shape {tuple(dy.shape)}, expected {(n, fout)}")
+        dw = self._gemm(dy, 1, fout, x, fin, 1, None, fout, fin, n)           # dy.T @ x
+        db = self._sum_axes02(dy, n, fout, 1) if with_bias else None
+        dx = self._gemm(dy, fout, 1, w, fin, 1, None, n, fin, fout) if need_dx else None  # dy @ w
+        return dx, dw, db
+
+    # ---- activations ----------------------------------------------------------------------
+    @staticmethod
+    def _act_kind(kind):
+        try:
+            return _ACTIVATIONS[kind]
+        except KeyError:
+            raise ValueError(f"unknown activation {kind!r}; expected one of {', '.join(_ACTIVATIONS)}") from None
+
+    def activation_forward(self, kind, x, alpha):
+        k = self._act_kind(kind)
+        x = self._in(x)
+        y = self._empty(x.shape)
+        if x.size:
+            self._launch(self._kernel("activations", "act_fwd"), (x.size,), None,
+                         x, y, x.size, k, float(alpha or 0.0))
+        return y
+
+    def activation_backward(self, kind, x, y, dy, alpha):
+        k = self._act_kind(kind)
+        dy = self._in(dy)
+        # relu/leaky_relu read x, sigmoid/tanh read y; the other may be None
+        x = self._in(x) if x is not None else self._dummy
+        y = self._in(y) if y is not None else self._dummy
+        if k <= 1 and x is self._dummy or k >= 2 and y is self._dummy:
+            raise ValueError(f"activation_backward({kind!r}) needs the forward's "
+                             f"{'input x' if k <= 1 else 'output y'}")
+        dx = self._empty(dy.shape)
+        if dy.size:
+            self._launch(self._kernel("activations", "act_bwd"), (dy.size,), None,
+                         x, y, dy, dx, dy.size, k, float(alpha or 0.0))
+        return dx
+
+    # ---- loss -----------------------------------------------------------------------------
+    def softmax_cross_entropy(self, logits, labels):
+        logits = self._in(logits)
+        labels = self._in(labels, np.int32) if isinstance(labels, self._cl_array.Array) \
+            else self.labels_from_numpy(labels)
+        n, k = logits.shape
+        if tuple(labels.shape) != (n,):
+            raise ValueError(f"softmax_cross_entropy: {n} rows of logits but labels of shape {tuple(labels.shape)}")
+        dlogits = self._empty((n, k))
+        out = self._empty((2,))
+        ls = self.reduce_ls
+        self._launch(self._kernel("loss", "softmax_xent", {"LS": ls}), (ls,), (ls,),
+                     logits, labels, dlogits, out, n, k)
+        loss, correct = out.get(queue=self.queue)
+        return float(loss), dlogits, int(round(float(correct)))
+
+    # ---- dropout --------------------------------------------------------------------------
+    def dropout_forward(self, x, p, seed):
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        x = self._in(x)
+        if x.size >= 2 ** 31:
+            raise ValueError("dropout: more than 2**31 elements in one array")
+        y, mask = self._empty(x.shape), self._empty(x.shape)
+        seed_hash = _lowbias32(np.asarray([int(seed) & 0xFFFFFFFF], dtype=np.uint32))[0]
+        if x.size:
+            self._launch(self._kernel("dropout", "dropout_fwd"), (x.size,), None,
+                         x, y, mask, x.size, np.uint32(seed_hash), np.float32(p),
+                         np.float32(1.0 / (1.0 - p)))
+        return y, mask
+
+    def dropout_backward(self, dy, mask):
+        dy, mask = self._in(dy), self._in(mask)
+        dx = self._empty(dy.shape)
+        if dy.size:
+            self._launch(self._kernel("dropout", "dropout_bwd"), (dy.size,), None, dy, mask, dx, dy.size)
+        return dx
+
+    # ---- batch normalisation --------------------------------------------------------------
+    def _require_device(self, a, what):
+        if not isinstance(a, self._cl_array.Array) or a.offset or a.dtype != np.float32:
+            raise TypeError(f"{what} must be a float32 OpenCL array of this backend (updated in place)")
+        return a
+
+    def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):
+        x, gamma, beta = self._in(x), self._in(gamma), self._in(beta)
+        rm = self._require_device(running_mean, "running_mean")
+        rv = self._require_device(running_var, "running_var")
+        n, c, h, w = x.shape
+        hw, m = h * w, n * h * w
+        mean, inv_std = self._empty((c,)), self._empty((c,))
+        ls = self.reduce_ls
+        self._launch(self._kernel("batchnorm", "bn_stats", {"LS": ls}), (c * ls,), (ls,),
+                     x, mean, inv_std, rm, rv, n, c, hw, float(momentum), float(eps),
+                     float(m / max(m - 1, 1)))
+        x_hat, y = self._empty(x.shape), self._empty(x.shape)
+        if x.size:
+            self._launch(self._kernel("batchnorm", "bn_apply_train"), (x.size,), None,
+                         x, mean, inv_std, gamma, beta, x_hat, y, c, hw, x.size)
+        return y, (x_hat, inv_std)
+
+    def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
+        x, gamma, beta = self._in(x), self._in(gamma), self._in(beta)
+        rm, rv = self._in(running_mean), self._in(running_var)
+        n, c, h, w = x.shape
+        y = self._empty(x.shape)
+        if x.size:
+            self._launch(self._kernel("batchnorm", "bn_eval"), (x.size,), None,
+                         x, rm, rv, gamma, beta, y, c, h * w, x.size, float(eps))
+        return y
+
+    def batchnorm2d_backward(self, dy, state, gamma):
+        x_hat, inv_std = state
+        dy, gamma = self._in(dy), self._in(gamma)
+        n, c, h, w = dy.shape
+        hw = h * w
+        dgamma, dbeta = self._empty((c,)), self._empty((c,))
+        ls = self.reduce_ls
+        self._launch(self._kernel("batchnorm", "bn_bwd_reduce", {"LS": ls}), (c * ls,), (ls,),
+                     dy, x_hat, dgamma, dbeta, n, c, hw)
+        dx = self._empty(dy.shape)
+        if dy.size:
+            self._launch(self._kernel("batchnorm", "bn_bwd_dx"), (dy.size,), None,
+                         dy, x_hat, gamma, inv_std, dgamma, dbeta, dx, c, hw, dy.size,
+                         float(n * hw))
+        return dx, dgamma, dbeta
+
+    # ---- optimizer steps ------------------------------------------------------------------
+    def sgd_step(self, param, grad, velocity, lr, momentum, nesterov, weight_decay):
+        param = self._require_device(param, "param")
+        grad = self._in(grad)
+        has_v = velocity is not None
+        vel = self._require_device(velocity, "velocity") if has_v else self._dummy
+        if param.size:
+            self._launch(self._kernel("optim", "sgd_step"), (param.size,), None,
+                         param, grad, vel, param.size, float(lr), float(momentum or 0.0),
+                         int(bool(nesterov)), float(weight_decay or 0.0), int(has_v))
+
+    def adam_step(self, param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+        param = self._require_device(param, "param")
+        grad = self._in(grad)
+        m, v = self._require_device(m, "m"), self._require_device(v, "v")
+        wd = float(weight_decay or 0.0)
+        decay = 1.0 - lr * wd if (wd and decoupled) else 1.0
+        l2 = 0.0 if decoupled else wd
+        if param.size:
+            self._launch(self._kernel("optim", "adam_step"), (param.size,), None,
+                         param, grad, m, v, param.size, float(lr), float(beta1), float(beta2),
+                         float(eps), float(1.0 - beta1 ** step), float(1.0 - beta2 ** step),
+                         l2, float(decay))
+
+    def rmsprop_step(self, param, grad, square_avg, buf, lr, alpha, eps, momentum, weight_decay):
+        param = self._require_device(param, "param")
+        grad = self._in(grad)
+        sq = self._require_device(square_avg, "square_avg")
+        has_m = bool(momentum)
+        b = self._require_device(buf, "buf") if has_m else self._dummy
+        if param.size:
+            self._launch(self._kernel("optim", "rmsprop_step"), (param.size,), None,
+                         param, grad, sq, b, param.size, float(lr), float(alpha), float(eps),
+                         float(momentum or 0.0), float(weight_decay or 0.0), int(has_m))

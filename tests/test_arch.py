@@ -1,0 +1,38 @@
+"""Architecture strings and presets."""
+
+from __future__ import annotations
+
+import pytest
+
+import nbcnn
+from nbcnn import arch, layers
+
+
+@pytest.mark.parametrize("name", sorted(arch.PRESETS))
+def test_every_preset_builds_and_round_trips(name):
+    shape = (3, 32, 32) if name.startswith("cifar") else (1, 28, 28)
+    model = nbcnn.build(name, input_shape=shape, backend="numpy")
+    assert model.output_shape == (10,)
+    assert nbcnn.build(model.spec(), input_shape=shape, backend="numpy").spec() == model.spec()
+
+
+def test_spec_arguments():
+    conv, act, pool, flat, drop, dense = arch.parse(
+        "conv(16,(3:5),same,stride=2,bias=false)-leaky_relu(0.2)-maxpool(3,2)-flatten-dropout(0.5)-dense(7)")
+    assert (conv.filters, conv.kernel_size, conv.padding, conv.stride, conv.use_bias) == \
+        (16, (3, 5), "same", (2, 2), False)
+    assert isinstance(act, layers.LeakyReLU) and act.alpha == 0.2
+    assert (pool.pool_size, pool.stride) == ((3, 3), (2, 2))
+    assert isinstance(flat, layers.Flatten) and drop.p == 0.5 and dense.units == 7
+
+
+def test_mnist_strided_preset_shapes():
+    model = nbcnn.build("mnist-strided", input_shape=(1, 28, 28), backend="numpy")
+    assert model.layers[0].output_shape((1, 28, 28)) == (1, 9, 9)
+    assert model.count_params() == 5 + 81 * 30 + 30 + 30 * 20 + 20 + 20 * 10 + 10
+
+
+def test_same_padding_with_stride_two():
+    conv = layers.Conv2D(2, 3, stride=2, padding="same")
+    assert conv.output_shape((1, 7, 8)) == (2, 4, 4)
+    assert conv.pads == (1, 1, 0, 1)

@@ -52,11 +52,21 @@ CONV_CASES = [
     (1, 1, 28, 28, 8, (3, 3), (3, 3), (0, 0, 0, 0)),     # non-overlapping stride
     (2, 3, 9, 9, 2, (3, 5), (1, 2), (1, 2, 2, 1)),       # non-square kernel
     (4, 8, 14, 14, 16, (3, 3), (1, 1), (1, 1, 1, 1)),    # wider layer
+    (3, 5, 7, 6, 9, (3, 3), (1, 1), (2, 0, 3, 0)),       # padding > k-1 on one side
+    (2, 4, 9, 8, 7, (2, 2), (1, 1), (0, 1, 1, 0)),       # even kernel, asymmetric padding
 ]
 
 
+def backend_with(variant):
+    nb = NumbaBackend()
+    nb.conv_variant = variant
+    return nb
+
+
+@pytest.mark.parametrize("variant", ["auto", "direct", "gemm"])
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c[:5])) + f"-k{c[5]}s{c[6]}p{c[7]}")
-def test_conv2d_forward_backward(case):
+def test_conv2d_forward_backward(case, variant):
+    NB = backend_with(variant)
     n, c, h, w_, o, kernel, stride, padding = case
     rng = np.random.default_rng(hash(case) % 2**32)
     x, w, b = rand(rng, n, c, h, w_), rand(rng, o, c, *kernel), rand(rng, o)
@@ -75,6 +85,21 @@ def test_conv2d_forward_backward(case):
     dx2, dw2, db2 = NB.conv2d_backward(x, w, dy, stride, padding, False, False)
     assert dx2 is None and db2 is None
     close(dw2, rdw)
+
+
+def test_conv2d_chunked_gemm():
+    """The im2col + BLAS path split into several batch chunks (with a ragged last chunk)."""
+    nb = backend_with("gemm")
+    nb.cols_bytes = 4 * 27 * 9 * 7 * 2          # two images per chunk
+    rng = np.random.default_rng(13)
+    x, w, b = rand(rng, 5, 3, 9, 7), rand(rng, 4, 3, 3, 3), rand(rng, 4)
+    close(nb.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1)),
+          REF64.conv2d_forward(*f64(x, w, b), (1, 1), (1, 1, 1, 1)))
+    dy = rand(rng, 5, 4, 9, 7)
+    got = nb.conv2d_backward(x, w, dy, (1, 1), (1, 1, 1, 1), True, True)
+    want = REF64.conv2d_backward(*f64(x, w, dy), (1, 1), (1, 1, 1, 1), True, True)
+    for g, r in zip(got, want):
+        close(g, r)
 
 
 def test_conv2d_converts_inputs():

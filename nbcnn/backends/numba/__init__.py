@@ -22,6 +22,7 @@ import numpy as np
 from ..base import Backend, _lowbias32, conv_output_size
 from . import activations as _act
 from . import batchnorm as _bn
+from . import blocked as _blk
 from . import conv as _conv
 from . import dense as _dense
 from . import dropout as _drop
@@ -69,6 +70,11 @@ class NumbaBackend(Backend):
 
     name = "numba"
     dtype = np.dtype(np.float32)
+    #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``), "direct"
+    #: (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``)
+    conv_variant = "auto"
+    #: target size of one im2col chunk, in bytes
+    cols_bytes = 8 << 20
 
     def __init__(self):
         self._ws = _Workspaces()
@@ -125,13 +131,41 @@ class NumbaBackend(Backend):
                              f"than the kernel {w.shape[2:]}")
         return oh, ow
 
+    def _chunks(self, n, rows, pix):
+        """Split the batch so that one chunk's im2col matrix (rows x images*pix float32) stays
+        near ``cols_bytes``: it is then still in cache when BLAS reads it."""
+        per = max(1, min(n, self.cols_bytes // max(1, 4 * rows * pix)))
+        return [(i, min(n, i + per)) for i in range(0, n, per)]
+
     def conv2d_forward(self, x, w, b, stride, padding):
         x, w = _f32(x), _f32(w)
         oh, ow = self._conv_geometry(x, w, stride, padding)
         b = np.zeros(w.shape[0], _F32) if b is None else _f32(b)
         y = np.empty((x.shape[0], w.shape[0], oh, ow), _F32)
-        _conv.conv_forward_direct(self._padded(x, padding), w, b, stride[0], stride[1], y)
+        xp = self._padded(x, padding)
+        variant = self.conv_variant
+        if variant == "gemm":
+            self._conv_forward_gemm(xp, w, b, stride, y)
+        elif variant == "direct":
+            _conv.conv_forward_direct(xp, w, b, stride[0], stride[1], y)
+        else:                                                    # "auto": register-blocked
+            _blk.conv_forward(xp, w.reshape(w.shape[0], -1), b, w.shape[2], w.shape[3],
+                              stride[0], stride[1], y)
         return y
+
+    def _conv_forward_gemm(self, xp, w, b, stride, y):
+        n, o, oh, ow = y.shape
+        kh, kw = w.shape[2], w.shape[3]
+        rows = w.shape[1] * kh * kw
+        w2 = w.reshape(o, rows)
+        pix = oh * ow
+        for n0, n1 in self._chunks(n, rows, pix):
+            m = (n1 - n0) * pix
+            cols = self._ws.get("cols", (rows, m))
+            ymat = self._ws.get("ymat", (o, m))
+            _conv.im2col(xp[n0:n1], kh, kw, stride[0], stride[1], oh, ow, cols)
+            np.matmul(w2, cols, out=ymat)                       # BLAS sgemm
+            _conv.cols_to_nchw(ymat, b, y[n0:n1])
 
     def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx):
         x, w, dy = _f32(x), _f32(w), _f32(dy)
@@ -142,14 +176,61 @@ class NumbaBackend(Backend):
         xp = self._padded(x, padding)
         dw = np.empty(w.shape, _F32)
         db = np.empty(w.shape[0], _F32)
-        _conv.conv_backward_weights_direct(xp, dy, stride[0], stride[1], bool(with_bias), dw, db)
-        dx = None
+        dx = np.empty(x.shape, _F32) if need_dx else None
+        variant = self.conv_variant
+        if variant == "gemm":
+            self._conv_backward_gemm(xp, w, dy, stride, padding, dw, db, dx)
+            return dx, dw, (db if with_bias else None)
+        if variant == "direct":
+            _conv.conv_backward_weights_direct(xp, dy, stride[0], stride[1], bool(with_bias),
+                                               dw, db)
+        else:
+            n, o = dy.shape[:2]
+            partial = self._ws.get("dw_partial", (n, o, w[0].size))
+            _blk.conv_backward_weights(xp, dy, w.shape[2], w.shape[3], stride[0], stride[1],
+                                       partial, dw.reshape(o, -1), db, bool(with_bias))
         if need_dx:
-            dx = np.empty(x.shape, _F32)
-            dxp = self._ws.get("dxp", xp.shape)
-            _conv.conv_backward_input_direct(dy, w, stride[0], stride[1], padding[0],
-                                             padding[2], dxp, dx)
+            kh, kw = w.shape[2:]
+            top, bottom, left, right = padding
+            flip_pad = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
+            if variant == "auto" and stride == (1, 1) and min(flip_pad) >= 0:
+                # dx = dy (padded by k-1-pad) convolved with the flipped, transposed filters
+                wf = np.empty((w.shape[1], w.shape[0], kh, kw), _F32)
+                _blk.flip_filters(w, wf)
+                _blk.conv_forward(self._padded(dy, flip_pad, key="dyp"),
+                                  wf.reshape(w.shape[1], -1), np.zeros(w.shape[1], _F32),
+                                  kh, kw, 1, 1, dx)
+            else:
+                dxp = self._ws.get("dxp", xp.shape)
+                _conv.conv_backward_input_direct(dy, w, stride[0], stride[1], top, left, dxp, dx)
         return dx, dw, (db if with_bias else None)
+
+    def _conv_backward_gemm(self, xp, w, dy, stride, padding, dw, db, dx):
+        n, o, oh, ow = dy.shape
+        kh, kw = w.shape[2], w.shape[3]
+        rows = w.shape[1] * kh * kw
+        w2 = w.reshape(o, rows)
+        dw2 = dw.reshape(o, rows)
+        pix = oh * ow
+        chunks = self._chunks(n, rows, pix)
+        for ci, (n0, n1) in enumerate(chunks):
+            m = (n1 - n0) * pix
+            cols = self._ws.get("cols", (rows, m))
+            dymat = self._ws.get("ymat", (o, m))
+            db_part = db if ci == 0 else self._ws.get("db_part", db.shape)
+            _conv.nchw_to_cols(dy[n0:n1], dymat, db_part)
+            _conv.im2col(xp[n0:n1], kh, kw, stride[0], stride[1], oh, ow, cols)
+            if ci == 0:
+                np.matmul(dymat, cols.T, out=dw2)               # dw = dY @ cols.T
+            else:
+                dw2 += dymat @ cols.T
+                db += db_part
+            if dx is not None:
+                dcols = self._ws.get("dcols", (rows, m))
+                np.matmul(w2.T, dymat, out=dcols)               # dcols = W2.T @ dY
+                dxp = self._ws.get("dxp", (n1 - n0,) + xp.shape[1:])
+                _conv.col2im(dcols, kh, kw, stride[0], stride[1], oh, ow, padding[0],
+                             padding[2], dxp, dx[n0:n1])
 
     # ---- pooling --------------------------------------------------------------------------
     @staticmethod

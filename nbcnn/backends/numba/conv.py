@@ -100,3 +100,112 @@ def conv_backward_input_direct(dy, w, sh, sw, top, left, dxp, dx):
         for r in range(h):
             for s in range(wd):
                 dx[n, c, r, s] = plane[top + r, left + s]
+
+
+# ---- im2col + GEMM ---------------------------------------------------------------------------
+#
+# The same convolution as one matrix product. "im2col" copies, for every output pixel, the
+# C*KH*KW input values its window sees into one column of a matrix:
+#
+#     cols[(c*KH + p)*KW + q, n*P + i*OW + j] = xp[n, c, i*sh + p, j*sw + q]      (P = OH*OW)
+#
+# so that  Y = W2 @ cols  with W2 = w.reshape(O, C*KH*KW) gives Y[o, n*P + i*OW + j] = y[n, o, i, j].
+# The product runs in BLAS (numpy ``@``); the kernels below only move data. Backward reuses the
+# layout:  dw = dY @ cols.T  and  dcols = W2.T @ dY,  and "col2im" adds dcols back onto the
+# (padded) input positions, the adjoint of im2col.
+
+
+@kernel
+def im2col(xp, kh, kw, sh, sw, oh, ow, cols):
+    """cols[(c*kh + p)*kw + q, n*P + i*ow + j] = xp[n, c, i*sh + p, j*sw + q]. One prange
+    iteration per (cols row, image) pair writes its own segment of that row."""
+    n_img, n_in = xp.shape[0], xp.shape[1]
+    kk = kh * kw
+    pix = oh * ow
+    for t in prange(n_in * kk * n_img):
+        k = t // n_img
+        n = t % n_img
+        c = k // kk
+        p = (k % kk) // kw
+        q = k % kw
+        row = cols[k]
+        for i in range(oh):
+            src = xp[n, c, i * sh + p]
+            base = n * pix + i * ow
+            if sw == 1:
+                for j in range(ow):
+                    row[base + j] = src[j + q]
+            else:
+                for j in range(ow):
+                    row[base + j] = src[j * sw + q]
+
+
+@kernel
+def cols_to_nchw(ymat, b, y):
+    """y[n, o, :, :] = ymat[o, n*P:(n+1)*P] + b[o] (the GEMM's (O, N*P) result back to NCHW,
+    with the bias fused); one prange iteration per (n, o) plane."""
+    n_img, n_out = y.shape[0], y.shape[1]
+    pix = y.shape[2] * y.shape[3]
+    yf = y.reshape(n_img, n_out, pix)
+    for t in prange(n_img * n_out):
+        n = t // n_out
+        o = t % n_out
+        src = ymat[o]
+        dst = yf[n, o]
+        bias = b[o]
+        base = n * pix
+        for k in range(pix):
+            dst[k] = src[base + k] + bias
+
+
+@kernel
+def nchw_to_cols(dy, dymat, db):
+    """dymat[o, n*P + k] = dy[n, o, k] (NCHW to the GEMM's (O, N*P) layout) and
+    db[o] = sum of dy[:, o]; one prange iteration per filter o owns row o and db[o]."""
+    n_img, n_out = dy.shape[0], dy.shape[1]
+    pix = dy.shape[2] * dy.shape[3]
+    dyf = dy.reshape(n_img, n_out, pix)
+    for o in prange(n_out):
+        dst = dymat[o]
+        acc = np.float32(0.0)
+        for n in range(n_img):
+            src = dyf[n, o]
+            base = n * pix
+            part = np.float32(0.0)
+            for k in range(pix):
+                v = src[k]
+                dst[base + k] = v
+                part += v
+            acc += part
+        db[o] = acc
+
+
+@kernel
+def col2im(dcols, kh, kw, sh, sw, oh, ow, top, left, dxp, dx):
+    """The adjoint of im2col: dxp[n, c, i*sh + p, j*sw + q] += dcols[(c*kh + p)*kw + q, n*P +
+    i*ow + j], then dx[n, c] = the unpadded interior of dxp[n, c]. One prange iteration per
+    (n, c) owns those two planes."""
+    n_img, n_in = dx.shape[0], dx.shape[1]
+    h, wd = dx.shape[2], dx.shape[3]
+    kk = kh * kw
+    pix = oh * ow
+    for t in prange(n_img * n_in):
+        n = t // n_in
+        c = t % n_in
+        plane = dxp[n, c]
+        plane[:, :] = np.float32(0.0)
+        for p in range(kh):
+            for q in range(kw):
+                src = dcols[(c * kk) + p * kw + q]
+                for i in range(oh):
+                    dst = plane[i * sh + p]
+                    base = n * pix + i * ow
+                    if sw == 1:
+                        for j in range(ow):
+                            dst[j + q] += src[base + j]
+                    else:
+                        for j in range(ow):
+                            dst[j * sw + q] += src[base + j]
+        for r in range(h):
+            for s in range(wd):
+                dx[n, c, r, s] = plane[top + r, left + s]

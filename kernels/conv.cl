@@ -7,89 +7,136 @@
  *
  * Blocking: every work-item computes a small block of outputs so that each value it loads is
  * used several times from registers:
- *   forward  : OB output channels x 4 neighbouring output columns (one float4 per channel)
- *   dx       : OB input channels  x 4 neighbouring input columns (gather: each dx element sums
- *              over the outputs that read it, so there are no write races and no atomics)
- *   dw       : OB output channels for one (c, p, q) tap, reducing over images and pixels with
- *              float4 partial sums; images can be split into S chunks (partial sums, summed by
- *              reduce.cl) so that small layers still have enough work-items.
- * Remainders (channels not a multiple of OB, widths not a multiple of 4) are handled by
- * clamping weight reads and masking stores.
+ *   forward  : OB output channels x PX neighbouring output columns (one floatPX per channel),
+ *              weights re-laid out (conv2d_wtrans) so a tap's OB weights are contiguous
+ *   dx       : stride 1: the forward kernel on dy with the flipped, transposed kernel;
+ *              otherwise gather: OB input channels x 4 neighbouring input columns, each dx
+ *              element sums over the outputs that read it (no write races, no atomics)
+ *   dw       : DOB output channels x QB neighbouring taps (q) of one (c, p), reducing over
+ *              images and pixels with DPX-wide vector partial sums; images can be split into S
+ *              chunks (partial sums, added by reduce.cl) so small layers still have enough
+ *              work-items.
+ * Remainders (channels not a multiple of the block, widths not a multiple of the vector) are
+ * handled by clamping weight reads, scalar edge loops and masked stores.
  *
  * Sizes are kernel arguments (one compiled program serves every layer shape); the blocking
- * factor OB is a compile-time #define (default 8) chosen by the host.
+ * factors OB and PX are compile-time #defines chosen by the host (auto-tuned per device).
  */
 
 #ifndef OB
 #define OB 8
 #endif
 
-/* Loads xr[iw + t*SW] for t = 0..3, zero where the column falls in the padding. */
-inline float4 load4_cols(__global const float *xr, int iw, int SW, int W)
+#ifndef PX
+#define PX 8
+#endif
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define VF CAT(float, PX)             /* PX neighbouring output columns of one channel */
+#define VLOAD CAT(vload, PX)
+#define VSTORE CAT(vstore, PX)
+
+/* Loads xr[iw + t*SW] for t = 0..PX-1, zero where a column falls in the padding. */
+inline VF load_cols(__global const float *xr, int iw, int SW, int W)
 {
-    if (iw >= 0 && iw + 3 * SW < W) {
+    float t[PX];
+    if (iw >= 0 && iw + (PX - 1) * SW < W) {
         if (SW == 1)
-            return vload4(0, xr + iw);
-        return (float4)(xr[iw], xr[iw + SW], xr[iw + 2 * SW], xr[iw + 3 * SW]);
+            return VLOAD(0, xr + iw);
+        for (int k = 0; k < PX; ++k)
+            t[k] = xr[iw + k * SW];
+        return VLOAD(0, t);
     }
-    float4 v;
-    int c0 = iw, c1 = iw + SW, c2 = iw + 2 * SW, c3 = iw + 3 * SW;
-    v.s0 = (c0 >= 0 && c0 < W) ? xr[c0] : 0.0f;
-    v.s1 = (c1 >= 0 && c1 < W) ? xr[c1] : 0.0f;
-    v.s2 = (c2 >= 0 && c2 < W) ? xr[c2] : 0.0f;
-    v.s3 = (c3 >= 0 && c3 < W) ? xr[c3] : 0.0f;
-    return v;
+    for (int k = 0; k < PX; ++k) {
+        const int c = iw + k * SW;
+        t[k] = (c >= 0 && c < W) ? xr[c] : 0.0f;
+    }
+    return VLOAD(0, t);
 }
 
-/* Forward.  global = (OH * ceil(OW/4), ceil(O/OB), N).
- * Work-item (g0, g1, n) computes y[n, g1*OB .. g1*OB+OB-1, i, j0 .. j0+3] with
- * i = g0 / ceil(OW/4), j0 = 4 * (g0 % ceil(OW/4)). */
-__kernel void conv2d_fwd(__global const float *x, __global const float *w,
+/* Weight re-layout for conv2d_fwd: wt[(c*KH + p)*KW + q][o] (rows of OP >= O, zero padded), so
+ * the OB weights a work-item needs for one tap are contiguous.
+ * flip == 0: wt[(c,p,q)][o] = w[o, c, p, q]               (w is (O, C, KH, KW))
+ * flip == 1: wt[(c,p,q)][o] = w[c, o, KH-1-p, KW-1-q]     (w is (C, O, KH, KW): the stride-1
+ *            input gradient is the forward convolution of dy with this flipped kernel)
+ * global = (OP, C*KH*KW) with O, C the output/input channels of the convolution computed. */
+__kernel void conv2d_wtrans(__global const float *w, __global float *wt, const int O,
+                            const int C, const int KH, const int KW, const int OP, const int flip)
+{
+    const int o = get_global_id(0), r = get_global_id(1);
+    const int KK = KH * KW;
+    if (o >= OP || r >= C * KK)
+        return;
+    float v = 0.0f;
+    if (o < O) {
+        const int c = r / KK, pq = r - c * KK;
+        v = flip ? w[((size_t)c * O + o) * KK + (KK - 1 - pq)] : w[((size_t)o * C + c) * KK + pq];
+    }
+    wt[(size_t)r * OP + o] = v;
+}
+
+/* Forward.  global = (OH * ceil(OW/PX), ceil(O/OB), N).
+ * Work-item (g0, g1, n) computes y[n, g1*OB .. g1*OB+OB-1, i, j0 .. j0+PX-1] with
+ * i = g0 / ceil(OW/PX), j0 = PX * (g0 % ceil(OW/PX)): OB vector accumulators of PX columns.
+ * Per tap it loads one vector of inputs and OB broadcast weights, then does OB vector
+ * multiply-adds. Blocks whose columns are all inside the image (and stride 1) take a loop
+ * without any bounds test. wt is the re-laid-out weight (conv2d_wtrans). */
+__kernel void conv2d_fwd(__global const float *x, __global const float *wt,
                          __global const float *b, const int has_bias,
                          __global float *y,
                          const int C, const int H, const int W,
                          const int O, const int OH, const int OW,
                          const int KH, const int KW, const int SH, const int SW,
-                         const int PT, const int PL)
+                         const int PT, const int PL, const int OP)
 {
-    const int nbx = (OW + 3) >> 2;
+    const int nbx = (OW + PX - 1) / PX;
     const int g0 = get_global_id(0);
     const int o0 = get_global_id(1) * OB;
     const int n = get_global_id(2);
     if (g0 >= OH * nbx || o0 >= O)
         return;
     const int i = g0 / nbx;
-    const int j0 = (g0 - i * nbx) * 4;
-    const int KK = KH * KW;
-    const int CKK = C * KK;
+    const int j0 = (g0 - i * nbx) * PX;
 
-    /* weight row of each output channel in the block (clamped for the last, partial block) */
-    __global const float *wo[OB];
+    VF acc[OB];
 #pragma unroll
     for (int k = 0; k < OB; ++k)
-        wo[k] = w + (size_t)min(o0 + k, O - 1) * CKK;
-
-    float4 acc[OB];
-#pragma unroll
-    for (int k = 0; k < OB; ++k)
-        acc[k] = (float4)(0.0f);
+        acc[k] = (VF)(0.0f);
 
     const int ih0 = i * SH - PT;
     const int iw0 = j0 * SW - PL;
     const int p_lo = max(0, -ih0), p_hi = min(KH, H - ih0);   /* rows inside the image */
     __global const float *xn = x + (size_t)n * C * H * W;
+    const int interior = SW == 1 && iw0 >= 0 && iw0 + PX - 1 + KW - 1 < W;
 
-    for (int c = 0; c < C; ++c) {
-        __global const float *xc = xn + (size_t)c * H * W;
-        const int cw = c * KK;
-        for (int p = p_lo; p < p_hi; ++p) {
-            __global const float *xr = xc + (ih0 + p) * W;
-            const int pw = cw + p * KW;
-            for (int q = 0; q < KW; ++q) {
-                const float4 xv = load4_cols(xr, iw0 + q, SW, W);
+    if (interior) {
+        for (int c = 0; c < C; ++c) {
+            __global const float *xc = xn + (size_t)c * H * W + iw0;
+            for (int p = p_lo; p < p_hi; ++p) {
+                __global const float *xr = xc + (ih0 + p) * W;
+                __global const float *wr = wt + ((c * KH + p) * KW) * OP + o0;
+                for (int q = 0; q < KW; ++q) {
+                    const VF xv = VLOAD(0, xr + q);
+                    __global const float *wq = wr + q * OP;
 #pragma unroll
-                for (int k = 0; k < OB; ++k)
-                    acc[k] = mad((float4)(wo[k][pw + q]), xv, acc[k]);
+                    for (int k = 0; k < OB; ++k)
+                        acc[k] = mad((VF)(wq[k]), xv, acc[k]);
+                }
+            }
+        }
+    } else {
+        for (int c = 0; c < C; ++c) {
+            __global const float *xc = xn + (size_t)c * H * W;
+            for (int p = p_lo; p < p_hi; ++p) {
+                __global const float *xr = xc + (ih0 + p) * W;
+                __global const float *wr = wt + ((c * KH + p) * KW) * OP + o0;
+                for (int q = 0; q < KW; ++q) {
+                    const VF xv = load_cols(xr, iw0 + q, SW, W);
+                    __global const float *wq = wr + q * OP;
+#pragma unroll
+                    for (int k = 0; k < OB; ++k)
+                        acc[k] = mad((VF)(wq[k]), xv, acc[k]);
+                }
             }
         }
     }
@@ -100,16 +147,17 @@ __kernel void conv2d_fwd(__global const float *x, __global const float *w,
     for (int k = 0; k < OB; ++k) {
         const int o = o0 + k;
         if (o < O) {
-            float4 v = acc[k];
+            VF v = acc[k];
             if (has_bias)
-                v += (float4)(b[o]);
+                v += (VF)(b[o]);
             __global float *dst = yr + (size_t)o * plane;
-            if (j0 + 3 < OW) {
-                vstore4(v, 0, dst);
+            if (j0 + PX - 1 < OW) {
+                VSTORE(v, 0, dst);
             } else {
-                dst[0] = v.s0;
-                if (j0 + 1 < OW) dst[1] = v.s1;
-                if (j0 + 2 < OW) dst[2] = v.s2;
+                float t[PX];
+                VSTORE(v, 0, t);
+                for (int e = 0; e < PX && j0 + e < OW; ++e)
+                    dst[e] = t[e];
             }
         }
     }
@@ -211,8 +259,24 @@ __kernel void conv2d_bwd_dx(__global const float *dy, __global const float *w,
 
 /* Gradient with respect to the weights.
  * dw[o,c,p,q] = sum_{n,i,j} dy[n,o,i,j] * xpad[n,c,i*SH+p,j*SW+q]
- * global = (C*KH*KW, ceil(O/OB), S): work-item (tap, ob, s) reduces over images
- * n = s*NPER .. min(N, (s+1)*NPER)-1 and writes part[s, o, c, p, q]  (S == 1: part is dw). */
+ * global = (C*KH*ceil(KW/QB), ceil(O/DOB), S).  Work-item (g, ob, s) computes DOB output
+ * channels x QB neighbouring taps q0..q0+QB-1 of one (c, p): DOB*QB vector accumulators over
+ * DPX neighbouring output columns (per step: DOB vectors of dy, QB vectors of x, DOB*QB
+ * multiply-adds), reducing over images n = s*NPER .. min(N, (s+1)*NPER)-1 and every output
+ * pixel whose tap lands inside the image; it writes part[s, o, c, p, q] (S == 1: part is dw).
+ * The columns valid for all QB taps run vectorised; the few left at the edges run scalar. */
+#ifndef DOB
+#define DOB 4
+#endif
+#ifndef QB
+#define QB 3
+#endif
+#ifndef DPX
+#define DPX 4
+#endif
+#define DVF CAT(float, DPX)
+#define DVLOAD CAT(vload, DPX)
+
 __kernel void conv2d_bwd_dw(__global const float *x, __global const float *dy,
                             __global float *part,
                             const int N, const int NPER,
@@ -221,36 +285,54 @@ __kernel void conv2d_bwd_dw(__global const float *x, __global const float *dy,
                             const int KH, const int KW, const int SH, const int SW,
                             const int PT, const int PL)
 {
-    const int tap = get_global_id(0);            /* c*KK + p*KW + q */
-    const int o0 = get_global_id(1) * OB;
+    const int nqb = (KW + QB - 1) / QB;
+    const int g = get_global_id(0);
+    const int o0 = get_global_id(1) * DOB;
     const int s = get_global_id(2);
-    const int KK = KH * KW;
-    if (tap >= C * KK || o0 >= O)
+    if (g >= C * KH * nqb || o0 >= O)
         return;
-    const int c = tap / KK;
-    const int pq = tap - c * KK;
-    const int p = pq / KW;
-    const int q = pq - p * KW;
+    const int c = g / (KH * nqb);
+    const int r = g - c * KH * nqb;
+    const int p = r / nqb;
+    const int q0 = (r - p * nqb) * QB;
 
-    /* output rows/cols whose tap (p, q) lands inside the image */
+    /* output rows whose tap row p lands inside the image (floor division needs ri >= 0) */
     const int i_lo = max(0, (PT - p + SH - 1) / SH);
-    const int ri = H - 1 + PT - p, rj = W - 1 + PL - q;     /* floor division needs ri >= 0 */
+    const int ri = H - 1 + PT - p;
     const int i_hi = ri < 0 ? 0 : min(OH, ri / SH + 1);
-    const int j_lo = max(0, (PL - q + SW - 1) / SW);
-    const int j_hi = rj < 0 ? 0 : min(OW, rj / SW + 1);
-
-    int dyoff[OB];
+    /* output columns per tap q0+t; taps past KW get an empty range */
+    int jlo[QB], jhi[QB];
 #pragma unroll
-    for (int k = 0; k < OB; ++k)
+    for (int t = 0; t < QB; ++t) {
+        const int q = q0 + t;
+        const int rj = W - 1 + PL - q;
+        jlo[t] = max(0, (PL - q + SW - 1) / SW);
+        jhi[t] = (q < KW && rj >= 0) ? min(OW, rj / SW + 1) : 0;
+    }
+    /* columns valid for every real tap: [jc_lo, jc_hi) (jlo falls and jhi falls as q grows) */
+    const int tl = min(QB, KW - q0) - 1;
+    const int jc_lo = jlo[0];
+    int jc_hi = jhi[0];
+#pragma unroll
+    for (int t = 1; t < QB; ++t)
+        if (t <= tl) jc_hi = min(jc_hi, jhi[t]);
+    const int nvec = jc_hi > jc_lo ? (jc_hi - jc_lo) / DPX : 0;
+    const int jv_end = jc_lo + nvec * DPX;
+
+    int dyoff[DOB];
+#pragma unroll
+    for (int k = 0; k < DOB; ++k)
         dyoff[k] = min(o0 + k, O - 1) * OH * OW;
 
-    float4 acc4[OB];
-    float acc1[OB];
+    DVF accv[DOB][QB];
+    float accs[DOB][QB];
 #pragma unroll
-    for (int k = 0; k < OB; ++k) {
-        acc4[k] = (float4)(0.0f);
-        acc1[k] = 0.0f;
-    }
+    for (int k = 0; k < DOB; ++k)
+#pragma unroll
+        for (int t = 0; t < QB; ++t) {
+            accv[k][t] = (DVF)(0.0f);
+            accs[k][t] = 0.0f;
+        }
 
     const int n_lo = s * NPER;
     const int n_hi = min(N, n_lo + NPER);
@@ -258,36 +340,68 @@ __kernel void conv2d_bwd_dw(__global const float *x, __global const float *dy,
         __global const float *xc = x + ((size_t)n * C + c) * H * W;
         __global const float *dyn = dy + (size_t)n * O * OH * OW;
         for (int i = i_lo; i < i_hi; ++i) {
-            __global const float *xr = xc + (i * SH + p - PT) * W + q - PL;
+            /* xr[j*SW + t] is the input under output column j for tap q0+t */
+            __global const float *xr = xc + (i * SH + p - PT) * W + q0 - PL;
             __global const float *dr = dyn + i * OW;
-            int j = j_lo;
-            for (; j + 3 < j_hi; j += 4) {
-                float4 xv;
-                if (SW == 1)
-                    xv = vload4(0, xr + j);
-                else
-                    xv = (float4)(xr[j * SW], xr[(j + 1) * SW], xr[(j + 2) * SW], xr[(j + 3) * SW]);
+            for (int j = jc_lo; j < jv_end; j += DPX) {
+                DVF xv[QB];
 #pragma unroll
-                for (int k = 0; k < OB; ++k)
-                    acc4[k] = mad(vload4(0, dr + dyoff[k] + j), xv, acc4[k]);
+                for (int t = 0; t < QB; ++t) {
+                    if (SW == 1) {
+                        xv[t] = DVLOAD(0, xr + j + t);
+                    } else {
+                        float tmp[DPX];
+                        for (int e = 0; e < DPX; ++e)
+                            tmp[e] = xr[(j + e) * SW + t];
+                        xv[t] = DVLOAD(0, tmp);
+                    }
+                }
+#pragma unroll
+                for (int k = 0; k < DOB; ++k) {
+                    const DVF dv = DVLOAD(0, dr + dyoff[k] + j);
+#pragma unroll
+                    for (int t = 0; t < QB; ++t)
+                        accv[k][t] = mad(dv, xv[t], accv[k][t]);
+                }
             }
-            for (; j < j_hi; ++j) {
-                const float xv = xr[j * SW];
+            /* edges: columns valid for tap t but outside the vectorised range */
 #pragma unroll
-                for (int k = 0; k < OB; ++k)
-                    acc1[k] = mad(dr[dyoff[k] + j], xv, acc1[k]);
+            for (int t = 0; t < QB; ++t) {
+                const int e1 = min(jc_lo, jhi[t]);
+                for (int j = jlo[t]; j < e1; ++j) {
+                    const float xv = xr[j * SW + t];
+#pragma unroll
+                    for (int k = 0; k < DOB; ++k)
+                        accs[k][t] = mad(dr[dyoff[k] + j], xv, accs[k][t]);
+                }
+                for (int j = max(jv_end, jlo[t]); j < jhi[t]; ++j) {
+                    const float xv = xr[j * SW + t];
+#pragma unroll
+                    for (int k = 0; k < DOB; ++k)
+                        accs[k][t] = mad(dr[dyoff[k] + j], xv, accs[k][t]);
+                }
             }
         }
     }
 
+    const int KK = KH * KW;
     const int CKK = C * KK;
-    __global float *dst = part + (size_t)s * O * CKK;
+    __global float *dst = part + (size_t)s * O * CKK + c * KK + p * KW + q0;
 #pragma unroll
-    for (int k = 0; k < OB; ++k) {
+    for (int k = 0; k < DOB; ++k) {
         const int o = o0 + k;
-        if (o < O) {
-            const float4 a = acc4[k];
-            dst[(size_t)o * CKK + tap] = (a.s0 + a.s1) + (a.s2 + a.s3) + acc1[k];
+        if (o >= O)
+            continue;
+#pragma unroll
+        for (int t = 0; t < QB; ++t) {
+            if (q0 + t < KW) {
+                float v[DPX];
+                CAT(vstore, DPX)(accv[k][t], 0, v);
+                float sum = accs[k][t];
+                for (int e = 0; e < DPX; ++e)
+                    sum += v[e];
+                dst[(size_t)o * CKK + t] = sum;
+            }
         }
     }
 }

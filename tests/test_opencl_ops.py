@@ -364,3 +364,53 @@ def test_broken_kernel_gives_build_log(be):
     assert "broken.cl" in msg and "undefined_name" in msg and "build log" in msg
     assert "pocl-opencl-icd" in msg
     assert info.value.build_log
+
+
+# ---- every blocking variant the tuner may pick, and the tuner's cache ----------------------
+from nbcnn.backends.opencl import tune  # noqa: E402
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[2], CONV_CASES[4], CONV_CASES[8]],
+                         ids=["s2-pad1", "s2-asym", "c9-o17"])
+def test_conv_all_variants(be, case):
+    n, c, h, w, o, kh, kw, stride, padding = case
+    x, wt = rand(n, c, h, w, seed=40), rand(o, c, kh, kw, seed=41)
+    y_ref = REF.conv2d_forward(x, wt, None, stride, padding)
+    dy = rand(*y_ref.shape, seed=42)
+    _, dw_ref, _ = REF.conv2d_backward(x, wt, dy, stride, padding, False, False)
+    dx_, wd_ = be.from_numpy(x), be.from_numpy(wt)
+    oh, ow = y_ref.shape[2:]
+    for cand in tune.FWD_CANDIDATES:
+        y = be._empty(y_ref.shape)
+        be._conv_fwd(dx_, wd_, None, y, n, c, h, w, o, oh, ow, kh, kw, *stride,
+                     padding[0], padding[2], False, cand)
+        close(np_(be, y), y_ref)
+    geo = (c, h, w, o, oh, ow, kh, kw, *stride, padding[0], padding[2])
+    for cand in tune.DW_CANDIDATES:
+        close(np_(be, be._conv_dw(dx_, be.from_numpy(dy), n, geo, cand)), dw_ref, rtol=2e-4, atol=2e-4)
+
+
+def test_gemm_all_variants(be):
+    x, w = rand(37, 70, seed=43), rand(45, 70, seed=44)
+    for cand in tune.GEMM_CANDIDATES + [tune.GEMM_SAFE]:
+        out = be._gemm(be.from_numpy(x), 70, 1, be.from_numpy(w), 1, 70, None, 37, 45, 70, cand)
+        close(np_(be, out), x @ w.T, atol=1e-4)
+
+
+def test_autotune_picks_and_caches(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(tune, "MIN_TUNE_FLOP", 0)
+    b = OpenCLBackend(autotune=True)
+    x, wt = rand(2, 3, 9, 10, seed=45), rand(5, 3, 3, 3, seed=46)
+    y = b.conv2d_forward(b.from_numpy(x), b.from_numpy(wt), None, (1, 1), (1, 1, 1, 1))
+    close(b.to_numpy(y), REF.conv2d_forward(x, wt, None, (1, 1), (1, 1, 1, 1)))
+    path = tune.cache_path()
+    assert path.is_file() and str(path).startswith(str(tmp_path))
+    import json
+    saved = json.loads(path.read_text())[b.tuning.device_key]
+    key = "conv_fwd:2,3,9,10,5,3,3,1,1"
+    assert saved[key] in tune.FWD_CANDIDATES
+    # a new backend reuses the saved choice without timing again
+    b2 = OpenCLBackend(autotune=True)
+    monkeypatch.setattr(b2.tuning, "_time_fwd", lambda *a: pytest.fail("timed again"))
+    assert b2.tuning.conv_fwd((2, 3, 9, 10, 5, 3, 3, 1, 1)) == saved[key]

@@ -227,17 +227,30 @@ class OpenCLBackend(Backend):
             raise ValueError(f"conv2d: kernel {kh}x{kw} does not fit input {h}x{w} with padding {padding}")
         return n, c, h, w, o, kh, kw, sh, sw, top, left, oh, ow
 
+    def _conv_fwd(self, x, w, bias, y, n, c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, flip,
+                  t=None):
+        """Enqueue the blocked forward kernel: y = conv(x, w) (+ bias). With ``flip`` the weight
+        is (c_out=o, ...) read as w[c, o, kh-1-p, kw-1-q] (the stride-1 input gradient).
+        ``t``: blocking {"OB", "PX"}, else the tuner's choice."""
+        t = t or self.tuning.conv_fwd((n, c, h, wd, o, kh, kw, sh, sw))
+        ob, px = t["OB"], t["PX"]
+        op = -(-o // ob) * ob
+        wt = self._empty((c * kh * kw, op))
+        prg = self.programs.get("conv", t, _OPTIONS["conv"])
+        self._launch(prg.kernel("conv2d_wtrans"), (op, c * kh * kw), None,
+                     w, wt, o, c, kh, kw, op, int(flip))
+        has_b = bias is not None
+        self._launch(prg.kernel("conv2d_fwd"), (oh * -(-ow // px), op // ob, n), None,
+                     x, wt, bias if has_b else self._dummy, int(has_b), y,
+                     c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, op)
+
     def conv2d_forward(self, x, w, b, stride, padding):
         x, w = self._in(x), self._in(w)
         n, c, h, wd, o, kh, kw, sh, sw, top, left, oh, ow = self._conv_geometry(
             x.shape, w.shape, stride, padding)
         y = self._empty((n, o, oh, ow))
-        ob = self.tuning.conv_ob("fwd", (n, c, h, wd, o, kh, kw, sh, sw))
-        has_b = b is not None
-        bb = self._in(b) if has_b else self._dummy
-        self._launch(self._kernel("conv", "conv2d_fwd", {"OB": ob}),
-                     (oh * ((ow + 3) // 4), -(-o // ob), n), None,
-                     x, w, bb, int(has_b), y, c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left)
+        self._conv_fwd(x, w, None if b is None else self._in(b), y,
+                       n, c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, False)
         return y
 
     def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx):
@@ -250,25 +263,42 @@ class OpenCLBackend(Backend):
         dx = None
         if need_dx:
             dx = self._empty((n, c, h, wd))
-            ob = self.tuning.conv_ob("dx", (n, c, h, wd, o, kh, kw, sh, sw))
-            self._launch(self._kernel("conv", "conv2d_bwd_dx", {"OB": ob}),
-                         (h * ((wd + 3) // 4), -(-c // ob), n), None, dy, w, dx, *geo)
-        # weight gradient: split the images into S chunks when the taps alone are too few
-        ob = self.tuning.conv_ob("dw", (n, c, h, wd, o, kh, kw, sh, sw))
-        taps = c * kh * kw
-        items = taps * -(-o // ob)
+            _, bottom, _, right = padding
+            # stride 1: dx is the forward convolution of dy (padded by k-1-pad) with the flipped
+            # kernel, which runs on the fast forward kernel; otherwise the gather kernel
+            fp = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
+            if sh == 1 and sw == 1 and min(fp) >= 0:
+                self._conv_fwd(dy, w, None, dx, n, o, oh, ow, c, h, wd, kh, kw, 1, 1,
+                               fp[0], fp[2], True)
+            else:
+                t = self.tuning.conv_dx((n, c, h, wd, o, kh, kw, sh, sw))
+                prg = self.programs.get("conv", t, _OPTIONS["conv"])
+                self._launch(prg.kernel("conv2d_bwd_dx"),
+                             (h * ((wd + 3) // 4), -(-c // t["OB"]), n), None, dy, w, dx, *geo)
+        dw = self._conv_dw(x, dy, n, geo)
+        db = self._sum_axes02(dy, n, o, oh * ow) if with_bias else None
+        return dx, dw, db
+
+    def _conv_dw(self, x, dy, n, geo, t=None):
+        """Weight gradient; splits the images into S chunks (partial sums, then added) when the
+        (channel, tap) blocks alone are too few work-items for the device."""
+        c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left = geo
+        t = t or self.tuning.conv_dw((n, c, h, wd, o, kh, kw, sh, sw))
+        prg = self.programs.get("conv", t, _OPTIONS["conv"])
+        groups = c * kh * -(-kw // t["QB"])
+        items = groups * -(-o // t["DOB"])
         s = max(1, min(n, -(-self.target_items // items)))
         nper = -(-n // s)
         s = -(-n // nper)
+        taps = c * kh * kw
         dw = self._empty((o, c, kh, kw))
         target = dw if s == 1 else self._empty((s, o * taps))
-        self._launch(self._kernel("conv", "conv2d_bwd_dw", {"OB": ob}), (taps, -(-o // ob), s), None,
+        self._launch(prg.kernel("conv2d_bwd_dw"), (groups, -(-o // t["DOB"]), s), None,
                      x, dy, target, n, nper, *geo)
         if s > 1:
             size = o * taps
             self._launch(self._kernel("reduce", "sum_parts"), (size,), None, target, dw, s, size)
-        db = self._sum_axes02(dy, n, o, oh * ow) if with_bias else None
-        return dx, dw, db
+        return dw
 
     # ---- pooling --------------------------------------------------------------------------
     @staticmethod
@@ -316,10 +346,11 @@ class OpenCLBackend(Backend):
         return dx
 
     # ---- dense ----------------------------------------------------------------------------
-    def _gemm(self, a, sam, sak, b, sbk, sbn, bias, m, n, k):
-        """C (m, n) = A(m, k) @ B(k, n) (+ bias[n]) with strided A and B."""
+    def _gemm(self, a, sam, sak, b, sbk, sbn, bias, m, n, k, t=None):
+        """C (m, n) = A(m, k) @ B(k, n) (+ bias[n]) with strided A and B; ``t``: the tiles,
+        else the tuner's choice."""
         out = self._empty((m, n))
-        t = self.tuning.gemm_tiles((m, n, k))
+        t = t or self.tuning.gemm_tiles((m, n, k))
         lx, ly = t["TN"] // t["RN"], t["TM"] // t["RM"]
         gsize = (-(-n // t["TN"]) * lx, -(-m // t["TM"]) * ly)
         has_b = bias is not None

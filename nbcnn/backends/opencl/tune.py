@@ -1,21 +1,195 @@
-"""Blocking factors for the kernels: defaults per device type, plus a small auto-tuner.
+"""Blocking factors for the kernels: defaults per device type, and a small auto-tuner.
 
-Placeholder defaults; the auto-tuner (timing a few variants once per device and shape, cached
-in a JSON file in the user cache dir) fills in below.
+For a convolution or matrix multiply big enough for the choice to matter (at least
+``MIN_TUNE_FLOP``), the tuner times a few variants of the kernel once per device and shape and
+keeps the fastest in ``~/.cache/nbcnn/opencl/autotune.json`` (``$XDG_CACHE_HOME`` respected), so
+later runs reuse the choice without timing. Smaller ops, and every op when tuning is off
+(``NBCNN_OPENCL_AUTOTUNE=0`` or ``OpenCLBackend(autotune=False)``), use the defaults below.
+
+Variants:
+* conv forward (also the stride-1 input gradient): OB output channels x PX columns per work-item;
+* conv weight gradient: DOB output channels x QB taps x DPX-wide vectors per work-item;
+* matrix multiply: TM x TN tile per work-group, TK deep, RM x RN per work-item.
 """
 
 from __future__ import annotations
 
-DEFAULT_GEMM = {"TM": 32, "TN": 32, "TK": 16, "RM": 4, "RN": 4}
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENV_AUTOTUNE = "NBCNN_OPENCL_AUTOTUNE"
+#: ops smaller than this many floating-point operations are not worth timing
+MIN_TUNE_FLOP = 1e8
+
+FWD_CANDIDATES = [{"OB": 8, "PX": 4}, {"OB": 8, "PX": 8}, {"OB": 12, "PX": 8}, {"OB": 16, "PX": 8}]
+DW_CANDIDATES = [{"DOB": 8, "QB": 1, "DPX": 4}, {"DOB": 4, "QB": 3, "DPX": 4},
+                 {"DOB": 8, "QB": 3, "DPX": 4}, {"DOB": 4, "QB": 3, "DPX": 8}]
+GEMM_CANDIDATES = [
+    {"TM": 32, "TN": 32, "TK": 16, "RM": 4, "RN": 4},
+    {"TM": 64, "TN": 64, "TK": 16, "RM": 8, "RN": 8},
+    {"TM": 64, "TN": 64, "TK": 32, "RM": 4, "RN": 8},
+    {"TM": 32, "TN": 64, "TK": 16, "RM": 4, "RN": 8},
+]
+#: safe choice for any device (64 work-items, 4 KiB of local memory)
+GEMM_SAFE = {"TM": 16, "TN": 16, "TK": 16, "RM": 2, "RN": 2}
+DX_GATHER = {"OB": 8}
+
+
+def cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nbcnn" / "opencl" / "autotune.json"
+
+
+def _env_enabled() -> bool:
+    return os.environ.get(ENV_AUTOTUNE, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 class Tuner:
-    def __init__(self, backend, enabled=None):
-        self.backend = backend
-        self.enabled = bool(enabled)
+    """Chooses blocking factors for one backend (one device)."""
 
-    def conv_ob(self, which: str, shape: tuple) -> int:
-        return 8
+    def __init__(self, backend, enabled: bool | None = None):
+        self.backend = backend
+        self.enabled = _env_enabled() if enabled is None else bool(enabled)
+        dev = backend.device
+        self.device_key = f"{dev.platform.name.strip()} | {dev.name.strip()} | {dev.driver_version.strip()}"
+        self._lock = threading.RLock()
+        self._choices: dict[str, dict] = {}
+        self._loaded = False
+        max_wg = int(dev.max_work_group_size)
+        local = int(dev.local_mem_size)
+        self.gemm_ok = [c for c in GEMM_CANDIDATES if self._gemm_fits(c, max_wg, local)] or [GEMM_SAFE]
+
+    # ---- defaults -------------------------------------------------------------------------
+    @staticmethod
+    def _gemm_fits(c, max_wg, local):
+        return ((c["TN"] // c["RN"]) * (c["TM"] // c["RM"]) <= max_wg
+                and 4 * c["TK"] * (c["TM"] + c["TN"]) <= local)
+
+    def _default_fwd(self, shape):
+        n, c, h, w, o, kh, kw, sh, sw = shape
+        if self.backend.is_gpu:
+            return {"OB": 8, "PX": 4}
+        return {"OB": 16 if o >= 16 else 8, "PX": 8 if w >= 8 else 4}
+
+    def _default_dw(self, shape):
+        return {"DOB": 8, "QB": 1, "DPX": 4}
+
+    def _default_gemm(self, shape):
+        pref = GEMM_CANDIDATES[0] if self.backend.is_gpu else GEMM_CANDIDATES[2]
+        return dict(pref if pref in self.gemm_ok else self.gemm_ok[0])
+
+    # ---- choices --------------------------------------------------------------------------
+    def conv_fwd(self, shape: tuple) -> dict:
+        n, c, h, w, o, kh, kw, sh, sw = shape
+        flop = 2.0 * n * o * c * kh * kw * (h // sh) * (w // sw)
+        return self._choose("conv_fwd", shape, flop, self._default_fwd(shape), FWD_CANDIDATES,
+                            self._time_fwd)
+
+    def conv_dw(self, shape: tuple) -> dict:
+        n, c, h, w, o, kh, kw, sh, sw = shape
+        flop = 2.0 * n * o * c * kh * kw * (h // sh) * (w // sw)
+        return self._choose("conv_dw", shape, flop, self._default_dw(shape), DW_CANDIDATES,
+                            self._time_dw)
+
+    def conv_dx(self, shape: tuple) -> dict:
+        return dict(DX_GATHER)
 
     def gemm_tiles(self, shape: tuple) -> dict:
-        return dict(DEFAULT_GEMM)
+        m, n, k = shape
+        return self._choose("gemm", shape, 2.0 * m * n * k, self._default_gemm(shape),
+                            self.gemm_ok, self._time_gemm)
+
+    def _choose(self, op, shape, flop, default, candidates, timer):
+        if not self.enabled or flop < MIN_TUNE_FLOP or len(candidates) < 2:
+            return default
+        key = f"{op}:{','.join(map(str, shape))}"
+        with self._lock:
+            self._load()
+            hit = self._choices.get(key)
+            if hit is not None:
+                return dict(hit)
+            try:
+                times = [(timer(shape, cand), i) for i, cand in enumerate(candidates)]
+                best = dict(candidates[min(times)[1]])
+            except Exception:                         # noqa: BLE001 - never fail an op for tuning
+                best = default
+            self._choices[key] = best
+            self._save()
+            return dict(best)
+
+    # ---- timing ---------------------------------------------------------------------------
+    def _best_of(self, fn, reps=3) -> float:
+        fn()
+        self.backend.synchronize()
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            self.backend.synchronize()
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    def _rand(self, *shape):
+        rng = np.random.default_rng(0)
+        return self.backend.from_numpy(rng.standard_normal(shape, dtype=np.float32))
+
+    def _conv_args(self, shape):
+        n, c, h, w, o, kh, kw, sh, sw = shape
+        # padding does not change the cost much; time the "same"-like case
+        pt, pl = (kh - 1) // 2, (kw - 1) // 2
+        oh, ow = (h + 2 * pt - kh) // sh + 1, (w + 2 * pl - kw) // sw + 1
+        return n, c, h, w, o, kh, kw, sh, sw, pt, pl, oh, ow
+
+    def _time_fwd(self, shape, cand):
+        be = self.backend
+        n, c, h, w, o, kh, kw, sh, sw, pt, pl, oh, ow = self._conv_args(shape)
+        x, wt = self._rand(n, c, h, w), self._rand(o, c, kh, kw)
+        y = be._empty((n, o, oh, ow))
+        return self._best_of(lambda: be._conv_fwd(x, wt, None, y, n, c, h, w, o, oh, ow, kh, kw,
+                                                  sh, sw, pt, pl, False, cand))
+
+    def _time_dw(self, shape, cand):
+        be = self.backend
+        n, c, h, w, o, kh, kw, sh, sw, pt, pl, oh, ow = self._conv_args(shape)
+        x, dy = self._rand(n, c, h, w), self._rand(n, o, oh, ow)
+        geo = (c, h, w, o, oh, ow, kh, kw, sh, sw, pt, pl)
+        return self._best_of(lambda: be._conv_dw(x, dy, n, geo, cand))
+
+    def _time_gemm(self, shape, cand):
+        be = self.backend
+        m, n, k = shape
+        a, b = self._rand(m, k), self._rand(n, k)
+        return self._best_of(lambda: be._gemm(a, k, 1, b, 1, k, None, m, n, k, cand))
+
+    # ---- persistence ----------------------------------------------------------------------
+    def _load(self):
+        if self._loaded:
+            return
+        self._loaded = True
+        try:
+            data = json.loads(cache_path().read_text(encoding="utf-8"))
+            self._choices.update(data.get(self.device_key, {}))
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def _save(self):
+        path = cache_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(data, dict):
+                    data = {}
+            except (OSError, ValueError):
+                data = {}
+            data.setdefault(self.device_key, {}).update(self._choices)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass                                       # a read-only home only costs re-tuning

@@ -1,0 +1,70 @@
+"""``nbcnn grid FILE``: run a study's grid of cells, resumably, into ``results/<study>/``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("grid", help="run an experiment grid (a TOML file)", description=__doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    configure(p)
+
+
+def configure(p) -> None:
+    p.add_argument("file", metavar="FILE", help="grid file, e.g. experiments/quickstart.toml")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="results folder (default: the grid's 'results', else 'results')")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the file and print the cells as a table; run nothing")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                   help="run only the cells with this setting (repeatable: different keys must "
+                        "all match, one key given twice matches either); 'key=PREFIX' picks cells "
+                        "by their key")
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="local: one cell after another here; dask: one task per cell")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="a running Dask scheduler (implies --executor dask)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="workers of the local Dask cluster (default: cores / threads per cell)")
+    p.add_argument("--data-root", default=None, metavar="DIR", help="folder searched first for data files")
+    p.add_argument("--plot", action="store_true", help="draw the figures when done "
+                   "(also when the grid file says plot = true)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    from nbcnn import harness
+
+    grid = harness.load_grid(args.file)
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.dry_run:
+        table = harness.plan(grid, args.results, args.only)
+        print(f"{grid.name}: {len(table)} cells"
+              + (f" of {len(grid.cells)}" if len(table) != len(grid.cells) else "")
+              + f" -> {harness.study_dir(grid, args.results)}")
+        if grid.description:
+            print(grid.description.strip())
+        print(table.to_string(index=False))
+        return 0
+    runs = harness.run_grid(grid, args.results, only=args.only, executor=args.executor,
+                            scheduler=args.scheduler, workers=args.workers,
+                            data_root=args.data_root, verbose=not args.quiet)
+    folder = harness.study_dir(grid, args.results)
+    print()
+    print(harness.summary(runs, grid))
+    print(f"\ntables: {folder}/runs.csv, {folder}/epochs.csv")
+    if args.plot or grid.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        from nbcnn import plots
+        paths = plots.plot_study(folder)
+        print(f"figures: {', '.join(paths) if paths else 'none'}")
+    failed = int((runs["status"] != "ok").sum())
+    if failed:
+        print(f"{failed} of {len(runs)} runs failed; run the same command again to retry them",
+              file=sys.stderr)
+        return 1
+    return 0

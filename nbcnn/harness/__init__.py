@@ -1,0 +1,129 @@
+"""The experiments harness: grid file -> cells -> runs -> rows in ``results/<study>/``.
+
+    from nbcnn import harness
+    grid = harness.load_grid("experiments/quickstart.toml")
+    runs = harness.run_grid(grid)                # resumable: finished cells are skipped
+    runs, epochs = nbcnn.results.load("results/quickstart")
+
+See ``spec`` (grid files, validation, keys), ``runner`` (one run and what it measures),
+``executors`` (local, Dask) and ``nbcnn.results`` (atomic, resumable tables).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .runner import run_cell
+from .spec import (Cell, Grid, GridError, cell_key, filter_cells, known_keys, load_grid,
+                   parse_grid, parse_schedule)
+
+__all__ = ["Cell", "Grid", "GridError", "cell_key", "load_grid", "parse_grid", "filter_cells",
+           "known_keys", "parse_schedule", "run_cell", "run_grid", "plan", "study_dir"]
+
+SUMMARY_COLUMNS = ["test_accuracy", "val_accuracy", "seconds_per_epoch", "images_per_second",
+                   "compile_seconds", "wall_seconds"]
+
+
+def study_dir(grid: Grid, results=None) -> str:
+    """``<results>/<study name>``: ``results`` argument, else the grid's, else ``results``."""
+    return os.path.join(results or grid.results or "results", grid.name)
+
+
+def plan(grid: Grid, results=None, only=None) -> pd.DataFrame:
+    """The cells (after ``only``) as a table: index, key, status so far, varying settings."""
+    from ..results import read_records, dedupe
+    cells = filter_cells(grid.cells, only, grid.path)
+    folder = study_dir(grid, results)
+    done = {r["key"]: r["status"] for r in dedupe(read_records(folder))} \
+        if os.path.isdir(folder) else {}
+    shown = grid.varying() or ["arch"]
+    rows = [{"cell": c.index, "key": c.key, "status": done.get(c.key, "todo"),
+             **{k: c.settings.get(k) for k in shown}} for c in cells]
+    return pd.DataFrame(rows, columns=["cell", "key", "status", *shown])
+
+
+def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "local",
+             scheduler=None, workers=None, data_root=None, verbose: bool = True,
+             log=None) -> pd.DataFrame:
+    """Run the grid's cells not yet finished (status ok) and record each as it finishes.
+
+    Returns the runs table (one row per selected cell, done before or now). ``executor``:
+    ``"local"`` (this process, one cell after another) or ``"dask"`` (a LocalCluster, or the
+    scheduler at ``scheduler``). Failed cells are recorded and retried on the next call.
+    """
+    from ..results import ResultStore, tables
+    if isinstance(grid, (str, os.PathLike)):
+        grid = load_grid(grid)
+    if executor not in ("local", "dask"):
+        raise ValueError(f"unknown executor {executor!r}; expected local or dask")
+    if scheduler and executor != "dask":
+        executor = "dask"
+    log = log or (lambda msg: tqdm.write(str(msg), file=sys.stderr))
+    cells = filter_cells(grid.cells, only, grid.path)
+    if not cells:
+        raise GridError(f"{grid.path}: no cell matches --only {' '.join(only or [])}")
+    folder = study_dir(grid, results)
+    store = ResultStore(folder, grid.name)
+    with store:
+        store.copy_grid(grid.text)
+        done = store.done()
+        todo = [c for c in cells if c.key not in done]
+        retry = sum(1 for c in todo if store.status(c.key) == "failed")
+        log(f"{grid.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+            f"{len(todo)} to run" + (f" ({retry} failed before, retried)" if retry else "")
+            + f"; results in {folder}")
+        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=grid.name, unit="run",
+                   disable=not verbose, dynamic_ncols=True, position=0)
+
+        def on_result(cell, result):
+            store.add(result)
+            acc = result["metrics"].get("test_accuracy")
+            note = (f"test acc {acc:.4f}" if result["status"] == "ok" and acc is not None
+                    else f"FAILED: {result['error']}")
+            bar.update(1)
+            log(f"[{cell.key}] {cell.label(grid.varying() or ['arch'])}: {note} "
+                f"({result['metrics'].get('wall_seconds', 0):.1f}s)")
+
+        common = dict(study=grid.name, data_root=data_root, save_model=grid.save_models,
+                      save_predictions=grid.save_predictions)
+        try:
+            if todo and executor == "local":
+                from .executors import run_local
+                run_local(todo, on_result, verbose=verbose, **common)
+            elif todo:
+                from .executors import run_dask
+                run_dask(todo, on_result, scheduler=scheduler, workers=workers, log=log, **common)
+        finally:
+            bar.close()
+        keys = {c.key for c in cells}
+        runs, _ = tables([r for k, r in store.records.items() if k in keys])
+    order = {c.key: c.index for c in cells}
+    return runs.sort_values("key", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def summary(runs: pd.DataFrame, grid: Grid | None = None) -> str:
+    """A compact text table of runs: key, the settings that vary, status and main numbers."""
+    if runs.empty:
+        return "(no runs)"
+    shown = (grid.varying() if grid else []) or ["arch"]
+    cols = ["key", *[c for c in shown if c in runs], "status",
+            *[c for c in SUMMARY_COLUMNS if c in runs]]
+    table = runs[cols].copy()
+    rename = {"test_accuracy": "test_acc", "val_accuracy": "val_acc",
+              "seconds_per_epoch": "s/epoch", "images_per_second": "img/s",
+              "compile_seconds": "compile_s", "wall_seconds": "wall_s"}
+    table = table.rename(columns=rename)
+    fmt = {"test_acc": "{:.4f}", "val_acc": "{:.4f}", "s/epoch": "{:.2f}", "img/s": "{:,.0f}",
+           "compile_s": "{:.2f}", "wall_s": "{:.1f}"}
+    for c, f in fmt.items():
+        if c in table:
+            table[c] = table[c].map(lambda v, f=f: "" if pd.isna(v) else f.format(v))
+    failed = runs[runs["status"] != "ok"]
+    text = table.to_string(index=False)
+    for _, r in failed.iterrows():
+        text += f"\n{r['key']}: {r['error']}"
+    return text

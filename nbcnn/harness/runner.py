@@ -1,0 +1,227 @@
+"""One run of one cell: load data, build, warm up, fit, evaluate on test; return plain rows.
+
+``run_cell`` never raises for a failing run (an exception while loading, building or training,
+``TrainingDiverged``): it returns status ``failed`` with the error, so a grid goes on. It returns
+only plain data (dicts, bytes, numpy arrays), so it can run in a Dask worker on another machine;
+the caller (the client) writes every file.
+
+What is measured (all wall clock, ``time.perf_counter``):
+
+- ``data_seconds``: loading (and subsetting / splitting) the data.
+- ``compile_seconds``: before the real ``fit``, a scratch copy of the model (same architecture,
+  backend, seed, optimizer) is fitted twice for one step on the first batch, with a validation
+  pass on it (so every kernel ``fit`` and ``evaluate`` use runs once);
+  ``compile_seconds = first - second``: the
+  one-off cost of JIT compiling (Numba, or loading its on-disk cache) and building OpenCL programs
+  in this process. A later cell in the same process that uses the same kernels sees about 0.
+  Because of this warm-up, the epoch times below do not include compilation.
+- ``fit_seconds``: ``fit`` as a whole (training, plus the validation pass after each epoch);
+  ``seconds_per_epoch``: mean of the epochs' training loops (``fit``'s ``seconds``, no validation);
+  ``images_per_second``: training images processed / training-loop seconds, over all epochs.
+- ``test_seconds``: the test pass; ``wall_seconds``: the whole run, from start to the end of the test.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+from .spec import make_optimizer
+
+#: models up to this many parameters are saved when the grid does not say
+SAVE_MODEL_MAX_PARAMS = 1_000_000
+#: test images kept with the predictions, to draw feature maps without the data set
+SAMPLE_IMAGES = 8
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict:
+    """Versions, host and git commit of this process (computed once)."""
+    from importlib import metadata
+
+    import nbcnn
+
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return ""
+
+    commit = ""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(nbcnn.__file__)))
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"hostname": socket.gethostname(), "python": platform.python_version(),
+            "nbcnn_version": nbcnn.__version__, "numpy_version": np.__version__,
+            "numba_version": version("numba"), "pyopencl_version": version("pyopencl"),
+            "git_commit": commit}
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name, split, root, options):
+    from .. import data
+    return data.load(name, split=split, root=root, **dict(options))
+
+
+def _options(settings):
+    opts = []
+    for k, v in sorted(settings.items()):
+        if k.startswith("data."):
+            opts.append((k[5:], tuple(v) if isinstance(v, list) else v))
+    return tuple(opts)
+
+
+def load_data(settings: dict, data_root=None):
+    """(train, validation or None, test) for a cell, as the grid describes them.
+
+    The train subset (``limit``) and the validation part (``val_fraction``) are drawn with the
+    cell's seed; the test subset (``test_limit``) with seed 0, so every cell sees the same test.
+    """
+    from ..data import Dataset
+    opts = _options(settings)
+    train = _load(settings["dataset"], "train", data_root, opts)
+    test = _load(settings["dataset"], "test", data_root, opts)
+    if settings.get("limit") and settings["limit"] < len(train):
+        train = train.subset(settings["limit"], seed=settings["seed"])
+    if settings.get("test_limit") and settings["test_limit"] < len(test):
+        test = test.subset(settings["test_limit"], seed=0)
+    val = None
+    if settings.get("val_fraction"):
+        # called through the class: a Dataset instance may shadow the method with an attribute
+        train, val = Dataset.split(train, settings["val_fraction"], seed=settings["seed"])
+    return train, val, test
+
+
+def _threads(settings, hint):
+    import nbcnn
+    wanted = settings.get("threads") or hint or nbcnn.threads.max_threads()
+    nbcnn.set_num_threads(int(wanted))
+    return nbcnn.get_num_threads()
+
+
+def _warm_up(arch, input_shape, backend, seed, settings, x, y) -> dict:
+    """Fit a scratch copy of the model twice on one batch (with a validation pass): the first
+    call pays for compilation, the second is steady."""
+    import nbcnn
+    scratch = nbcnn.build(arch, input_shape=input_shape, backend=backend, seed=seed)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        scratch.fit((x, y), epochs=1, batch_size=len(x), optimizer=make_optimizer(settings),
+                    validation=(x, y), verbose=False)
+        scratch.backend.synchronize()
+        times.append(time.perf_counter() - t0)
+    return {"compile_seconds": max(times[0] - times[1], 0.0), "warmup_seconds": sum(times)}
+
+
+def _log_softmax_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean()) if len(y) else float("nan")
+
+
+def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose: bool = False,
+             threads_hint: int | None = None, save_model: bool | None = None,
+             save_predictions: bool = True) -> dict:
+    """Run one cell. Returns ``{"key", "study", "settings", "status", "error", "traceback",
+    "metrics", "epochs", "model", "predictions"}``: ``metrics`` one flat dict (a runs.csv row
+    without the settings), ``epochs`` the history's rows, ``model`` the saved ``.npz`` as bytes
+    (or None), ``predictions`` test labels, predictions and a few sample images (or None)."""
+    import nbcnn
+
+    started = _now()
+    t_start = time.perf_counter()
+    metrics = {"started": started, **environment(), "pid": os.getpid()}
+    out = {"key": key, "study": study, "settings": dict(settings), "status": "failed",
+           "error": "", "traceback": "", "metrics": metrics, "epochs": [], "model": None,
+           "predictions": None}
+    try:
+        metrics["num_threads"] = _threads(settings, threads_hint)
+        t0 = time.perf_counter()
+        train, val, test = load_data(settings, data_root)
+        metrics["data_seconds"] = time.perf_counter() - t0
+        metrics.update(n_train=len(train), n_val=len(val) if val is not None else 0,
+                       n_test=len(test), classes=len(train.classes))
+
+        arch, seed = settings["arch"], settings["seed"]
+        model = nbcnn.build(arch, input_shape=train.input_shape, backend=settings["backend"],
+                            seed=seed)
+        metrics.update(arch_spec=model.spec(), params=model.count_params(),
+                       device=model.backend.device_name())
+        bs = min(settings["batch_size"], len(train))
+        metrics.update(_warm_up(arch, train.input_shape, settings["backend"], seed, settings,
+                                train.x[:bs], train.y[:bs]))
+
+        t0 = time.perf_counter()
+        history = model.fit(train, epochs=settings["epochs"], batch_size=settings["batch_size"],
+                            optimizer=make_optimizer(settings), validation=val, verbose=verbose)
+        metrics["fit_seconds"] = time.perf_counter() - t0
+        history = history.copy()
+        history["elapsed_seconds"] = history["seconds"].cumsum()
+        out["epochs"] = history.to_dict("records")
+        last = history.iloc[-1]
+        loop = float(history["seconds"].sum())
+        metrics.update(train_loss=float(last["train_loss"]),
+                       train_accuracy=float(last["train_accuracy"]),
+                       val_loss=float(last["val_loss"]), val_accuracy=float(last["val_accuracy"]),
+                       seconds_per_epoch=loop / len(history),
+                       images_per_second=len(train) * len(history) / loop if loop > 0 else np.nan)
+        if val is not None:
+            best = int(history["val_accuracy"].idxmax())
+            metrics.update(best_val_accuracy=float(history["val_accuracy"].iloc[best]),
+                           best_epoch=int(history["epoch"].iloc[best]))
+
+        t0 = time.perf_counter()
+        logits = model.predict(test.x, batch_size=max(settings["batch_size"], 256))
+        metrics["test_seconds"] = time.perf_counter() - t0
+        pred = logits.argmax(axis=1)
+        metrics.update(test_loss=_log_softmax_loss(logits, test.y),
+                       test_accuracy=float((pred == test.y).mean()))
+        if save_predictions:
+            small = np.int16 if len(test.classes) < 32000 else np.int64
+            out["predictions"] = {"y_true": test.y.astype(small), "y_pred": pred.astype(small),
+                                  "classes": np.array(test.classes, dtype=str),
+                                  "sample_x": test.x[:SAMPLE_IMAGES],
+                                  "sample_y": test.y[:SAMPLE_IMAGES]}
+        if save_model or (save_model is None and metrics["params"] <= SAVE_MODEL_MAX_PARAMS):
+            out["model"] = _model_bytes(model)
+        out["status"] = "ok"
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:          # recorded, and the grid goes on
+        text = f"{type(exc).__name__}: {exc}".strip()
+        out["error"] = text.splitlines()[0][:500] if text else type(exc).__name__
+        out["traceback"] = traceback.format_exc()
+    metrics["wall_seconds"] = time.perf_counter() - t_start
+    metrics["finished"] = _now()
+    return out
+
+
+def _model_bytes(model) -> bytes:
+    fd, tmp = tempfile.mkstemp(prefix="nbcnn-model-", suffix=".npz")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        with open(tmp, "rb") as f:
+            return f.read()
+    finally:
+        os.unlink(tmp)

@@ -1,0 +1,368 @@
+"""Result tables of a study: written one finished run at a time, read back as DataFrames.
+
+A study folder ``results/<study>/`` holds::
+
+    grid.toml            the grid file that made it (copied at every ``nbcnn grid``)
+    records/<key>.json   one file per cell: its settings, metrics and epochs (the source of truth)
+    runs.csv             one row per run (merged from the records)
+    epochs.csv           one row per run and epoch (tidy, long format)
+    models/<key>.npz     trained models (``Sequential.load``), when the grid saves them
+    predictions/<key>.npz  test labels and predictions, and a few test images
+    logs/<key>.txt       the traceback of a failed run
+    figures/*.png        from ``nbcnn plot``
+
+Safety: every file is written to a temporary name in the same folder, flushed, fsync'ed and
+renamed over the target (``os.replace``, atomic on POSIX), the record last: a run is recorded
+exactly when its record file exists, whole. A process killed at any moment (Ctrl-C, kill -9) loses
+at most the runs in flight; there is never a torn or duplicated row, since a key names one record
+file and the tables are rebuilt from the records. ``runs.csv`` and ``epochs.csv`` are rewritten
+(atomically) after each run; ``load`` rebuilds the tables from the records when they are there,
+so it never sees stale CSVs. A lock file keeps two ``nbcnn grid`` processes out of one folder.
+A failed record is replaced by the next attempt; an ok record is never replaced by a failed one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+RECORD_FORMAT = "nbcnn.run"
+
+#: runs.csv: identity, then the settings (see ``harness.spec.SETTINGS``, plus data.<option>),
+#: then these measurements, in this order
+METRIC_COLUMNS = [
+    "arch_spec", "params", "n_train", "n_val", "n_test", "classes",
+    "train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_accuracy", "best_epoch",
+    "test_loss", "test_accuracy",
+    "wall_seconds", "data_seconds", "compile_seconds", "warmup_seconds",
+    "fit_seconds", "seconds_per_epoch", "images_per_second", "test_seconds",
+    "device", "num_threads", "hostname", "pid", "python", "nbcnn_version", "numpy_version",
+    "numba_version", "pyopencl_version", "git_commit", "started", "finished", "model_file",
+]
+EPOCH_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
+                 "elapsed_seconds", "images_per_second", "lr"]
+#: settings always in epochs.csv (besides those that vary), for plots' hue and facets
+EPOCH_SETTINGS = ["dataset", "arch", "backend", "batch_size", "seed"]
+
+
+# ---- atomic files --------------------------------------------------------------------------
+def atomic_write(path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):       # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _npz_bytes(arrays: dict) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _clean(value):
+    """JSON-safe: numpy scalars to Python, NaN stays NaN (json writes it as NaN)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+# ---- tables from records -------------------------------------------------------------------
+def _setting_columns(records) -> list:
+    from .harness.spec import SETTINGS
+    extra = sorted({k for r in records for k in r["settings"]} - set(SETTINGS))
+    return list(SETTINGS) + extra
+
+
+def _run_row(record: dict) -> dict:
+    row = {"key": record["key"], "study": record.get("study", ""), "status": record["status"],
+           "error": record.get("error", "")}
+    for k, v in record["settings"].items():
+        row[k] = ",".join(v) if isinstance(v, list) else v
+    row.update(record.get("metrics", {}))
+    return row
+
+
+def tables(records) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, epochs) DataFrames from record dicts, one per key (the best: latest ok)."""
+    records = dedupe(records)
+    settings = _setting_columns(records)
+    run_cols = ["key", "study", "status", "error"] + settings + METRIC_COLUMNS
+    rows = [_run_row(r) for r in records]
+    runs = pd.DataFrame(rows)
+    extra = [c for c in runs.columns if c not in run_cols]
+    runs = runs.reindex(columns=run_cols + extra)
+    # settings no cell uses (e.g. beta1 in an all-SGD study) are left out
+    unused = [c for c in settings if c != "arch" and runs[c].isna().all()]
+    runs = runs.drop(columns=unused)
+    runs["error"] = runs["error"].fillna("")
+
+    vary = []
+    for k in settings:
+        if k in runs.columns and runs[k].astype(str).nunique(dropna=False) > 1:
+            vary.append(k)
+    keep = [k for k in settings if k in EPOCH_SETTINGS or k in vary]
+    erows = []
+    for r in records:
+        if r["status"] != "ok":
+            continue
+        base = {"key": r["key"]}
+        for k in keep:
+            v = r["settings"].get(k)
+            base[k] = ",".join(v) if isinstance(v, list) else v
+        for e in r.get("epochs", []):
+            erows.append({**base, **{c: e.get(c) for c in EPOCH_COLUMNS}})
+    epochs = pd.DataFrame(erows, columns=["key"] + keep + EPOCH_COLUMNS)
+    return runs, epochs
+
+
+def _finished(record) -> str:
+    return str(record.get("metrics", {}).get("finished", ""))
+
+
+def dedupe(records) -> list:
+    """One record per key: the latest ok one if any, else the latest; first-seen key order."""
+    best: dict = {}
+    for r in records:
+        k = r["key"]
+        old = best.get(k)
+        if old is None:
+            best[k] = r
+            continue
+        rank_new = (r["status"] == "ok", _finished(r))
+        rank_old = (old["status"] == "ok", _finished(old))
+        if rank_new >= rank_old:
+            best[k] = r
+    return sorted(best.values(), key=lambda r: (str(r.get("metrics", {}).get("started", "")),
+                                                r["key"]))
+
+
+def read_records(study_dir) -> list:
+    folder = os.path.join(os.fspath(study_dir), "records")
+    out = []
+    if not os.path.isdir(folder):
+        return out
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(folder, name)
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: unreadable run record ({exc})") from None
+        if record.get("format") != RECORD_FORMAT:
+            raise ValueError(f"{path}: not an nbcnn run record")
+        out.append(record)
+    return out
+
+
+def _csv(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False, float_format=None)
+
+
+# ---- writing -------------------------------------------------------------------------------
+class ResultStore:
+    """The writer of one study folder (the client, in a Dask run: workers write nothing)."""
+
+    def __init__(self, study_dir, study: str = ""):
+        self.dir = os.fspath(study_dir)
+        self.study = study or os.path.basename(os.path.normpath(self.dir))
+        for sub in ("records", "models", "predictions", "logs"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        self._lock_file = None
+        self.records = {r["key"]: r for r in dedupe(read_records(self.dir))}
+
+    # -- lock: one writer per folder; the OS drops it when the process dies (even kill -9)
+    def lock(self) -> None:
+        import fcntl
+        path = os.path.join(self.dir, ".lock")
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            who = f.read().strip()
+            f.close()
+            raise RuntimeError(f"{self.dir} is in use by another nbcnn grid ({who or 'unknown'}); "
+                               "wait for it or use another --results folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        self._lock_file = f
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def __enter__(self):
+        self.lock()
+        return self
+
+    def __exit__(self, *exc):
+        self.unlock()
+
+    # -- state
+    def status(self, key: str) -> str | None:
+        r = self.records.get(key)
+        return r["status"] if r else None
+
+    def done(self) -> set:
+        """Keys of the runs finished with status ok."""
+        return {k for k, r in self.records.items() if r["status"] == "ok"}
+
+    def copy_grid(self, text: str) -> None:
+        atomic_write(os.path.join(self.dir, "grid.toml"), text)
+
+    # -- one finished run
+    def add(self, result: dict) -> dict:
+        """Record a ``run_cell`` result: artifacts first, the record last, then the tables."""
+        key = result["key"]
+        old = self.records.get(key)
+        if old is not None and old["status"] == "ok" and result["status"] != "ok":
+            return old                          # never lose a good run to a later failure
+        metrics = dict(result.get("metrics", {}))
+        if result.get("model") is not None:
+            rel = os.path.join("models", f"{key}.npz")
+            atomic_write(os.path.join(self.dir, rel), result["model"])
+            metrics["model_file"] = rel
+        if result.get("predictions") is not None:
+            atomic_write(os.path.join(self.dir, "predictions", f"{key}.npz"),
+                         _npz_bytes(result["predictions"]))
+        if result.get("traceback"):
+            atomic_write(os.path.join(self.dir, "logs", f"{key}.txt"), result["traceback"])
+        record = {"format": RECORD_FORMAT, "version": 1, "key": key,
+                  "study": result.get("study") or self.study, "status": result["status"],
+                  "error": result.get("error", ""), "settings": _clean(result["settings"]),
+                  "metrics": _clean(metrics), "epochs": _clean(result.get("epochs", []))}
+        atomic_write(os.path.join(self.dir, "records", f"{key}.json"),
+                     json.dumps(record, indent=1, allow_nan=True))
+        self.records[key] = record
+        self.write_tables()
+        return record
+
+    def write_tables(self) -> None:
+        runs, epochs = tables(list(self.records.values()))
+        atomic_write(os.path.join(self.dir, "runs.csv"), _csv(runs))
+        atomic_write(os.path.join(self.dir, "epochs.csv"), _csv(epochs))
+
+
+# ---- reading -------------------------------------------------------------------------------
+@dataclass
+class Results:
+    """A study's tables. Unpacks as ``runs, epochs = nbcnn.results.load(dir)``."""
+
+    dir: str
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+
+    def __iter__(self):
+        return iter((self.runs, self.epochs))
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(os.path.normpath(self.dir))
+
+    def ok(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == "ok"]
+
+    def best(self, metric: str = "test_accuracy") -> str | None:
+        """Key of the ok run with the highest ``metric`` (None if none)."""
+        ok = self.ok()
+        if ok.empty or metric not in ok or ok[metric].isna().all():
+            return None
+        return str(ok.loc[ok[metric].idxmax(), "key"])
+
+    def find(self, key: str) -> str:
+        """The full key of a run from a unique prefix."""
+        keys = [k for k in self.runs["key"] if str(k).startswith(key)]
+        if len(keys) != 1:
+            raise ValueError(f"{self.dir}: {'no' if not keys else 'more than one'} run with key "
+                             f"{key!r}")
+        return keys[0]
+
+    def model_path(self, key: str) -> str | None:
+        path = os.path.join(self.dir, "models", f"{self.find(key)}.npz")
+        return path if os.path.isfile(path) else None
+
+    def load_model(self, key: str, backend=None):
+        from .model import Sequential
+        path = self.model_path(key)
+        if path is None:
+            raise FileNotFoundError(f"{self.dir}: no saved model for run {key} (the grid did not "
+                                    "save models: set save_models = true)")
+        return Sequential.load(path, backend=backend)
+
+    def predictions(self, key: str) -> dict | None:
+        """{'y_true', 'y_pred', 'classes', 'sample_x', 'sample_y'} of a run, or None."""
+        path = os.path.join(self.dir, "predictions", f"{self.find(key)}.npz")
+        if not os.path.isfile(path):
+            return None
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+
+
+def load(study_dir) -> Results:
+    """The tables of a study folder (from its records if present, else its CSV files), one row
+    per key: the latest ok run, else the latest failed one."""
+    study_dir = os.fspath(study_dir)
+    if not os.path.isdir(study_dir):
+        raise FileNotFoundError(f"no results folder {study_dir}")
+    records = read_records(study_dir)
+    if records:
+        runs, epochs = tables(records)
+        return Results(study_dir, runs, epochs)
+    runs_csv = os.path.join(study_dir, "runs.csv")
+    if not os.path.isfile(runs_csv):
+        raise FileNotFoundError(f"{study_dir}: no runs.csv and no records/ (not a results folder?)")
+    runs = pd.read_csv(runs_csv)
+    epochs_csv = os.path.join(study_dir, "epochs.csv")
+    epochs = pd.read_csv(epochs_csv) if os.path.isfile(epochs_csv) else pd.DataFrame()
+    if not runs.empty:
+        runs["_ok"] = runs["status"].eq("ok")
+        runs = (runs.sort_values(["_ok", "finished"] if "finished" in runs else ["_ok"],
+                                 kind="stable")
+                .drop_duplicates("key", keep="last").drop(columns="_ok").sort_index())
+        if not epochs.empty and "key" in epochs:
+            epochs = epochs[epochs["key"].isin(runs.loc[runs["status"] == "ok", "key"])]
+            epochs = epochs.drop_duplicates(["key", "epoch"], keep="last")
+    runs["error"] = runs.get("error", pd.Series("", index=runs.index)).fillna("")
+    return Results(study_dir, runs.reset_index(drop=True), epochs.reset_index(drop=True))
+
+
+def fmt_seconds(s) -> str:
+    if s is None or (isinstance(s, float) and math.isnan(s)):
+        return ""
+    return f"{s:.1f}s" if s < 120 else f"{s / 60:.1f}min"

@@ -74,7 +74,8 @@ class OpenCLBackend(Backend):
         self.device_id = device_id(self.device)
         self.allocator = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
         self.programs = ProgramCache(self.context)
-        self._lock = threading.Lock()
+        # pyopencl kernels hold their arguments: one launch at a time per backend
+        self._lock = threading.RLock()
 
         is_gpu = bool(self.device.type & cl.device_type.GPU)
         self.is_gpu = is_gpu
@@ -106,7 +107,8 @@ class OpenCLBackend(Backend):
                 conv.append(np.float32(a))
             else:
                 conv.append(a)
-        knl(self.queue, tuple(int(g) for g in gsize), None if lsize is None else tuple(lsize), *conv)
+        with self._lock:
+            knl(self.queue, tuple(int(g) for g in gsize), None if lsize is None else tuple(lsize), *conv)
 
     # ---- arrays ---------------------------------------------------------------------------
     def _empty(self, shape, dtype=np.float32):
@@ -188,11 +190,12 @@ class OpenCLBackend(Backend):
         n = a.size
         if n == 0:
             return True
-        flag = self._flag
-        self._cl.enqueue_fill_buffer(self.queue, flag.base_data, np.int32(0), 0, 4)
         gsize = min(n, 64 * int(self.device.max_compute_units) * (64 if self.is_gpu else 4))
-        self._launch(self._kernel("reduce", "any_nonfinite"), (gsize,), None, a, flag, n)
-        return int(flag.get(queue=self.queue)[0]) == 0
+        with self._lock:
+            flag = self._flag
+            self._cl.enqueue_fill_buffer(self.queue, flag.base_data, np.int32(0), 0, 4)
+            self._launch(self._kernel("reduce", "any_nonfinite"), (gsize,), None, a, flag, n)
+            return int(flag.get(queue=self.queue)[0]) == 0
 
     def reshape(self, a, shape):
         return a.reshape(tuple(shape))

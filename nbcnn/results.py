@@ -334,14 +334,30 @@ class Results:
             return {k: f[k] for k in f.files}
 
 
-def load(study_dir) -> Results:
+def grid_keys(study_dir) -> set | None:
+    """Keys of the cells of the folder's ``grid.toml`` (None if absent or no longer valid)."""
+    path = os.path.join(os.fspath(study_dir), "grid.toml")
+    if not os.path.isfile(path):
+        return None
+    from .harness.spec import load_grid
+    try:
+        return {c.key for c in load_grid(path).cells}
+    except (ValueError, TypeError):
+        return None
+
+
+def load(study_dir, grid_only: bool = False) -> Results:
     """The tables of a study folder (from its records if present, else its CSV files), one row
-    per key: the latest ok run, else the latest failed one."""
+    per key: the latest ok run, else the latest failed one. ``grid_only``: only the runs of the
+    cells of the folder's ``grid.toml`` (the grid last run there), not of earlier versions."""
     study_dir = os.fspath(study_dir)
     if not os.path.isdir(study_dir):
         raise FileNotFoundError(f"no results folder {study_dir}")
     records = read_records(study_dir)
+    keys = grid_keys(study_dir) if grid_only else None
     if records:
+        if keys is not None:
+            records = [r for r in records if r["key"] in keys]
         runs, epochs = tables(records)
         return Results(study_dir, runs, epochs)
     runs_csv = os.path.join(study_dir, "runs.csv")
@@ -359,6 +375,10 @@ def load(study_dir) -> Results:
             epochs = epochs[epochs["key"].isin(runs.loc[runs["status"] == "ok", "key"])]
             epochs = epochs.drop_duplicates(["key", "epoch"], keep="last")
     runs["error"] = runs.get("error", pd.Series("", index=runs.index)).fillna("")
+    if keys is not None:
+        runs = runs[runs["key"].isin(keys)]
+        if "key" in epochs:
+            epochs = epochs[epochs["key"].isin(keys)]
     return Results(study_dir, runs.reset_index(drop=True), epochs.reset_index(drop=True))
 
 

@@ -6,7 +6,7 @@
 
 __version__ = "0.1.0"
 
-from . import layers, losses, optim  # noqa: E402
+from . import layers, losses, optim, threads  # noqa: E402
 from .arch import PRESETS, build  # noqa: E402
 from .backends import get_backend, set_backend, to_numpy  # noqa: E402
 from .model import Sequential, TrainingDiverged  # noqa: E402

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``nbcnn`` command line (see ``nbcnn.cli``)."""

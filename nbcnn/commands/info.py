@@ -1,0 +1,54 @@
+"""``nbcnn info``: versions, backends, OpenCL devices, threads and cache folders."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def add_parser(sub) -> None:
+    sub.add_parser("info", help="show versions, backends, devices, threads and caches",
+                   description=__doc__)
+
+
+def numba_cache_dir() -> str:
+    """Where Numba keeps compiled kernels (``cache=True``)."""
+    custom = os.environ.get("NUMBA_CACHE_DIR")
+    if custom:
+        return custom
+    from .. import backends
+    return os.path.join(os.path.dirname(backends.__file__), "numba", "__pycache__")
+
+
+def run(args) -> int:
+    import numba
+    import numpy
+
+    import nbcnn
+    from nbcnn import backends
+    from nbcnn.backends.opencl.device import list_devices
+    from nbcnn.data import cache_dir
+    from threadpoolctl import threadpool_info
+
+    print(f"nbcnn {nbcnn.__version__} on Python {platform.python_version()} "
+          f"({platform.machine()}, {os.cpu_count()} cores)")
+    print(f"numpy {numpy.__version__}, numba {numba.__version__}")
+    print(f"threads: {nbcnn.get_num_threads()} (max {nbcnn.threads.max_threads()}; "
+          "set with nbcnn.set_num_threads or NBCNN_NUM_THREADS)")
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            print(f"BLAS: {lib.get('internal_api')} {lib.get('version')} "
+                  f"kernel {lib.get('architecture')}, {lib.get('num_threads')} threads")
+    print(f"default backend: {backends.default_backend_name()}")
+    print("backends:")
+    for name, status in backends.available().items():
+        print(f"  {name:8s} {status}")
+    devices = list_devices()
+    print("OpenCL devices:" if devices else
+          "OpenCL devices: none (install a driver: apt-get install pocl-opencl-icd for CPUs)")
+    for d in devices:
+        print(f"  {d['id']}  {d['device']} [{d['type']}] on {d['platform']}: "
+              f"{d['opencl_version']}, {d['compute_units']} compute units, {d['global_mem_mb']} MB")
+    print(f"Numba kernel cache: {numba_cache_dir()}")
+    print(f"data cache: {cache_dir()} (NBCNN_DATA: {os.environ.get('NBCNN_DATA', 'not set')})")
+    return 0

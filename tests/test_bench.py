@@ -1,0 +1,43 @@
+"""The benchmark produces a well-formed table (no test asserts a speed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import nbcnn
+from nbcnn import bench
+from nbcnn.cli import main
+
+
+def test_multiply_adds_of_mnist_simple():
+    model = nbcnn.build("mnist-simple", (1, 28, 28), backend="numpy")
+    total, first = bench.multiply_adds(model)
+    assert first == 28 * 28 * 8 * 9
+    assert total == first + 8 * 14 * 14 * 10
+    assert bench.flops_per_image(model, "inference") == 2 * total
+    assert bench.flops_per_image(model, "train") == 2 * (3 * total - first)
+
+
+def test_quick_bench_writes_a_well_formed_table(tmp_path, capsys):
+    assert main(["bench", "--quick", "--out", str(tmp_path), "--backends", "numba"]) == 0
+    table = pd.read_csv(tmp_path / "bench.csv")
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert set(table["mode"]) == {"train", "inference"}
+    assert {"numba"} <= set(table["backend"])
+    for col in ("images_per_second", "ips_min", "ips_max", "gflops", "ms_per_batch"):
+        assert (table[col] > 0).all(), col
+    assert (table["ips_min"] <= table["images_per_second"]).all()
+    assert (table["images_per_second"] <= table["ips_max"]).all()
+    assert "images_per_second" in capsys.readouterr().out
+
+
+def test_torch_peer_is_the_same_network():
+    torch = pytest.importorskip("torch")
+    model = nbcnn.build("conv(4,3,same)-relu-maxpool(2)-conv(6,2,same)-flatten-dense(5)", (2, 9, 7),
+                        backend="numpy", seed=1)
+    x = np.random.default_rng(0).random((3, 2, 9, 7), dtype=np.float32)
+    with torch.no_grad():
+        theirs = bench.to_torch(model)(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), theirs, rtol=1e-4, atol=1e-5)

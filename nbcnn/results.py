@@ -221,6 +221,17 @@ class ResultStore:
         f.write(f"pid {os.getpid()}\n")
         f.flush()
         self._lock_file = f
+        self._remove_temporaries()
+
+    def _remove_temporaries(self) -> None:
+        """Temporary files of a writer that was killed mid-write (only safe under the lock)."""
+        for folder in (self.dir, *(os.path.join(self.dir, s) for s in
+                                   ("records", "models", "predictions", "logs"))):
+            with contextlib.suppress(OSError):
+                for name in os.listdir(folder):
+                    if name.startswith(".tmp-"):
+                        with contextlib.suppress(OSError):
+                            os.unlink(os.path.join(folder, name))
 
     def unlock(self) -> None:
         if self._lock_file is not None:
@@ -355,7 +366,7 @@ def load(study_dir, grid_only: bool = False) -> Results:
         raise FileNotFoundError(f"no results folder {study_dir}")
     records = read_records(study_dir)
     keys = grid_keys(study_dir) if grid_only else None
-    if records:
+    if records or os.path.isdir(os.path.join(study_dir, "records")):
         if keys is not None:
             records = [r for r in records if r["key"] in keys]
         runs, epochs = tables(records)

@@ -260,7 +260,10 @@ def test_load_dedupes_csv_keeping_latest_ok(tmp_path):
 
 def test_lock_keeps_a_second_writer_out(tmp_path):
     store = results.ResultStore(tmp_path / "s")
+    (tmp_path / "s" / "records" / ".tmp-abc-x.json").write_text("{")   # torn, from a kill
     with store:
+        assert not (tmp_path / "s" / "records" / ".tmp-abc-x.json").exists()
+        assert results.load(tmp_path / "s").runs.empty
         with pytest.raises(RuntimeError, match="in use"):
             results.ResultStore(tmp_path / "s").lock()
     results.ResultStore(tmp_path / "s").lock()            # free again
@@ -309,7 +312,8 @@ def test_kill_minus_9_mid_grid_then_resume(tmp_path):
     csv = pd.read_csv(res_dir / "k" / "runs.csv")
     assert len(csv) == 8 and csv["key"].is_unique
     assert len(pd.read_csv(res_dir / "k" / "epochs.csv")) == 24
-    assert not [n for n in os.listdir(res_dir / "k") if n.startswith(".tmp-")]
+    for folder in ("", "records", "models", "predictions"):   # a killed writer's leftovers go
+        assert not [n for n in os.listdir(res_dir / "k" / folder) if n.startswith(".tmp-")]
 
 
 # ---- Dask ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..base import Backend, _lowbias32, conv_output_size
 from . import activations as _act
+from ._jit import call as _call
 from . import batchnorm as _bn
 from . import blocked as _blk
 from . import conv as _conv
@@ -142,16 +143,23 @@ class NumbaBackend(Backend):
         oh, ow = self._conv_geometry(x, w, stride, padding)
         b = np.zeros(w.shape[0], _F32) if b is None else _f32(b)
         y = np.empty((x.shape[0], w.shape[0], oh, ow), _F32)
-        xp = self._padded(x, padding)
         variant = self.conv_variant
         if variant == "gemm":
-            self._conv_forward_gemm(xp, w, b, stride, y)
+            self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)
         elif variant == "direct":
-            _conv.conv_forward_direct(xp, w, b, stride[0], stride[1], y)
+            _conv.conv_forward_direct(self._padded(x, padding), w, b, stride[0], stride[1], y)
         else:                                                    # "auto": register-blocked
-            _blk.conv_forward(xp, w.reshape(w.shape[0], -1), b, w.shape[2], w.shape[3],
-                              stride[0], stride[1], y)
+            self._blocked_forward(x, _blk.forward_filters(w), b, w.shape[2], w.shape[3],
+                                  stride, padding, y)
         return y
+
+    def _blocked_forward(self, x, w2, b, kh, kw, stride, padding, y, key="xpn"):
+        """``blocked.conv_forward`` on x moved into a reused, zero-bordered channels-last buffer."""
+        n, c, h, wd = x.shape
+        top, bottom, left, right = padding
+        xpn = self._ws.get(key, (n, h + top + bottom, wd + left + right, c), zero=True)
+        _call(_blk.to_padded_nhwc, x.size, x, top, left, xpn)
+        _call(_blk.conv_forward, y.size * w2.shape[1], xpn, w2, b, kh, kw, stride[0], stride[1], y)
 
     def _conv_forward_gemm(self, xp, w, b, stride, y):
         n, o, oh, ow = y.shape
@@ -187,19 +195,17 @@ class NumbaBackend(Backend):
         else:
             n, o = dy.shape[:2]
             partial = self._ws.get("dw_partial", (n, o, w[0].size))
-            _blk.conv_backward_weights(xp, dy, w.shape[2], w.shape[3], stride[0], stride[1],
-                                       partial, dw.reshape(o, -1), db, bool(with_bias))
+            _call(_blk.conv_backward_weights, dy.size * w[0].size, xp, dy, w.shape[2],
+                  w.shape[3], stride[0], stride[1], partial, dw.reshape(o, -1), db,
+                  bool(with_bias))
         if need_dx:
             kh, kw = w.shape[2:]
             top, bottom, left, right = padding
             flip_pad = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
             if variant == "auto" and stride == (1, 1) and min(flip_pad) >= 0:
                 # dx = dy (padded by k-1-pad) convolved with the flipped, transposed filters
-                wf = np.empty((w.shape[1], w.shape[0], kh, kw), _F32)
-                _blk.flip_filters(w, wf)
-                _blk.conv_forward(self._padded(dy, flip_pad, key="dyp"),
-                                  wf.reshape(w.shape[1], -1), np.zeros(w.shape[1], _F32),
-                                  kh, kw, 1, 1, dx)
+                self._blocked_forward(dy, _blk.input_grad_filters(w), np.zeros(w.shape[1], _F32),
+                                      kh, kw, (1, 1), flip_pad, dx, key="dypn")
             else:
                 dxp = self._ws.get("dxp", xp.shape)
                 _conv.conv_backward_input_direct(dy, w, stride[0], stride[1], top, left, dxp, dx)
@@ -248,25 +254,25 @@ class NumbaBackend(Backend):
         oh, ow = self._pool_geometry(x, kernel, stride)
         y = np.empty(x.shape[:2] + (oh, ow), _F32)
         arg = np.empty(y.shape, np.int32)
-        _pool.maxpool_forward(x, kernel[0], kernel[1], stride[0], stride[1], y, arg)
+        _call(_pool.maxpool_forward, x.size, x, kernel[0], kernel[1], stride[0], stride[1], y, arg)
         return y, (arg, x.shape)
 
     def maxpool2d_backward(self, dy, state):
         arg, x_shape = state
         dx = np.empty(x_shape, _F32)
-        _pool.maxpool_backward(_f32(dy), arg, dx)
+        _call(_pool.maxpool_backward, dx.size, _f32(dy), arg, dx)
         return dx
 
     def avgpool2d_forward(self, x, kernel, stride):
         x = _f32(x)
         oh, ow = self._pool_geometry(x, kernel, stride)
         y = np.empty(x.shape[:2] + (oh, ow), _F32)
-        _pool.avgpool_forward(x, kernel[0], kernel[1], stride[0], stride[1], y)
+        _call(_pool.avgpool_forward, x.size, x, kernel[0], kernel[1], stride[0], stride[1], y)
         return y
 
     def avgpool2d_backward(self, dy, x_shape, kernel, stride):
         dx = np.empty(tuple(x_shape), _F32)
-        _pool.avgpool_backward(_f32(dy), kernel[0], kernel[1], stride[0], stride[1], dx)
+        _call(_pool.avgpool_backward, dx.size, _f32(dy), kernel[0], kernel[1], stride[0], stride[1], dx)
         return dx
 
     # ---- dense ----------------------------------------------------------------------------
@@ -282,13 +288,13 @@ class NumbaBackend(Backend):
         y = np.empty_like(x)
         xf, yf = x.reshape(-1), y.reshape(-1)
         if kind == "relu":
-            _act.relu_forward(xf, yf)
+            _call(_act.relu_forward, x.size, xf, yf)
         elif kind == "leaky_relu":
-            _act.leaky_relu_forward(xf, _F32(alpha), yf)
+            _call(_act.leaky_relu_forward, x.size, xf, _F32(alpha), yf)
         elif kind == "sigmoid":
-            _act.sigmoid_forward(xf, yf)
+            _call(_act.sigmoid_forward, x.size, xf, yf)
         elif kind == "tanh":
-            _act.tanh_forward(xf, yf)
+            _call(_act.tanh_forward, x.size, xf, yf)
         else:
             raise ValueError(f"unknown activation {kind!r}")
         return y
@@ -298,13 +304,13 @@ class NumbaBackend(Backend):
         dx = np.empty_like(dy)
         dyf, dxf = dy.reshape(-1), dx.reshape(-1)
         if kind == "relu":
-            _act.relu_backward(_f32(x).reshape(-1), dyf, dxf)
+            _call(_act.relu_backward, dy.size, _f32(x).reshape(-1), dyf, dxf)
         elif kind == "leaky_relu":
-            _act.leaky_relu_backward(_f32(x).reshape(-1), dyf, _F32(alpha), dxf)
+            _call(_act.leaky_relu_backward, dy.size, _f32(x).reshape(-1), dyf, _F32(alpha), dxf)
         elif kind == "sigmoid":
-            _act.sigmoid_backward(_f32(y).reshape(-1), dyf, dxf)
+            _call(_act.sigmoid_backward, dy.size, _f32(y).reshape(-1), dyf, dxf)
         elif kind == "tanh":
-            _act.tanh_backward(_f32(y).reshape(-1), dyf, dxf)
+            _call(_act.tanh_backward, dy.size, _f32(y).reshape(-1), dyf, dxf)
         else:
             raise ValueError(f"unknown activation {kind!r}")
         return dx
@@ -323,7 +329,7 @@ class NumbaBackend(Backend):
         dlogits = np.empty_like(logits)
         row_loss = np.empty(n, _F32)
         row_correct = np.empty(n, np.int32)
-        _loss.softmax_xent(logits, labels, dlogits, row_loss, row_correct)
+        _call(_loss.softmax_xent, logits.size * 4, logits, labels, dlogits, row_loss, row_correct)
         return float(row_loss.sum(dtype=np.float64) / n), dlogits, int(row_correct.sum())
 
     # ---- dropout --------------------------------------------------------------------------
@@ -334,14 +340,14 @@ class NumbaBackend(Backend):
         seed_hash = np.uint64(_lowbias32(np.asarray([int(seed) & 0xFFFFFFFF], np.uint32))[0])
         y = np.empty_like(x)
         mask = np.empty_like(x)
-        _drop.dropout_forward(x.reshape(-1), _F32(p), _F32(1 / (1 - p)), seed_hash,
+        _call(_drop.dropout_forward, x.size, x.reshape(-1), _F32(p), _F32(1 / (1 - p)), seed_hash,
                               y.reshape(-1), mask.reshape(-1))
         return y, mask
 
     def dropout_backward(self, dy, mask):
         dy = _f32(dy)
         dx = np.empty_like(dy)
-        _drop.multiply(dy.reshape(-1), _f32(mask).reshape(-1), dx.reshape(-1))
+        _call(_drop.multiply, dy.size, dy.reshape(-1), _f32(mask).reshape(-1), dx.reshape(-1))
         return dx
 
     # ---- batch normalisation --------------------------------------------------------------
@@ -350,7 +356,7 @@ class NumbaBackend(Backend):
         y = np.empty_like(x)
         x_hat = np.empty_like(x)
         inv_std = np.empty(x.shape[1], _F32)
-        _bn.bn_forward_train(x, _f32(gamma), _f32(beta), _inplace(running_mean, "running_mean"),
+        _call(_bn.bn_forward_train, x.size * 3, x, _f32(gamma), _f32(beta), _inplace(running_mean, "running_mean"),
                              _inplace(running_var, "running_var"), _F32(momentum), _F32(eps),
                              y, x_hat, inv_std)
         return y, (x_hat, inv_std)
@@ -358,7 +364,7 @@ class NumbaBackend(Backend):
     def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
         x = _f32(x)
         y = np.empty_like(x)
-        _bn.bn_forward_eval(x, _f32(gamma), _f32(beta), _f32(running_mean), _f32(running_var),
+        _call(_bn.bn_forward_eval, x.size, x, _f32(gamma), _f32(beta), _f32(running_mean), _f32(running_var),
                             _F32(eps), y)
         return y
 
@@ -368,7 +374,7 @@ class NumbaBackend(Backend):
         dx = np.empty_like(dy)
         dgamma = np.empty(dy.shape[1], _F32)
         dbeta = np.empty(dy.shape[1], _F32)
-        _bn.bn_backward(dy, x_hat, inv_std, _f32(gamma), dx, dgamma, dbeta)
+        _call(_bn.bn_backward, dy.size * 2, dy, x_hat, inv_std, _f32(gamma), dx, dgamma, dbeta)
         return dx, dgamma, dbeta
 
     # ---- optimizer steps (in place) -------------------------------------------------------
@@ -376,13 +382,13 @@ class NumbaBackend(Backend):
         p = _inplace(param, "param").reshape(-1)
         g = _f32(grad).reshape(-1)
         if velocity is None:
-            _optim.sgd_plain(p, g, _F32(lr), _F32(weight_decay))
+            _call(_optim.sgd_plain, p.size, p, g, _F32(lr), _F32(weight_decay))
         else:
-            _optim.sgd_momentum(p, g, _inplace(velocity, "velocity").reshape(-1), _F32(lr),
+            _call(_optim.sgd_momentum, p.size * 2, p, g, _inplace(velocity, "velocity").reshape(-1), _F32(lr),
                                 _F32(momentum), bool(nesterov), _F32(weight_decay))
 
     def adam_step(self, param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
-        _optim.adam(_inplace(param, "param").reshape(-1), _f32(grad).reshape(-1),
+        _call(_optim.adam, param.size * 4, _inplace(param, "param").reshape(-1), _f32(grad).reshape(-1),
                     _inplace(m, "m").reshape(-1), _inplace(v, "v").reshape(-1), _F32(lr),
                     _F32(beta1), _F32(beta2), _F32(eps), _F32(1 - beta1 ** step),
                     _F32(1 - beta2 ** step), _F32(weight_decay), bool(decoupled))
@@ -391,6 +397,6 @@ class NumbaBackend(Backend):
         p = _inplace(param, "param").reshape(-1)
         use_momentum = bool(momentum)
         b = _inplace(buf, "buf").reshape(-1) if use_momentum else p      # unused if no momentum
-        _optim.rmsprop(p, _f32(grad).reshape(-1), _inplace(square_avg, "square_avg").reshape(-1),
+        _call(_optim.rmsprop, p.size * 3, p, _f32(grad).reshape(-1), _inplace(square_avg, "square_avg").reshape(-1),
                        b, _F32(lr), _F32(alpha), _F32(eps), _F32(momentum), _F32(weight_decay),
                        use_momentum)

@@ -7,6 +7,7 @@ left off where it would change results that must match bit for bit, e.g. dropout
 IEEE semantics such as exp/log in the loss).
 """
 
+import numba
 from numba import njit
 
 #: parallel, cached, fast-math kernel
@@ -15,3 +16,24 @@ kernel = njit(parallel=True, cache=True, fastmath=True, nogil=True)
 strict_kernel = njit(parallel=True, cache=True, fastmath=False, nogil=True)
 #: serial, cached helper (LLVM inlines it into its callers)
 helper = njit(cache=True, fastmath=True, nogil=True)
+
+
+#: below this much work (elements touched, or multiply-adds) an op runs on the calling thread
+#: alone: waking the thread pool would cost more than it saves, and on a busy machine a parallel
+#: region can wait a whole scheduler time slice for a second core.
+SERIAL_WORK = 1 << 16
+
+
+def call(fn, work, *args):
+    """fn(*args), on one thread when ``work`` is small (the thread count is restored after)."""
+    if work < SERIAL_WORK:
+        threads = numba.get_num_threads()
+        if threads > 1:
+            numba.set_num_threads(1)
+            try:
+                return fn(*args)
+            finally:
+                numba.set_num_threads(threads)
+    return fn(*args)
+
+

@@ -5,9 +5,11 @@ read along their contiguous rows. It walks C in 4 x 2 tiles, so each pass over t
 and does 8 multiply-adds into 8 independent accumulators; with ``fastmath`` LLVM vectorises the t
 loop (8 float32 lanes, several vectors in flight), keeping all accumulators in registers.
 
-* forward:  for one output row (n, i) the "patches" matrix holds each output pixel's window as a
-            contiguous row, patches[j, (c*KH + p)*KW + q] = xp[n, c, i*sh + p, j*sw + q], and
-            y[n, :, i, :] = abt(w.reshape(O, K), patches) + b. One prange iteration per (n, i).
+* forward:  the padded input is first moved to channels-last order (``to_padded_nhwc``), so
+            that for one output row (n, i) the "patches" matrix, each output pixel's window as a
+            contiguous row, patches[j, (p*KW + q)*C + c] = xpn[n, i*sh + p, j*sw + q, c], is
+            built from contiguous runs of KW*C values; then y[n, :, i, :] = abt(w2, patches) + b
+            with w2 the filters in the same (p, q, c) order. One prange iteration per (n, i).
 * dw:       per image, cols[(c*KH + p)*KW + q, i*OW + j] = xp[n, c, i*sh + p, j*sw + q] and
             partial[n] = abt(dy[n].reshape(O, P), cols); one prange iteration per image, then
             dw = sum_n partial[n] in a fixed order (one prange iteration per dw element), so the
@@ -27,12 +29,17 @@ from ._jit import helper, kernel
 @helper
 def abt(a, b, c, accumulate):
     """c[r, s] (+)= dot(a[r], b[s]) for 2-D C-contiguous a (R, T), b (S, T), c (R, S)."""
-    n_r, n_t = a.shape
-    n_s = b.shape[0]
-    r = 0
+    abt_block(a, b, c, 0, a.shape[0], 0, b.shape[0], accumulate)
+
+
+@helper
+def abt_block(a, b, c, r_begin, n_r, s_begin, n_s, accumulate):
+    """The tile r_begin <= r < n_r, s_begin <= s < n_s of ``abt``."""
+    n_t = a.shape[1]
+    r = r_begin
     while r + 4 <= n_r:
         a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
-        s = 0
+        s = s_begin
         while s + 2 <= n_s:
             b0, b1 = b[s], b[s + 1]
             c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = np.float32(0.0)
@@ -87,7 +94,7 @@ def abt(a, b, c, accumulate):
         r += 4
     while r < n_r:                          # last rows, one at a time
         a0 = a[r]
-        for s in range(n_s):
+        for s in range(s_begin, n_s):
             b0 = b[s]
             acc = np.float32(0.0)
             for t in range(n_t):
@@ -99,25 +106,55 @@ def abt(a, b, c, accumulate):
 
 
 @kernel
-def conv_forward(xp, w2, b, kh, kw, sh, sw, y):
-    """y[n, o, i, j] = b[o] + dot(w2[o], window of output pixel (i, j)); one prange iteration
-    per output row (n, i), which builds that row's patches and writes y[n, :, i, :]."""
+def matmul_abt(a, b, c):
+    """c = a @ b.T (a: R x T, b: S x T, c: R x S, all C-contiguous float32), in parallel over
+    tiles of 16 rows x 64 columns of c; each prange iteration writes only its own tile."""
+    n_r, n_s = c.shape
+    tiles_r = (n_r + 15) // 16
+    tiles_s = (n_s + 63) // 64
+    for t in prange(tiles_r * tiles_s):
+        r0 = (t // tiles_s) * 16
+        s0 = (t % tiles_s) * 64
+        abt_block(a, b, c, r0, min(n_r, r0 + 16), s0, min(n_s, s0 + 64), False)
+
+
+@kernel
+def to_padded_nhwc(x, top, left, xpn):
+    """xpn[n, top + r, left + s, c] = x[n, c, r, s]: the input moved to channels-last order inside
+    a zero border (the border of the reused buffer ``xpn`` is zero and never written). One
+    prange iteration per (n, r) input row."""
+    n_img, n_in, h, w = x.shape
+    for t in prange(n_img * h):
+        n = t // h
+        r = t % h
+        dst = xpn[n, top + r]
+        for c in range(n_in):
+            src = x[n, c, r]
+            for s in range(w):
+                dst[left + s, c] = src[s]
+
+
+@kernel
+def conv_forward(xpn, w2, b, kh, kw, sh, sw, y):
+    """y[n, o, i, j] = b[o] + dot(w2[o], window of output pixel (i, j)), with the input
+    channels-last and padded (xpn: N, Hp, Wp, C) and w2 = w.transpose(0, 2, 3, 1) flattened to
+    (O, KH*KW*C). Then a window row p is one contiguous run of KW*C values. One prange
+    iteration per output row (n, i) builds that row's patches and writes y[n, :, i, :]."""
     n_img, n_out, oh, ow = y.shape
-    n_in = xp.shape[1]
-    kk = kh * kw
-    k_len = n_in * kk
+    wp, n_in = xpn.shape[2], xpn.shape[3]
+    run = kw * n_in
+    k_len = kh * run
     for t in prange(n_img * oh):
         n = t // oh
         i = t % oh
         patches = np.empty((ow, k_len), np.float32)
-        for j in range(ow):
-            dst = patches[j]
-            for c in range(n_in):
-                for p in range(kh):
-                    src = xp[n, c, i * sh + p]
-                    base = c * kk + p * kw
-                    for q in range(kw):
-                        dst[base + q] = src[j * sw + q]
+        for p in range(kh):
+            src = xpn[n, i * sh + p].reshape(wp * n_in)
+            for j in range(ow):
+                dst = patches[j]
+                start = j * sw * n_in
+                for u in range(run):
+                    dst[p * run + u] = src[start + u]
         out = np.empty((n_out, ow), np.float32)
         abt(w2, patches, out, False)
         for o in range(n_out):
@@ -145,8 +182,13 @@ def conv_backward_weights(xp, dy, kh, kw, sh, sw, partial, dw2, db, with_bias):
                     dst = cols[c * kk + p * kw + q]
                     for i in range(oh):
                         src = xp[n, c, i * sh + p]
-                        for j in range(ow):
-                            dst[i * ow + j] = src[j * sw + q]
+                        base = i * ow
+                        if sw == 1:                 # contiguous copy, vectorised
+                            for j in range(ow):
+                                dst[base + j] = src[j + q]
+                        else:
+                            for j in range(ow):
+                                dst[base + j] = src[j * sw + q]
         abt(dy[n].reshape(n_out, pix), cols, partial[n], False)
     for o in prange(n_out):
         row = dw2[o]
@@ -168,12 +210,12 @@ def conv_backward_weights(xp, dy, kh, kw, sh, sw, partial, dw2, db, with_bias):
             db[o] = acc
 
 
-@kernel
-def flip_filters(w, wf):
-    """wf[c, o, kh-1-p, kw-1-q] = w[o, c, p, q]: the filters of the transposed convolution."""
-    n_out, n_in, kh, kw = w.shape
-    for c in prange(n_in):
-        for o in range(n_out):
-            for p in range(kh):
-                for q in range(kw):
-                    wf[c, o, kh - 1 - p, kw - 1 - q] = w[o, c, p, q]
+def forward_filters(w):
+    """w (O, C, KH, KW) as the forward kernel wants it: (O, KH*KW*C), channels last."""
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+
+
+def input_grad_filters(w):
+    """The filters of dx = conv(dy padded by K-1-pad, ...): w flipped in space, in/out swapped,
+    wf[c, kh-1-p, kw-1-q, o] = w[o, c, p, q], flattened to (C, KH*KW*O)."""
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0)).reshape(w.shape[1], -1)

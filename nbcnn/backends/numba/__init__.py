@@ -71,7 +71,8 @@ class NumbaBackend(Backend):
 
     name = "numba"
     dtype = np.dtype(np.float32)
-    #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``), "direct"
+    #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``, except the
+    #: forward pass of layers whose window has < 32 values, which runs "direct"), "direct"
     #: (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``)
     conv_variant = "auto"
     #: target size of one im2col chunk, in bytes
@@ -144,11 +145,15 @@ class NumbaBackend(Backend):
         b = np.zeros(w.shape[0], _F32) if b is None else _f32(b)
         y = np.empty((x.shape[0], w.shape[0], oh, ow), _F32)
         variant = self.conv_variant
+        if variant == "auto" and w[0].size < 32:
+            variant = "direct"        # a window of < 32 values (first layers): too short to
+            #                           vectorise as a dot product; vectorise over pixels instead
         if variant == "gemm":
             self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)
         elif variant == "direct":
-            _conv.conv_forward_direct(self._padded(x, padding), w, b, stride[0], stride[1], y)
-        else:                                                    # "auto": register-blocked
+            _call(_conv.conv_forward_direct, y.size * w[0].size, self._padded(x, padding), w, b,
+                  stride[0], stride[1], y)
+        else:                                                    # register-blocked
             self._blocked_forward(x, _blk.forward_filters(w), b, w.shape[2], w.shape[3],
                                   stride, padding, y)
         return y

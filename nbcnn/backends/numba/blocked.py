@@ -144,10 +144,14 @@ def conv_forward(xpn, w2, b, kh, kw, sh, sw, y):
     wp, n_in = xpn.shape[2], xpn.shape[3]
     run = kw * n_in
     k_len = kh * run
+    k_pad = w2.shape[1]                     # k_len rounded up to whole SIMD vectors
     for t in prange(n_img * oh):
         n = t // oh
         i = t % oh
-        patches = np.empty((ow, k_len), np.float32)
+        patches = np.empty((ow, k_pad), np.float32)
+        for j in range(ow):
+            for u in range(k_len, k_pad):
+                patches[j, u] = np.float32(0.0)
         for p in range(kh):
             src = xpn[n, i * sh + p].reshape(wp * n_in)
             for j in range(ow):
@@ -210,12 +214,24 @@ def conv_backward_weights(xp, dy, kh, kw, sh, sw, partial, dw2, db, with_bias):
             db[o] = acc
 
 
+def _pad_columns(w2):
+    """Zero columns appended so each row is a whole number of 8-float SIMD vectors: the dot
+    products then need no scalar remainder loop (this matters for a first layer's K = 9 or 27)."""
+    k = w2.shape[1]
+    k_pad = -(-k // 8) * 8
+    if k_pad == k:
+        return np.ascontiguousarray(w2)
+    out = np.zeros((w2.shape[0], k_pad), np.float32)
+    out[:, :k] = w2
+    return out
+
+
 def forward_filters(w):
     """w (O, C, KH, KW) as the forward kernel wants it: (O, KH*KW*C), channels last."""
-    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+    return _pad_columns(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))
 
 
 def input_grad_filters(w):
     """The filters of dx = conv(dy padded by K-1-pad, ...): w flipped in space, in/out swapped,
     wf[c, kh-1-p, kw-1-q, o] = w[o, c, p, q], flattened to (C, KH*KW*O)."""
-    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0)).reshape(w.shape[1], -1)
+    return _pad_columns(w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0).reshape(w.shape[1], -1))

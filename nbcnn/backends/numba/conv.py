@@ -43,8 +43,12 @@ def conv_forward_direct(xp, w, b, sh, sw, y):
                     xrow = xp[n, c, i * sh + p]
                     for q in range(kw):
                         wv = w[o, c, p, q]
-                        for j in range(ow):
-                            row[j] += wv * xrow[j * sw + q]
+                        if sw == 1:                 # contiguous: vectorised
+                            for j in range(ow):
+                                row[j] += wv * xrow[j + q]
+                        else:
+                            for j in range(ow):
+                                row[j] += wv * xrow[j * sw + q]
 
 
 @kernel

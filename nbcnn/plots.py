@@ -131,32 +131,66 @@ def learning_curves(epochs: pd.DataFrame, hue: str | None = None, title: str | N
     return fig
 
 
-def time_per_epoch(epochs: pd.DataFrame, x: str | None = None, hue: str | None = None,
-                   title: str | None = None):
-    """Training time per epoch (the training loop, no validation), by ``x`` and ``hue``
-    (default: arch and backend); bars are means over epochs and seeds, ticks +-1 sd."""
+def _order(values) -> list:
+    """Numbers in numeric order, then strings in alphabetical order."""
+    nums = sorted(v for v in values if isinstance(v, (int, float, np.number)) and not isinstance(v, bool))
+    rest = sorted((v for v in values if v not in nums), key=str)
+    return nums + rest
+
+
+def _bars(df, x, y, hue, col, ylabel, title):
+    """Bar plots of ``y`` by ``x`` and ``hue``, one panel per value of ``col`` (if any), shared
+    y axis (log when it spans more than 30x), error ticks +-1 sd."""
     sns = _sns()
+    df = df.copy()
+    for c in (x, hue, col):
+        if c == "arch":
+            df[c] = df[c].map(_short)
+    panels = _order(df[col].unique()) if col else [None]
+    ncols = min(len(panels), 3)
+    nrows = -(-len(panels) // ncols)
+    width = max(6.0, 1.2 * df[x].nunique() + 2.5)
+    fig, axes = _figure(width * ncols, 4.6 * nrows, ncols=ncols, nrows=nrows, sharey=True)
+    log = df[y].max() > 30 * max(df[y].min(), 1e-9)
+    hue_order = _order(df[hue].unique()) if hue else None
+    order = _order(df[x].unique())
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels):
+            ax.set_axis_off()
+            continue
+        part = df if col is None else df[df[col] == panels[i]]
+        sns.barplot(data=part, x=x, y=y, hue=hue, order=order, hue_order=hue_order,
+                    errorbar="sd", ax=ax, legend=(i == 0))
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel + (" (log scale)" if log else "") if i % ncols == 0 else "")
+        ax.set_xlabel(x.replace("_", " "))
+        ax.grid(axis="y", alpha=0.3)
+        if x == "arch":
+            ax.tick_params(axis="x", labelsize=8)
+        if col:
+            ax.set_title(f"{col.replace('_', ' ')} = {panels[i]}", fontsize=10)
+        if ax.get_legend() is not None:
+            ax.get_legend().set_title(hue)
+    _suptitle(fig, title)
+    return fig
+
+
+def time_per_epoch(epochs: pd.DataFrame, x: str | None = None, hue: str | None = None,
+                   col: str | None = None, title: str | None = None):
+    """Training time per epoch (the training loop, no validation) by ``x`` (default arch) and
+    ``hue`` (default backend), a panel per ``col`` (default batch size, when it varies); bars are
+    means over epochs and seeds, ticks +-1 sd."""
     if epochs.empty:
         return _empty("Time per epoch", "no finished runs")
-    df = epochs.copy()
-    x = x or ("arch" if "arch" in df else "key")
+    vary = varying(epochs)
+    x = x or ("arch" if "arch" in epochs else "key")
     if hue is None:
-        hue = next((h for h in ("backend", "batch_size", "threads") if h != x and h in varying(df)),
-                   None)
-    df[x] = df[x].map(_short)
-    fig, axes = _figure(max(6, 1.6 * df[x].nunique() + 3), 4.8)
-    ax = axes[0, 0]
-    sns.barplot(data=df, x=x, y="seconds", hue=hue, errorbar="sd", ax=ax)
-    ax.set_ylabel("training time per epoch (s)")
-    ax.set_xlabel(x)
-    if df["seconds"].max() > 30 * max(df["seconds"].min(), 1e-9):
-        ax.set_yscale("log")
-        ax.set_ylabel("training time per epoch (s, log scale)")
-    ax.tick_params(axis="x", rotation=20)
-    ax.grid(axis="y", alpha=0.3)
-    _legend(ax, hue)
-    ax.set_title(title or "Training time per epoch")
-    return fig
+        hue = next((h for h in ("backend", "threads", "optimizer") if h != x and h in vary), None)
+    if col is None:
+        col = next((c for c in ("batch_size", "dataset") if c not in (x, hue) and c in vary), None)
+    return _bars(epochs, x, "seconds", hue, col, "training time per epoch (s)",
+                 title or "Training time per epoch")
 
 
 def accuracy_vs_time(epochs: pd.DataFrame, hue: str | None = None, title: str | None = None):
@@ -186,29 +220,19 @@ def accuracy_vs_time(epochs: pd.DataFrame, hue: str | None = None, title: str | 
 
 
 def throughput(runs: pd.DataFrame, x: str | None = None, hue: str | None = None,
-               title: str | None = None):
-    """Training images per second by batch size (or arch) and backend, over ok runs."""
-    sns = _sns()
-    df = runs[runs["status"] == "ok"].copy() if "status" in runs else runs.copy()
+               col: str | None = None, title: str | None = None):
+    """Training images per second by ``x`` (default batch size when it varies, else arch) and
+    ``hue`` (default backend), a panel per ``col`` (default arch, when it varies and is not x)."""
+    df = runs[runs["status"] == "ok"] if "status" in runs else runs
     if df.empty or "images_per_second" not in df:
         return _empty("Throughput", "no finished runs")
     vary = varying(df)
     x = x or ("batch_size" if "batch_size" in vary else "arch")
-    hue = hue or next((h for h in ("backend", "arch", "threads") if h != x and h in vary), None)
-    df[x] = df[x].map(_short) if df[x].dtype == object or x == "arch" else df[x]
-    fig, axes = _figure(max(6, 1.4 * df[x].nunique() + 3), 4.8)
-    ax = axes[0, 0]
-    sns.barplot(data=df, x=x, y="images_per_second", hue=hue, errorbar="sd", ax=ax)
-    ax.set_ylabel("training throughput (images/s)")
-    ax.set_xlabel(x.replace("_", " "))
-    if df["images_per_second"].max() > 30 * max(df["images_per_second"].min(), 1e-9):
-        ax.set_yscale("log")
-        ax.set_ylabel("training throughput (images/s, log scale)")
-    ax.tick_params(axis="x", rotation=20 if x == "arch" else 0)
-    ax.grid(axis="y", alpha=0.3)
-    _legend(ax, hue)
-    ax.set_title(title or "Training throughput")
-    return fig
+    hue = hue or next((h for h in ("backend", "threads", "arch") if h != x and h in vary), None)
+    if col is None:
+        col = next((c for c in ("arch", "dataset") if c not in (x, hue) and c in vary), None)
+    return _bars(df, x, "images_per_second", hue, col, "training throughput (images/s)",
+                 title or "Training throughput")
 
 
 # ---- one run -------------------------------------------------------------------------------

@@ -97,6 +97,29 @@ def test_keys_stable_across_order_and_processes(tmp_path):
     assert len(a.cells[0].key) == 12 and int(a.cells[0].key, 16) >= 0
 
 
+def test_include_only_file(tmp_path):
+    grid = parse_grid(textwrap.dedent(BASE + """
+        [[include]]
+        arch = ["mnist-tiny", "lenet5"]
+        optimizer = "sgd"
+        lr = 0.05
+        momentum = 0.9
+        [[include]]
+        arch = "lenet5"
+        optimizer = "adam"
+        lr = 0.001
+        """), "i.toml")
+    assert [(c["arch"], c["optimizer"], c["lr"]) for c in grid.cells] == [
+        ("mnist-tiny", "sgd", 0.05), ("lenet5", "sgd", 0.05), ("lenet5", "adam", 0.001)]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(os.path.join(ROOT, "experiments"))
+                                        if n.endswith(".toml")))
+def test_shipped_studies_are_valid(name):
+    grid = harness.load_grid(os.path.join(ROOT, "experiments", name))
+    assert grid.cells and grid.name == name[:-5] and grid.description
+
+
 def test_duplicate_cells_run_once(tmp_path):
     grid = parse_grid(textwrap.dedent(BASE + """
         [grid]

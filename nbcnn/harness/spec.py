@@ -21,9 +21,9 @@ A grid file (see ``DESIGN.md``)::
     arch = "mnist-tiny"            # (a list matches any of its values)
     seed = 1
 
-    [[include]]                    # add cells: [fixed] plus the entry (a list is an axis too)
-    arch = "lenet5"
-    lr = [0.01, 0.1]
+    [[include]]                    # add cells: [fixed] plus the entry (a list is an axis too),
+    arch = "lenet5"                # not crossed with [grid]; without [grid], the cells are
+    lr = [0.01, 0.1]               # the includes' alone
 
 Every setting is checked before anything runs; a problem raises ``GridError`` naming the file,
 the section and the key. Settings of other optimizers than a cell's own (e.g. ``momentum`` for an
@@ -489,7 +489,9 @@ def parse_grid(text: str, path: str = "<grid>") -> Grid:
 
     raws = []
     names = list(axes)
-    for combo in itertools.product(*(axes[k] for k in names)):
+    # a file of [[include]] cells only (no [grid]) has no product cell of [fixed] alone
+    product = itertools.product(*(axes[k] for k in names)) if axes or not include else []
+    for combo in product:
         raw = {**fixed, **dict(zip(names, combo))}
         if not any(_matches(raw, rule) for rule in exclude):
             raws.append(raw)

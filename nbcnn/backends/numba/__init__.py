@@ -151,7 +151,7 @@ class NumbaBackend(Backend):
         if variant == "gemm":
             self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)
         elif variant == "direct":
-            _call(_conv.conv_forward_direct, y.size * w[0].size, self._padded(x, padding), w, b,
+            _call(_conv.conv_forward_direct, y.size * w[0].size // 8, self._padded(x, padding), w, b,
                   stride[0], stride[1], y)
         else:                                                    # register-blocked
             self._blocked_forward(x, _blk.forward_filters(w), b, w.shape[2], w.shape[3],
@@ -164,7 +164,7 @@ class NumbaBackend(Backend):
         top, bottom, left, right = padding
         xpn = self._ws.get(key, (n, h + top + bottom, wd + left + right, c), zero=True)
         _call(_blk.to_padded_nhwc, x.size, x, top, left, xpn)
-        _call(_blk.conv_forward, y.size * w2.shape[1], xpn, w2, b, kh, kw, stride[0], stride[1], y)
+        _call(_blk.conv_forward, y.size * w2.shape[1] // 16, xpn, w2, b, kh, kw, stride[0], stride[1], y)
 
     def _conv_forward_gemm(self, xp, w, b, stride, y):
         n, o, oh, ow = y.shape
@@ -200,7 +200,7 @@ class NumbaBackend(Backend):
         else:
             n, o = dy.shape[:2]
             partial = self._ws.get("dw_partial", (n, o, w[0].size))
-            _call(_blk.conv_backward_weights, dy.size * w[0].size, xp, dy, w.shape[2],
+            _call(_blk.conv_backward_weights, dy.size * w[0].size // 16, xp, dy, w.shape[2],
                   w.shape[3], stride[0], stride[1], partial, dw.reshape(o, -1), db,
                   bool(with_bias))
         if need_dx:

@@ -18,22 +18,39 @@ strict_kernel = njit(parallel=True, cache=True, fastmath=False, nogil=True)
 helper = njit(cache=True, fastmath=True, nogil=True)
 
 
-#: below this much work (elements touched, or multiply-adds) an op runs on the calling thread
-#: alone: waking the thread pool would cost more than it saves, and on a busy machine a parallel
-#: region can wait a whole scheduler time slice for a second core.
+#: below this much work an op runs on the calling thread alone: waking the thread pool would
+#: cost more than it saves, and on a busy machine a parallel region can wait a whole scheduler
+#: time slice for its second core. Work is counted in elements touched by element-wise ops,
+#: multiply-adds / 8 for the direct convolution and multiply-adds / 16 for the blocked kernels
+#: (roughly: nanoseconds of one core).
 SERIAL_WORK = 1 << 16
+
+_thread_fns = None
+
+
+def _get_thread_fns():
+    """(get, set) of Numba's per-thread thread count. Numba's public functions take a lock on
+    every call; once the pool is up, its ctypes entry points do the same without it."""
+    global _thread_fns
+    if _thread_fns is None:
+        numba.get_num_threads()                       # starts the pool, binds the entry points
+        from numba.np.ufunc import parallel
+        get = getattr(parallel, "_get_num_threads", None)
+        put = getattr(parallel, "_set_num_threads", None)
+        _thread_fns = (get, put) if callable(get) and callable(put) else (
+            numba.get_num_threads, numba.set_num_threads)
+    return _thread_fns
 
 
 def call(fn, work, *args):
     """fn(*args), on one thread when ``work`` is small (the thread count is restored after)."""
     if work < SERIAL_WORK:
-        threads = numba.get_num_threads()
+        get, put = _thread_fns or _get_thread_fns()
+        threads = get()
         if threads > 1:
-            numba.set_num_threads(1)
+            put(1)
             try:
                 return fn(*args)
             finally:
-                numba.set_num_threads(threads)
+                put(threads)
     return fn(*args)
-
-

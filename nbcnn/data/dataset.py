@@ -37,7 +37,9 @@ class Dataset:
     ``Dataset(x, y, classes=None, name="custom", split="train")`` checks what it is given:
     x 4-D (N, C, H, W) real numbers, converted to float32, all finite; y 1-D integers (N,),
     each in ``0 .. len(classes) - 1``. ``classes`` defaults to ``"0" .. str(max(y))``.
-    Arrays are kept, not copied, where they already have the right dtype.
+    Arrays are kept, not copied, where they already have the right dtype. The split's name is
+    ``split_name`` ("train", "test", "val"): ``split(fraction, seed)`` is the method that carves a
+    validation set.
     """
 
     def __init__(self, x, y, classes=None, name="custom", split="train"):
@@ -54,17 +56,17 @@ class Dataset:
                 raise ValueError(f"label y[{bad}] = {y[bad]} is out of range for "
                                  f"{len(classes)} classes (expected 0..{len(classes) - 1})")
         self.x, self.y, self.classes = x, y, classes
-        self.name, self.split = str(name), str(split)
+        self.name, self.split_name = str(name), str(split)
 
     @classmethod
     def _trusted(cls, x, y, classes, name, split):
         """Build without checks, for arrays already known good (loaders, slicing)."""
         self = object.__new__(cls)
-        self.x, self.y, self.classes, self.name, self.split = x, y, list(classes), name, split
+        self.x, self.y, self.classes, self.name, self.split_name = x, y, list(classes), name, split
         return self
 
     def _like(self, x, y, split=None):
-        return Dataset._trusted(x, y, self.classes, self.name, self.split if split is None else split)
+        return Dataset._trusted(x, y, self.classes, self.name, self.split_name if split is None else split)
 
     # --- shape and size -----------------------------------------------------------------------
     def __len__(self):
@@ -80,7 +82,7 @@ class Dataset:
         return tuple(self.x.shape[1:])
 
     def __repr__(self):
-        return (f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+        return (f"Dataset(name={self.name!r}, split={self.split_name!r}, n={len(self)}, "
                 f"input_shape={self.input_shape}, num_classes={self.num_classes})")
 
     def counts(self) -> np.ndarray:

@@ -95,7 +95,6 @@ def load_data(settings: dict, data_root=None):
     The train subset (``limit``) and the validation part (``val_fraction``) are drawn with the
     cell's seed; the test subset (``test_limit``) with seed 0, so every cell sees the same test.
     """
-    from ..data import Dataset
     opts = _options(settings)
     train = _load(settings["dataset"], "train", data_root, opts)
     test = _load(settings["dataset"], "test", data_root, opts)
@@ -105,8 +104,7 @@ def load_data(settings: dict, data_root=None):
         test = test.subset(settings["test_limit"], seed=0)
     val = None
     if settings.get("val_fraction"):
-        # called through the class: a Dataset instance may shadow the method with an attribute
-        train, val = Dataset.split(train, settings["val_fraction"], seed=settings["seed"])
+        train, val = train.split(settings["val_fraction"], seed=settings["seed"])
     return train, val, test
 
 

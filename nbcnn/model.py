@@ -257,6 +257,18 @@ class Sequential:
                for s in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.num_classes), np.float32)
 
+    def activations(self, x, upto: int | None = None) -> list[np.ndarray]:
+        """Every layer's output for the batch ``x`` in evaluation mode, as numpy arrays (the
+        first ``upto`` layers only, if given): what the network computes, layer by layer."""
+        self._require_built()
+        x = self._check_inputs(np.asarray(x), "x")
+        self._set_training(False)
+        outputs, h = [], self.backend.from_numpy(x)
+        for layer in self.layers[:upto]:
+            h = layer._forward(h, False)
+            outputs.append(self.backend.to_numpy(h).copy())
+        return outputs
+
     def _set_training(self, training: bool) -> None:
         for layer in self.layers:
             layer.training = training

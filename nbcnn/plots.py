@@ -321,12 +321,7 @@ def feature_maps(model, image, max_maps: int = 16, title: str | None = None, lab
     stop = i + 1
     if stop < len(model.layers) and isinstance(model.layers[stop], Activation):
         stop += 1
-    be = model.backend
-    model._set_training(False)
-    x = be.from_numpy(image[None])
-    for layer in model.layers[:stop]:
-        x = layer._forward(x, False)
-    maps = be.to_numpy(x)[0]
+    maps = model.activations(image[None], upto=stop)[-1][0]
     n = min(len(maps), max_maps)
     rows, cols = _grid_shape(n + 1)
     fig, axes = _figure(max(1.5 * cols + 1, 5), 1.5 * rows + 1, ncols=cols, nrows=rows)

@@ -146,3 +146,13 @@ def test_thread_count_can_be_set():
     nbcnn.set_num_threads(before)
     with pytest.raises(ValueError, match="thread count"):
         nbcnn.set_num_threads(0)
+
+
+def test_activations_gives_each_layers_output():
+    model = nbcnn.build("conv(3,3,same)-relu-maxpool(2)-flatten-dense(2)", (1, 6, 6), backend="numba")
+    x = np.random.default_rng(0).random((2, 1, 6, 6), dtype=np.float32)
+    outs = model.activations(x)
+    assert [o.shape for o in outs] == [(2, 3, 6, 6), (2, 3, 6, 6), (2, 3, 3, 3), (2, 27), (2, 2)]
+    assert (outs[1] >= 0).all()
+    np.testing.assert_array_equal(outs[-1], model.predict(x))
+    assert len(model.activations(x, upto=2)) == 2

@@ -199,9 +199,10 @@ class NumbaBackend(Backend):
                                                dw, db)
         else:
             n, o = dy.shape[:2]
-            partial = self._ws.get("dw_partial", (n, o, w[0].size))
+            chunk = _blk.weight_grad_chunk(oh * ow)
+            partial = self._ws.get("dw_partial", (-(-n // chunk), o, w[0].size))
             _call(_blk.conv_backward_weights, dy.size * w[0].size // 16, xp, dy, w.shape[2],
-                  w.shape[3], stride[0], stride[1], partial, dw.reshape(o, -1), db,
+                  w.shape[3], stride[0], stride[1], chunk, partial, dw.reshape(o, -1), db,
                   bool(with_bias))
         if need_dx:
             kh, kw = w.shape[2:]

@@ -7,14 +7,18 @@ import argparse
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="list, fetch or verify data sets", description=__doc__)
-    p.add_argument("--root", default=None, help="data folder searched first (and where fetch writes)")
+    root_help = "data folder searched first (and where fetch writes)"
+    p.add_argument("--root", default=None, help=root_help)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="each set: where it was found, or that it is missing")
-    fetch = actions.add_parser("fetch", help="download a set's missing files (checksums verified)",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    lister = actions.add_parser("list", help="each set: where it was found, or that it is missing")
+    fetch = actions.add_parser("fetch", help="download a set's missing files (checksums verified)")
     fetch.add_argument("name")
     verify = actions.add_parser("verify", help="check a found set's files against the published checksums")
     verify.add_argument("name")
+    # --root is accepted after the action too (nbcnn data verify mnist --root DIR); SUPPRESS keeps
+    # a value given before the action when it is not repeated after it
+    for action in (lister, fetch, verify):
+        action.add_argument("--root", default=argparse.SUPPRESS, help=root_help)
 
 
 def _status(path) -> str:
@@ -29,6 +33,9 @@ def _status(path) -> str:
 def run(args) -> int:
     from . import FILE_SETS, cache_dir, canonical_name, fetch_set, find, names
     from .checksums import record, verify_location
+    from .download import no_download_env
+    from .errors import DownloadError
+    from .locate import download_dir
     from .sources import SPLITS
 
     if args.action == "list":
@@ -50,7 +57,21 @@ def run(args) -> int:
     if name not in FILE_SETS:
         raise ValueError(f"{name!r} is generated: it has no files to {args.action}")
     if args.action == "fetch":
-        paths = fetch_set(name, args.root)
+        found = [find(name, split, args.root) for split in SPLITS]
+        if all(found):
+            print(f"{name}: already present, nothing to fetch")
+            for loc in found:
+                print(f"  {loc.split:5s} {loc.describe()}")
+            return 0
+        if no_download_env():
+            raise RuntimeError(
+                f"cannot fetch {name}: downloading is off (NBCNN_NO_DOWNLOAD is set). Unset it on "
+                f"a machine with network access, or copy the files into "
+                f"{download_dir(FILE_SETS[name], args.root)}/ (see 'nbcnn data list')")
+        try:
+            paths = fetch_set(name, args.root)
+        except DownloadError as e:  # an OSError: the command's error handler wants RuntimeError
+            raise RuntimeError(str(e)) from e
         print("\n".join(f"have {p}" for p in paths) or f"{name}: nothing to fetch")
         return 0
 

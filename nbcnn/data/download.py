@@ -78,8 +78,11 @@ def download_file(urls, dest, spec: FileSpec, members=(), progress: bool = True,
             record(dest, True, f"{how} (checked at download)")
             return dest
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-            reason = getattr(e, "reason", None) or e
-            attempts.append((url, f"{type(e).__name__}: {reason}"))
+            if isinstance(e, urllib.error.HTTPError):  # the status code says most (404, 403...)
+                attempts.append((url, f"HTTP {e.code} {e.reason}"))
+            else:
+                reason = getattr(e, "reason", None) or e
+                attempts.append((url, f"{type(e).__name__}: {reason}"))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -99,6 +99,53 @@ class Product(Schedule):
         return " * ".join(map(repr, self.parts))
 
 
+def parse_schedule(text: str, epochs: int):
+    """A schedule from a string: ``constant``, ``cosine`` (over the run's epochs), ``cosine:T``,
+    ``cosine:T:MIN``, ``step:S`` / ``step:S:GAMMA``, ``exp:GAMMA``, ``warmup:W``; combined with
+    ``*``, e.g. ``warmup:2*cosine``."""
+    parts = []
+    for piece in str(text).lower().replace(" ", "").split("*"):
+        name, *args = piece.split(":")
+        try:
+            nums = [float(a) for a in args]
+        except ValueError:
+            raise ValueError(f"schedule {text!r}: arguments of {name!r} must be numbers") from None
+
+        def n_args(lo, hi):
+            if not lo <= len(nums) <= hi:
+                raise ValueError(f"schedule {text!r}: {name} takes {lo} to {hi} arguments, "
+                                 f"got {len(nums)}")
+
+        def whole(x):
+            if x != int(x) or x < 1:
+                raise ValueError(f"schedule {text!r}: {name} needs a whole number of epochs >= 1")
+            return int(x)
+
+        if name in ("constant", "none"):
+            n_args(0, 0)
+            parts.append(Constant())
+        elif name == "cosine":
+            n_args(0, 2)
+            parts.append(CosineDecay(whole(nums[0]) if nums else max(int(epochs), 1),
+                                           nums[1] if len(nums) > 1 else 0.0))
+        elif name == "step":
+            n_args(1, 2)
+            parts.append(StepDecay(whole(nums[0]), nums[1] if len(nums) > 1 else 0.1))
+        elif name in ("exp", "exponential"):
+            n_args(1, 1)
+            parts.append(ExponentialDecay(nums[0]))
+        elif name == "warmup":
+            n_args(1, 1)
+            parts.append(Warmup(whole(nums[0])))
+        else:
+            raise ValueError(f"unknown schedule {name!r} in {text!r}; expected constant, cosine, "
+                             "cosine:T[:MIN], step:S[:GAMMA], exp:GAMMA, warmup:W, joined by '*'")
+    out = parts[0]
+    for p in parts[1:]:
+        out = out * p
+    return out
+
+
 # ---- optimizers ----------------------------------------------------------------------------
 class Optimizer:
     """Base: holds the learning rate, the schedule and per-parameter state."""

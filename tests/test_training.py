@@ -156,3 +156,11 @@ def test_activations_gives_each_layers_output():
     assert (outs[1] >= 0).all()
     np.testing.assert_array_equal(outs[-1], model.predict(x))
     assert len(model.activations(x, upto=2)) == 2
+
+
+def test_schedules_from_strings():
+    s = optim.parse_schedule("warmup:1*cosine", epochs=4)
+    assert [round(s.factor(e), 4) for e in range(4)] == [0.5, 0.8536, 0.5, 0.1464]
+    assert optim.parse_schedule("step:2:0.5", epochs=9).factor(5) == 0.25
+    with pytest.raises(ValueError, match="unknown schedule"):
+        optim.parse_schedule("linear", epochs=3)

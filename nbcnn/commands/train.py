@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9, help="SGD and RMSprop momentum")
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--schedule", default="constant",
+                   help="learning-rate schedule: constant, cosine, step:S[:GAMMA], exp:GAMMA, "
+                        "warmup:W, joined by '*' (e.g. warmup:1*cosine)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="PATH.npz", help="write the trained model here")
     p.add_argument("--history", default=None, metavar="PATH.csv", help="write the epoch table here")
@@ -31,7 +34,8 @@ def add_parser(sub) -> None:
 
 def make_optimizer(args):
     from .. import optim
-    settings = {"lr": args.lr, "weight_decay": args.weight_decay}
+    settings = {"lr": args.lr, "weight_decay": args.weight_decay,
+                "schedule": optim.parse_schedule(args.schedule, args.epochs)}
     if args.optimizer in ("sgd", "rmsprop"):
         settings["momentum"] = args.momentum
     return optim.make(args.optimizer, **settings)

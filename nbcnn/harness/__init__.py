@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 
 from .runner import run_cell
 from .spec import (Cell, Grid, GridError, cell_key, filter_cells, known_keys, load_grid,
-                   parse_grid, parse_schedule)
+                   parse_grid)
 
 __all__ = ["Cell", "Grid", "GridError", "cell_key", "load_grid", "parse_grid", "filter_cells",
-           "known_keys", "parse_schedule", "run_cell", "run_grid", "plan", "study_dir"]
+           "known_keys", "run_cell", "run_grid", "plan", "study_dir"]
 
 SUMMARY_COLUMNS = ["test_accuracy", "val_accuracy", "seconds_per_epoch", "images_per_second",
                    "compile_seconds", "wall_seconds"]

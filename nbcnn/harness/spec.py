@@ -184,6 +184,7 @@ def _optimizer(v):
 
 def _schedule(v):
     v = _string(v).lower()
+    from ..optim import parse_schedule
     parse_schedule(v, epochs=1)       # raises ValueError on a bad string
     return v
 
@@ -242,61 +243,12 @@ def check_value(key: str, value):
     return CHECKS[key](value)
 
 
-# ---- schedules -----------------------------------------------------------------------------
-def parse_schedule(text: str, epochs: int):
-    """A schedule from a string: ``constant``, ``cosine`` (over the run's epochs), ``cosine:T``,
-    ``cosine:T:MIN``, ``step:S`` / ``step:S:GAMMA``, ``exp:GAMMA``, ``warmup:W``; combined with
-    ``*``, e.g. ``warmup:2*cosine``."""
-    from .. import optim
-    parts = []
-    for piece in str(text).lower().replace(" ", "").split("*"):
-        name, *args = piece.split(":")
-        try:
-            nums = [float(a) for a in args]
-        except ValueError:
-            raise ValueError(f"schedule {text!r}: arguments of {name!r} must be numbers") from None
-
-        def n_args(lo, hi):
-            if not lo <= len(nums) <= hi:
-                raise ValueError(f"schedule {text!r}: {name} takes {lo} to {hi} arguments, "
-                                 f"got {len(nums)}")
-
-        def whole(x):
-            if x != int(x) or x < 1:
-                raise ValueError(f"schedule {text!r}: {name} needs a whole number of epochs >= 1")
-            return int(x)
-
-        if name in ("constant", "none"):
-            n_args(0, 0)
-            parts.append(optim.Constant())
-        elif name == "cosine":
-            n_args(0, 2)
-            parts.append(optim.CosineDecay(whole(nums[0]) if nums else max(int(epochs), 1),
-                                           nums[1] if len(nums) > 1 else 0.0))
-        elif name == "step":
-            n_args(1, 2)
-            parts.append(optim.StepDecay(whole(nums[0]), nums[1] if len(nums) > 1 else 0.1))
-        elif name in ("exp", "exponential"):
-            n_args(1, 1)
-            parts.append(optim.ExponentialDecay(nums[0]))
-        elif name == "warmup":
-            n_args(1, 1)
-            parts.append(optim.Warmup(whole(nums[0])))
-        else:
-            raise ValueError(f"unknown schedule {name!r} in {text!r}; expected constant, cosine, "
-                             "cosine:T[:MIN], step:S[:GAMMA], exp:GAMMA, warmup:W, joined by '*'")
-    out = parts[0]
-    for p in parts[1:]:
-        out = out * p
-    return out
-
-
 def make_optimizer(settings: dict):
     """The optimizer of a cell's resolved settings (with its schedule)."""
     from .. import optim
     name = settings["optimizer"]
     kwargs = {k: settings[k] for k in OPTIMIZER_SETTINGS[name] if k in settings}
-    kwargs["schedule"] = parse_schedule(settings["schedule"], settings["epochs"])
+    kwargs["schedule"] = optim.parse_schedule(settings["schedule"], settings["epochs"])
     return optim.make(name, **kwargs)
 
 

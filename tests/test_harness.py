@@ -15,7 +15,7 @@ import pytest
 
 from nbcnn import harness, results
 from nbcnn.harness import GridError, parse_grid
-from nbcnn.harness.__main__ import main as grid_main
+from nbcnn.cli import main as cli_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "conv(4,3)-relu-maxpool(2)-flatten-dense(4)"
@@ -307,7 +307,7 @@ def test_kill_minus_9_mid_grid_then_resume(tmp_path):
         """)
     res_dir = tmp_path / "res"
     records = res_dir / "k" / "records"
-    cmd = [sys.executable, "-m", "nbcnn.harness", path, "--results", str(res_dir), "--quiet"]
+    cmd = [sys.executable, "-m", "nbcnn", "grid", path, "--results", str(res_dir), "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
@@ -370,3 +370,8 @@ def test_cli_knows_grid_and_plot():
     args = parser.parse_args(["grid", "x.toml", "--dry-run", "--only", "seed=1"])
     assert args.command == "grid" and args.only == ["seed=1"]
     assert parser.parse_args(["plot", "results/x"]).command == "plot"
+
+
+def grid_main(argv):
+    """``nbcnn grid ARGV...``, returning the exit status."""
+    return cli_main(["grid", *argv])

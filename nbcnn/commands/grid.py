@@ -9,10 +9,6 @@ import sys
 def add_parser(sub) -> None:
     p = sub.add_parser("grid", help="run an experiment grid (a TOML file)", description=__doc__,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    configure(p)
-
-
-def configure(p) -> None:
     p.add_argument("file", metavar="FILE", help="grid file, e.g. experiments/quickstart.toml")
     p.add_argument("--results", default=None, metavar="DIR",
                    help="results folder (default: the grid's 'results', else 'results')")

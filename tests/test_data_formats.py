@@ -80,6 +80,15 @@ def test_gz_detected_by_magic_not_name(tmp_path):
     np.testing.assert_array_equal(idx.read_idx(q), arr)
 
 
+def test_idx_absurd_header_sizes(tmp_path):
+    # 2**32-1 x 2**32-1 x 16 overflows an int64 product: still a clear "truncated"
+    p = write_bytes(tmp_path / "x", b"\x00\x00\x08\x03" + bytes.fromhex("ffffffff" * 2 + "00000010")
+                    + bytes(16))
+    with pytest.raises(DataFormatError, match=r"truncated: header says 4294967295 x 4294967295 x 16 "
+                                              r"values \(295147905041913872400 bytes\)"):
+        idx.read_idx(p)
+
+
 def test_idx_other_dtypes_are_big_endian(tmp_path):
     vals = np.array([[1, -2, 70000], [3, 4, -5]], dtype=">i4")
     p = write_bytes(tmp_path / "x.idx", b"\x00\x00\x0c\x02" + (2).to_bytes(4, "big")

@@ -7,6 +7,7 @@ uint32 sizes, then the values in C order, big-endian.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 
@@ -57,7 +58,7 @@ def parse_idx(buf: bytes, path="<bytes>") -> np.ndarray:
         raise DataFormatError(path, f"truncated IDX header: {nd} dimensions need {header} bytes, "
                                     f"file has {n}")
     dims = tuple(int(d) for d in np.frombuffer(buf, dtype=">u4", count=nd, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow on absurd headers
     got = n - header
     if got < expected:
         raise DataFormatError(path, f"truncated: header says {' x '.join(map(str, dims))} values "

@@ -382,3 +382,16 @@ def test_cli_fetch_when_present_fetches_nothing(env, tmp_path, capsys):
 def test_cli_generated_set_has_no_files(env, capsys):
     assert cli.main(["data", "verify", "shapes"]) == 2
     assert "generated" in capsys.readouterr().err
+
+
+def test_cli_verify_cifar_tarball_checked_once(env, tmp_path, capsys):
+    write_cifar_tarball(tmp_path / "d" / CIFAR_TAR)
+    assert cli.main(["data", "verify", "cifar10", "--root", str(tmp_path / "d")]) == 1
+    out = capsys.readouterr().out
+    assert out.count("BAD") == 1 and CIFAR_TAR in out
+
+
+def test_cli_verify_cifar_folder(env, tmp_path, capsys):
+    write_cifar_folder(tmp_path / "d", layout="top")
+    assert cli.main(["data", "verify", "cifar10", "--root", str(tmp_path / "d")]) == 1
+    assert capsys.readouterr().out.count("BAD") == 6

@@ -28,9 +28,9 @@ def _root():
 def _load_or_skip(name, split):
     root = _root()
     if data.find(name, split, root=root) is None:
-        pytest.skip(f"real {name} ({split}) files not found here (set NBCNN_DATA to a folder "
-                    f"holding them; searched $NBCNN_DATA, {SHARED}, the user cache and "
-                    f"system folders)")
+        first = "$NBCNN_DATA" if root is None else str(root)
+        pytest.skip(f"real {name} ({split}) files not found here (searched {first}, the user "
+                    f"cache and system folders; set NBCNN_DATA to a folder holding them)")
     return data.load(name, split, root=root, download=False)
 
 

@@ -395,3 +395,12 @@ def test_cli_verify_cifar_folder(env, tmp_path, capsys):
     write_cifar_folder(tmp_path / "d", layout="top")
     assert cli.main(["data", "verify", "cifar10", "--root", str(tmp_path / "d")]) == 1
     assert capsys.readouterr().out.count("BAD") == 6
+
+
+def test_cli_list_shows_verified_state_of_a_cifar_folder(env, tmp_path, capsys):
+    write_cifar_folder(tmp_path / "d", layout="nested")
+    cli.main(["data", "verify", "cifar10", "--root", str(tmp_path / "d")])
+    capsys.readouterr()
+    cli.main(["data", "list", "--root", str(tmp_path / "d")])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("cifar10")]
+    assert len(lines) == 2 and all("CHECKSUM MISMATCH" in line for line in lines), lines

@@ -49,7 +49,10 @@ def run(args) -> int:
                 if loc is None:
                     print(f"{name:14s} {split:5s}  missing (nbcnn data fetch {name})")
                 else:
-                    statuses = sorted({_status(p) for p in loc.paths})
+                    files = loc.paths
+                    if loc.kind == "cifar-dir":  # verify records each batch file, not the folder
+                        files = [loc.paths[0] / m.name for m in FILE_SETS[name].members[split]]
+                    statuses = sorted({_status(p) for p in files})
                     print(f"{name:14s} {split:5s}  {loc.describe()}  [{'; '.join(statuses)}]")
         return 0
 

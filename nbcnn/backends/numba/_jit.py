@@ -11,11 +11,11 @@ import numba
 from numba import njit
 
 #: parallel, cached, fast-math kernel
-kernel = njit(parallel=True, cache=True, fastmath=True, nogil=True)
+kernel = njit(parallel=True, cache=True, fastmath=True, nogil=True, error_model="numpy")
 #: parallel, cached kernel with strict IEEE float semantics
-strict_kernel = njit(parallel=True, cache=True, fastmath=False, nogil=True)
+strict_kernel = njit(parallel=True, cache=True, fastmath=False, nogil=True, error_model="numpy")
 #: serial, cached helper (LLVM inlines it into its callers)
-helper = njit(cache=True, fastmath=True, nogil=True)
+helper = njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
 
 
 #: below this much work an op runs on the calling thread alone: waking the thread pool would

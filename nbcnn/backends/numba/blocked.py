@@ -12,8 +12,8 @@ loop (8 float32 lanes, several vectors in flight), keeping all accumulators in r
             with w2 the filters in the same (p, q, c) order. One prange iteration per (n, i).
 * dw:       per chunk of images, cols[(c*KH + p)*KW + q, pixel] = xp[n, c, i*sh + p, j*sw + q]
             and dym[o, pixel] = dy[n, o, i, j], then partial[chunk] = abt(dym, cols); one prange
-            iteration per chunk, then dw = sum of the partials in a fixed order (one prange
-            iteration per filter), so the result does not depend on the thread count.
+            iteration per chunk. dw = the partials summed over chunks by numpy, in a fixed order,
+            so the result does not depend on the thread count.
 * dx:       for stride 1, dx is the forward convolution of dy, padded by (K - 1 - pad), with the
             filters flipped and their in/out axes swapped (see ``flip_filters``).
 """
@@ -175,15 +175,15 @@ def weight_grad_chunk(pix):
 
 
 @kernel
-def conv_backward_weights(xp, dy, kh, kw, sh, sw, chunk, partial, dw2, db, with_bias):
-    """dw2[o, (c*kh + p)*kw + q] = sum_{n,i,j} dy[n, o, i, j] * xp[n, c, i*sh + p, j*sw + q]
-    and db[o] = sum of dy[:, o].
+def conv_backward_weights(xp, dy, kh, kw, sh, sw, chunk, partial):
+    """partial[chunk, o, (c*kh + p)*kw + q] = sum over the chunk's images n and pixels (i, j) of
+    dy[n, o, i, j] * xp[n, c, i*sh + p, j*sw + q]; dw is the sum of the partials over chunks.
 
     One prange iteration per chunk of ``chunk`` images lays out, for its images side by side,
     cols[(c*kh + p)*kw + q, m] = xp[n, c, i*sh + p, j*sw + q] and dym[o, m] = dy[n, o, i, j]
     (m runs over the chunk's pixels, each image's run padded with zeros to whole SIMD vectors)
-    and writes partial[chunk] = abt(dym, cols). A second prange, one iteration per filter o,
-    sums the partials in chunk order: the result does not depend on the thread count."""
+    and writes partial[chunk] = abt(dym, cols). The host sums the partials in chunk order (numpy),
+    so the result does not depend on the thread count."""
     n_img, n_out, oh, ow = dy.shape
     n_in = xp.shape[1]
     kk = kh * kw
@@ -222,24 +222,6 @@ def conv_backward_weights(xp, dy, kh, kw, sh, sw, chunk, partial, dw2, db, with_
                         for k in range(pix, pix_pad):
                             dst[base + k] = np.float32(0.0)
         abt(dym, cols, partial[ch], False)
-    for o in prange(n_out):
-        row = dw2[o]
-        for k in range(k_len):
-            row[k] = partial[0, o, k]
-        for ch in range(1, n_chunks):
-            src = partial[ch, o]
-            for k in range(k_len):
-                row[k] += src[k]
-        if with_bias:
-            acc = np.float32(0.0)
-            for n in range(n_img):
-                plane = dy[n, o]
-                part = np.float32(0.0)
-                for i in range(oh):
-                    for j in range(ow):
-                        part += plane[i, j]
-                acc += part
-            db[o] = acc
 
 
 def _pad_columns(w2):

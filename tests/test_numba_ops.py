@@ -11,9 +11,17 @@ import pytest
 
 from nbcnn.backends.base import dropout_uniform
 from nbcnn.backends.numba import NumbaBackend
+from nbcnn.backends.numba import _jit as numba_jit
 from nbcnn.backends.numpy_ref import NumpyBackend
 
 NB = NumbaBackend()
+
+
+@pytest.fixture(autouse=True, params=["parallel", "serial"])
+def parallel_paths(request, monkeypatch):
+    """Every test runs twice: with every op on the thread pool (the shapes here are small, so by
+    default most would run on one thread) and with every op on the calling thread."""
+    monkeypatch.setattr(numba_jit, "SERIAL_WORK", 0 if request.param == "parallel" else 1 << 62)
 REF64 = NumpyBackend(np.float64)       # float64 oracle: the float32 kernels are compared to it
 REF32 = NumpyBackend(np.float32)
 
@@ -63,8 +71,12 @@ def backend_with(variant):
     return nb
 
 
+def _case_id(c):
+    return "x".join(map(str, c[:5])) + f"-k{c[5]}s{c[6]}p{c[7]}"
+
+
 @pytest.mark.parametrize("variant", ["auto", "direct", "gemm"])
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c[:5])) + f"-k{c[5]}s{c[6]}p{c[7]}")
+@pytest.mark.parametrize("case", CONV_CASES, ids=_case_id)
 def test_conv2d_forward_backward(case, variant):
     NB = backend_with(variant)
     n, c, h, w_, o, kernel, stride, padding = case
@@ -172,15 +184,15 @@ def test_avgpool(case):
     close(dx, REF64.avgpool2d_backward(*f64(dy), x.shape, kernel, stride))
 
 
-@pytest.mark.parametrize("n", [1, 5])
-def test_dense(n):
+@pytest.mark.parametrize("n,n_in,n_out", [(1, 13, 7), (5, 13, 7), (37, 300, 70)])
+def test_dense(n, n_in, n_out):
     rng = np.random.default_rng(4)
-    x, w, b = rand(rng, n, 13), rand(rng, 7, 13), rand(rng, 7)
+    x, w, b = rand(rng, n, n_in), rand(rng, n_out, n_in), rand(rng, n_out)
     y = NB.dense_forward(x, w, b)
     assert is_f32c(y)
     close(y, REF64.dense_forward(*f64(x, w, b)))
     close(NB.dense_forward(x, w, None), REF64.dense_forward(*f64(x, w, None)))
-    dy = rand(rng, n, 7)
+    dy = rand(rng, n, n_out)
     got = NB.dense_backward(x, w, dy, True, True)
     want = REF64.dense_backward(*f64(x, w, dy), True, True)
     for g, r in zip(got, want):
@@ -338,7 +350,7 @@ def _training_step_outputs():
     return [h, a, p, z, np.float32(loss), dz, dflat, dp, da, dx, dw, db, yb, *bn]
 
 
-def test_deterministic_and_thread_count_independent():
+def test_deterministic_and_thread_count_independent(parallel_paths):
     """No prange races: repeated runs and 1 vs all threads give bit-identical results."""
     first = _training_step_outputs()
     again = _training_step_outputs()

@@ -151,8 +151,8 @@ class NumbaBackend(Backend):
         if variant == "gemm":
             self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)
         elif variant == "direct":
-            _call(_conv.conv_forward_direct, y.size * w[0].size // 8, self._padded(x, padding), w, b,
-                  stride[0], stride[1], y)
+            _call(_conv.conv_forward_direct, y.size * w[0].size // 8, self._padded(x, padding),
+                  w, b, stride[0], stride[1], y)
         else:                                                    # register-blocked
             self._blocked_forward(x, _blk.forward_filters(w), b, w.shape[2], w.shape[3],
                                   stride, padding, y)
@@ -164,7 +164,8 @@ class NumbaBackend(Backend):
         top, bottom, left, right = padding
         xpn = self._ws.get(key, (n, h + top + bottom, wd + left + right, c), zero=True)
         _call(_blk.to_padded_nhwc, x.size, x, top, left, xpn)
-        _call(_blk.conv_forward, y.size * w2.shape[1] // 16, xpn, w2, b, kh, kw, stride[0], stride[1], y)
+        _call(_blk.conv_forward, y.size * w2.shape[1] // 16, xpn, w2, b, kh, kw, stride[0],
+              stride[1], y)
 
     def _conv_forward_gemm(self, xp, w, b, stride, y):
         n, o, oh, ow = y.shape
@@ -280,7 +281,8 @@ class NumbaBackend(Backend):
 
     def avgpool2d_backward(self, dy, x_shape, kernel, stride):
         dx = np.empty(tuple(x_shape), _F32)
-        _call(_pool.avgpool_backward, dx.size, _f32(dy), kernel[0], kernel[1], stride[0], stride[1], dx)
+        _call(_pool.avgpool_backward, dx.size, _f32(dy), kernel[0], kernel[1], stride[0],
+              stride[1], dx)
         return dx
 
     # ---- dense ----------------------------------------------------------------------------
@@ -348,7 +350,8 @@ class NumbaBackend(Backend):
         seed_hash = np.uint64(_lowbias32(np.asarray([int(seed) & 0xFFFFFFFF], np.uint32))[0])
         y = np.empty_like(x)
         mask = np.empty_like(x)
-        _call(_drop.dropout_forward, x.size, x.reshape(-1), _F32(p), _F32(1 / (1 - p)), seed_hash,
+        _call(_drop.dropout_forward, x.size, x.reshape(-1), _F32(p), _F32(1 / (1 - p)),
+              seed_hash,
                               y.reshape(-1), mask.reshape(-1))
         return y, mask
 
@@ -364,16 +367,16 @@ class NumbaBackend(Backend):
         y = np.empty_like(x)
         x_hat = np.empty_like(x)
         inv_std = np.empty(x.shape[1], _F32)
-        _call(_bn.bn_forward_train, x.size * 3, x, _f32(gamma), _f32(beta), _inplace(running_mean, "running_mean"),
-                             _inplace(running_var, "running_var"), _F32(momentum), _F32(eps),
-                             y, x_hat, inv_std)
+        _call(_bn.bn_forward_train, x.size * 3, x, _f32(gamma), _f32(beta),
+              _inplace(running_mean, "running_mean"), _inplace(running_var, "running_var"),
+              _F32(momentum), _F32(eps), y, x_hat, inv_std)
         return y, (x_hat, inv_std)
 
     def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
         x = _f32(x)
         y = np.empty_like(x)
-        _call(_bn.bn_forward_eval, x.size, x, _f32(gamma), _f32(beta), _f32(running_mean), _f32(running_var),
-                            _F32(eps), y)
+        _call(_bn.bn_forward_eval, x.size, x, _f32(gamma), _f32(beta), _f32(running_mean),
+              _f32(running_var), _F32(eps), y)
         return y
 
     def batchnorm2d_backward(self, dy, state, gamma):
@@ -392,19 +395,20 @@ class NumbaBackend(Backend):
         if velocity is None:
             _call(_optim.sgd_plain, p.size, p, g, _F32(lr), _F32(weight_decay))
         else:
-            _call(_optim.sgd_momentum, p.size * 2, p, g, _inplace(velocity, "velocity").reshape(-1), _F32(lr),
-                                _F32(momentum), bool(nesterov), _F32(weight_decay))
+            _call(_optim.sgd_momentum, p.size * 2, p, g,
+                  _inplace(velocity, "velocity").reshape(-1), _F32(lr), _F32(momentum),
+                  bool(nesterov), _F32(weight_decay))
 
     def adam_step(self, param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
-        _call(_optim.adam, param.size * 4, _inplace(param, "param").reshape(-1), _f32(grad).reshape(-1),
-                    _inplace(m, "m").reshape(-1), _inplace(v, "v").reshape(-1), _F32(lr),
-                    _F32(beta1), _F32(beta2), _F32(eps), _F32(1 - beta1 ** step),
-                    _F32(1 - beta2 ** step), _F32(weight_decay), bool(decoupled))
+        _call(_optim.adam, param.size * 4, _inplace(param, "param").reshape(-1),
+              _f32(grad).reshape(-1), _inplace(m, "m").reshape(-1), _inplace(v, "v").reshape(-1),
+              _F32(lr), _F32(beta1), _F32(beta2), _F32(eps), _F32(1 - beta1 ** step),
+              _F32(1 - beta2 ** step), _F32(weight_decay), bool(decoupled))
 
     def rmsprop_step(self, param, grad, square_avg, buf, lr, alpha, eps, momentum, weight_decay):
         p = _inplace(param, "param").reshape(-1)
         use_momentum = bool(momentum)
         b = _inplace(buf, "buf").reshape(-1) if use_momentum else p      # unused if no momentum
-        _call(_optim.rmsprop, p.size * 3, p, _f32(grad).reshape(-1), _inplace(square_avg, "square_avg").reshape(-1),
-                       b, _F32(lr), _F32(alpha), _F32(eps), _F32(momentum), _F32(weight_decay),
-                       use_momentum)
+        _call(_optim.rmsprop, p.size * 3, p, _f32(grad).reshape(-1),
+              _inplace(square_avg, "square_avg").reshape(-1), b, _F32(lr), _F32(alpha), _F32(eps),
+              _F32(momentum), _F32(weight_decay), use_momentum)

@@ -113,7 +113,7 @@ def conv_backward_input_direct(dy, w, sh, sw, top, left, dxp, dx):
 #
 #     cols[(c*KH + p)*KW + q, n*P + i*OW + j] = xp[n, c, i*sh + p, j*sw + q]      (P = OH*OW)
 #
-# so that  Y = W2 @ cols  with W2 = w.reshape(O, C*KH*KW) gives Y[o, n*P + i*OW + j] = y[n, o, i, j].
+# so that Y = W2 @ cols with W2 = w.reshape(O, C*KH*KW) gives Y[o, n*P + i*OW + j] = y[n, o, i, j]
 # The product runs in BLAS (numpy ``@``); the kernels below only move data. Backward reuses the
 # layout:  dw = dY @ cols.T  and  dcols = W2.T @ dY,  and "col2im" adds dcols back onto the
 # (padded) input positions, the adjoint of im2col.

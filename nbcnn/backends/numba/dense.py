@@ -20,7 +20,7 @@ from .blocked import matmul_abt
 
 def forward(x, w, b):
     y = np.empty((x.shape[0], w.shape[0]), np.float32)
-    call(matmul_abt, y.size * x.shape[1] // 16, x, w, y)                                  # y[n, o] = dot(x[n], w[o])
+    call(matmul_abt, y.size * x.shape[1] // 16, x, w, y)            # y[n, o] = dot(x[n], w[o])
     if b is not None:
         y += b
     return y
@@ -28,10 +28,13 @@ def forward(x, w, b):
 
 def backward(x, w, dy, with_bias, need_dx):
     dw = np.empty(w.shape, np.float32)
-    call(matmul_abt, dw.size * x.shape[0] // 16, np.ascontiguousarray(dy.T), np.ascontiguousarray(x.T), dw)  # dot over the batch
+    # dw[o, i] = dot(dy[:, o], x[:, i]): a dot product over the batch
+    call(matmul_abt, dw.size * x.shape[0] // 16, np.ascontiguousarray(dy.T),
+         np.ascontiguousarray(x.T), dw)
     db = dy.sum(axis=0, dtype=np.float32) if with_bias else None
     dx = None
     if need_dx:
         dx = np.empty(x.shape, np.float32)
-        call(matmul_abt, dx.size * w.shape[0] // 16, dy, np.ascontiguousarray(w.T), dx)   # dx[n, i] = dot(dy[n], w[:, i])
+        # dx[n, i] = dot(dy[n], w[:, i])
+        call(matmul_abt, dx.size * w.shape[0] // 16, dy, np.ascontiguousarray(w.T), dx)
     return dx, dw, db

@@ -22,7 +22,8 @@ def sgd_plain(param, grad, lr, weight_decay):
 
 @kernel
 def sgd_momentum(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-    """g = grad + wd*param; v = momentum*v + g; param -= lr * (g + momentum*v if nesterov else v)."""
+    """g = grad + wd*param; v = momentum*v + g; param -= lr * (g + momentum*v if nesterov
+    else v)."""
     for k in prange(param.size):
         g = grad[k] + weight_decay * param[k]
         v = momentum * velocity[k] + g

@@ -200,10 +200,9 @@ class NumbaBackend(Backend):
                                                dw, db)
         else:
             n, o = dy.shape[:2]
-            chunk = _blk.weight_grad_chunk(oh * ow)
-            partial = self._ws.get("dw_partial", (-(-n // chunk), o, w[0].size))
+            partial = self._ws.get("dw_partial", (n, o, w[0].size))
             _call(_blk.conv_backward_weights, dy.size * w[0].size // 16, xp, dy, w.shape[2],
-                  w.shape[3], stride[0], stride[1], chunk, partial)
+                  w.shape[3], stride[0], stride[1], partial)
             np.sum(partial, axis=0, out=dw.reshape(o, -1))
             if with_bias:
                 np.sum(dy, axis=(0, 2, 3), dtype=_F32, out=db)

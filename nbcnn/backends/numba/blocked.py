@@ -10,10 +10,10 @@ loop (8 float32 lanes, several vectors in flight), keeping all accumulators in r
             contiguous row, patches[j, (p*KW + q)*C + c] = xpn[n, i*sh + p, j*sw + q, c], is
             built from contiguous runs of KW*C values; then y[n, :, i, :] = abt(w2, patches) + b
             with w2 the filters in the same (p, q, c) order. One prange iteration per (n, i).
-* dw:       per chunk of images, cols[(c*KH + p)*KW + q, pixel] = xp[n, c, i*sh + p, j*sw + q]
-            and dym[o, pixel] = dy[n, o, i, j], then partial[chunk] = abt(dym, cols); one prange
-            iteration per chunk. dw = the partials summed over chunks by numpy, in a fixed order,
-            so the result does not depend on the thread count.
+* dw:       per image, cols[(c*KH + p)*KW + q, i*OW + j] = xp[n, c, i*sh + p, j*sw + q] and
+            partial[n] = abt(dy[n] as (O, OH*OW), cols); one prange iteration per image. dw = the
+            partials summed over images by numpy, in a fixed order, so the result does not
+            depend on the thread count.
 * dx:       for stride 1, dx is the forward convolution of dy, padded by (K - 1 - pad), with the
             filters flipped and their in/out axes swapped (see ``flip_filters``).
 """
@@ -168,60 +168,35 @@ def conv_forward(xpn, w2, b, kh, kw, sh, sw, y):
                 row[j] = out[o, j] + bias
 
 
-def weight_grad_chunk(pix):
-    """Images per dw work item: enough that each dot product runs over >= 512 values (one
-    image of 28 x 28 pixels, three of 14 x 14), so the tile overhead is amortised."""
-    return max(1, -(-512 // (-(-pix // 8) * 8)))
-
-
 @kernel
-def conv_backward_weights(xp, dy, kh, kw, sh, sw, chunk, partial):
-    """partial[chunk, o, (c*kh + p)*kw + q] = sum over the chunk's images n and pixels (i, j) of
-    dy[n, o, i, j] * xp[n, c, i*sh + p, j*sw + q]; dw is the sum of the partials over chunks.
+def conv_backward_weights(xp, dy, kh, kw, sh, sw, partial):
+    """partial[n, o, (c*kh + p)*kw + q] = sum_{i,j} dy[n, o, i, j] * xp[n, c, i*sh + p, j*sw + q],
+    one prange iteration per image n; dw is the sum of the partials over the images.
 
-    One prange iteration per chunk of ``chunk`` images lays out, for its images side by side,
-    cols[(c*kh + p)*kw + q, m] = xp[n, c, i*sh + p, j*sw + q] and dym[o, m] = dy[n, o, i, j]
-    (m runs over the chunk's pixels, each image's run padded with zeros to whole SIMD vectors)
-    and writes partial[chunk] = abt(dym, cols). The host sums the partials in chunk order (numpy),
-    so the result does not depend on the thread count."""
+    The iteration lays out cols[(c*kh + p)*kw + q, i*OW + j] = xp[n, c, i*sh + p, j*sw + q]
+    and computes partial[n] = abt(dy[n] as (O, OH*OW), cols). The host sums the partials in image
+    order (numpy), so the result does not depend on the thread count."""
     n_img, n_out, oh, ow = dy.shape
     n_in = xp.shape[1]
     kk = kh * kw
     k_len = n_in * kk
     pix = oh * ow
-    pix_pad = (pix + 7) // 8 * 8
-    n_chunks = (n_img + chunk - 1) // chunk
-    for ch in prange(n_chunks):
-        n0 = ch * chunk
-        n1 = min(n_img, n0 + chunk)
-        m = (n1 - n0) * pix_pad
-        cols = np.empty((k_len, m), np.float32)
-        dym = np.empty((n_out, m), np.float32)
-        for n in range(n0, n1):
-            base = (n - n0) * pix_pad
-            for o in range(n_out):
-                src = dy[n, o].reshape(pix)
-                dst = dym[o]
-                for k in range(pix):
-                    dst[base + k] = src[k]
-                for k in range(pix, pix_pad):
-                    dst[base + k] = np.float32(0.0)
-            for c in range(n_in):
-                for p in range(kh):
-                    for q in range(kw):
-                        dst = cols[c * kk + p * kw + q]
-                        for i in range(oh):
-                            src = xp[n, c, i * sh + p]
-                            row = base + i * ow
-                            if sw == 1:                 # contiguous copy, vectorised
-                                for j in range(ow):
-                                    dst[row + j] = src[j + q]
-                            else:
-                                for j in range(ow):
-                                    dst[row + j] = src[j * sw + q]
-                        for k in range(pix, pix_pad):
-                            dst[base + k] = np.float32(0.0)
-        abt(dym, cols, partial[ch], False)
+    for n in prange(n_img):
+        cols = np.empty((k_len, pix), np.float32)
+        for c in range(n_in):
+            for p in range(kh):
+                for q in range(kw):
+                    dst = cols[c * kk + p * kw + q]
+                    for i in range(oh):
+                        src = xp[n, c, i * sh + p]
+                        row = i * ow
+                        if sw == 1:                 # contiguous copy, vectorised
+                            for j in range(ow):
+                                dst[row + j] = src[j + q]
+                        else:
+                            for j in range(ow):
+                                dst[row + j] = src[j * sw + q]
+        abt(dy[n].reshape(n_out, pix), cols, partial[n], False)
 
 
 def _pad_columns(w2):

@@ -20,7 +20,7 @@ from .losses import check_labels
 from .optim import SGD, Optimizer
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                   "seconds", "images_per_second", "lr"]
+                   "seconds", "images_per_second", "learning_rate"]
 _FORMAT = "nbcnn.Sequential"
 
 
@@ -214,7 +214,7 @@ class Sequential:
                    "train_accuracy": total_correct / n, "val_loss": np.nan,
                    "val_accuracy": np.nan, "seconds": seconds,
                    "images_per_second": n / seconds if seconds > 0 else np.nan,
-                   "lr": optimizer.current_lr}
+                   "learning_rate": optimizer.current_lr}
             if val is not None:
                 scores = self.evaluate(val, batch_size=max(batch_size, 256))
                 row["val_loss"], row["val_accuracy"] = scores["loss"], scores["accuracy"]

@@ -47,7 +47,7 @@ METRIC_COLUMNS = [
     "numba_version", "pyopencl_version", "git_commit", "started", "finished", "model_file",
 ]
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
-                 "elapsed_seconds", "images_per_second", "lr"]
+                 "elapsed_seconds", "images_per_second", "learning_rate"]
 #: settings always in epochs.csv (besides those that vary), for plots' hue and facets
 EPOCH_SETTINGS = ["dataset", "arch", "backend", "batch_size", "seed"]
 

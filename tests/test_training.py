@@ -107,7 +107,7 @@ def test_learning_rate_schedule_is_applied_per_epoch(two_shapes):
     model = nbcnn.build("flatten-dense(2)", input_shape=train.input_shape, backend="numba")
     opt = optim.SGD(lr=0.1, schedule=optim.StepDecay(1, gamma=0.5))
     h = model.fit(train[:50], epochs=3, batch_size=25, optimizer=opt, verbose=False)
-    np.testing.assert_allclose(h["lr"], [0.1, 0.05, 0.025])
+    np.testing.assert_allclose(h["learning_rate"], [0.1, 0.05, 0.025])
 
 
 def test_schedules_compose():

@@ -114,6 +114,23 @@ def test_conv2d_chunked_gemm():
         close(g, r)
 
 
+@pytest.mark.parametrize("variant", ["auto", "direct", "gemm"])
+def test_conv2d_reused_buffers_keep_zero_border(variant):
+    """Two layers whose padded inputs have the same shape but different padding (the scratch
+    buffers are reused per shape) must not see each other's data."""
+    nb = backend_with(variant)
+    rng = np.random.default_rng(14)
+    x, w = rand(rng, 2, 3, 6, 6), rand(rng, 4, 3, 3, 3)
+    for padding in ((1, 1, 1, 1), (0, 2, 0, 2), (2, 0, 2, 0), (1, 1, 1, 1)):
+        close(nb.conv2d_forward(x, w, None, (1, 1), padding),
+              REF64.conv2d_forward(*f64(x, w, None), (1, 1), padding))
+        dy = rand(rng, 2, 4, 6, 6)
+        got = nb.conv2d_backward(x, w, dy, (1, 1), padding, True, True)
+        want = REF64.conv2d_backward(*f64(x, w, dy), (1, 1), padding, True, True)
+        for g, r in zip(got, want):
+            close(g, r)
+
+
 def test_conv2d_converts_inputs():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((3, 4, 10, 9))          # float64

@@ -114,7 +114,8 @@ class NumbaBackend(Backend):
         if not (top or bottom or left or right):
             return x
         n, c, h, w = x.shape
-        xp = self._ws.get(key, (n, c, h + top + bottom, w + left + right), zero=True)
+        # the padding is part of the key: a buffer's zero border must stay where it was made
+        xp = self._ws.get((key, padding), (n, c, h + top + bottom, w + left + right), zero=True)
         xp[:, :, top:top + h, left:left + w] = x
         return xp
 
@@ -162,7 +163,7 @@ class NumbaBackend(Backend):
         """``blocked.conv_forward`` on x moved into a reused, zero-bordered channels-last buffer."""
         n, c, h, wd = x.shape
         top, bottom, left, right = padding
-        xpn = self._ws.get(key, (n, h + top + bottom, wd + left + right, c), zero=True)
+        xpn = self._ws.get((key, padding), (n, h + top + bottom, wd + left + right, c), zero=True)
         _call(_blk.to_padded_nhwc, x.size, x, top, left, xpn)
         _call(_blk.conv_forward, y.size * w2.shape[1] // 16, xpn, w2, b, kh, kw, stride[0],
               stride[1], y)

@@ -1,11 +1,13 @@
 """The Numba backend: JIT-compiled, parallel CPU kernels on numpy float32 arrays.
 
-Kernels live in one module per op family (``conv``, ``pool``, ``dense``, ``activations``,
-``loss``, ``dropout``, ``batchnorm``, ``optim``); this class is the thin host layer that checks
+Kernels live in one module per op family (``conv``, ``blocked`` (the register-blocked dot-product
+kernel behind convolution and dense layers), ``pool``, ``dense``, ``activations``, ``loss``,
+``dropout``, ``batchnorm``, ``optim``); this class is the thin host layer that checks
 and converts inputs, allocates outputs and calls them. Every kernel is ``@njit(parallel=True,
 cache=True)``: it compiles on its first call (lazily, so only the ops a model uses are
 compiled) and the machine code is cached on disk for the next process. Threads: Numba's pool,
-sized by ``numba.set_num_threads``.
+sized by ``numba.set_num_threads``; ops with little work run on the calling thread alone
+(``_jit.call``). No op uses BLAS unless ``conv_variant = "gemm"`` is chosen.
 
 Arrays are float32, C-contiguous numpy arrays, NCHW. Inputs of another dtype or layout are
 converted at the op boundary; every output is a fresh float32 C-contiguous array (scratch buffers

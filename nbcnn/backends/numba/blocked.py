@@ -15,7 +15,11 @@ loop (8 float32 lanes, several vectors in flight), keeping all accumulators in r
             partials summed over images by numpy, in a fixed order, so the result does not
             depend on the thread count.
 * dx:       for stride 1, dx is the forward convolution of dy, padded by (K - 1 - pad), with the
-            filters flipped and their in/out axes swapped (see ``flip_filters``).
+            filters flipped and their in/out axes swapped (see ``input_grad_filters``).
+* dense:    ``matmul_abt`` runs abt in parallel over 16 x 64 tiles of the result.
+
+Dot products shorter than ~32 values waste most of each tile on the final horizontal sums, so
+a first layer's forward pass (C*KH*KW < 32) uses the direct kernel in ``conv.py`` instead.
 """
 
 from __future__ import annotations

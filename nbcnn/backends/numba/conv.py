@@ -1,4 +1,10 @@
-"""2-D convolution kernels (NCHW, float32), direct form.
+"""2-D convolution kernels (NCHW, float32): the direct form and im2col + BLAS.
+
+The default path (``conv_variant = "auto"``) uses the register-blocked kernels of
+``blocked.py`` and, for a first layer's forward pass (windows of < 32 values), the direct
+forward kernel below. The rest of this module is selectable (``"direct"``, ``"gemm"``) and
+tested; "gemm" calls OpenBLAS through numpy, whose spinning worker threads compete with Numba's
+on a machine with few cores, which is why it is not the default.
 
 Notation: x (N, C, H, W) input, xp the zero-padded input (N, C, Hp, Wp), w (O, C, KH, KW) filters,
 y / dy (N, O, OH, OW) output and its gradient, stride (sh, sw).

@@ -13,6 +13,7 @@ COMMANDS = {
     "grid": "nbcnn.commands.grid",
     "plot": "nbcnn.commands.plot",
     "bench": "nbcnn.commands.bench",
+    "report": "nbcnn.commands.report",
     "data": "nbcnn.data.cli",
 }
 

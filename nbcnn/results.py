@@ -397,3 +397,51 @@ def fmt_seconds(s) -> str:
     if s is None or (isinstance(s, float) and math.isnan(s)):
         return ""
     return f"{s:.1f}s" if s < 120 else f"{s / 60:.1f}min"
+
+
+#: settings that tell runs apart in a summary (seeds are averaged over)
+SUMMARY_SETTINGS = ["dataset", "arch", "backend", "optimizer", "lr", "batch_size", "epochs",
+                    "n_train", "num_threads"]
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per combination of settings (over seeds): how many seeds, test accuracy mean and
+    standard deviation, best validation accuracy, seconds per epoch and images per second."""
+    ok = runs[runs["status"] == "ok"] if "status" in runs else runs
+    by = [c for c in ["study", *SUMMARY_SETTINGS] if c in ok]
+    if ok.empty:
+        return pd.DataFrame(columns=by)
+    grouped = ok.groupby(by, sort=False, dropna=False)
+    return grouped.agg(seeds=("test_accuracy", "size"),
+                       test_accuracy=("test_accuracy", "mean"),
+                       test_accuracy_sd=("test_accuracy", "std"),
+                       best_val_accuracy=("best_val_accuracy", "mean"),
+                       seconds_per_epoch=("seconds_per_epoch", "mean"),
+                       images_per_second=("images_per_second", "mean")).reset_index()
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """A summary table as GitHub markdown (accuracies in %, times rounded)."""
+    def cell(col, v):
+        if isinstance(v, float) and math.isnan(v):
+            return ""
+        if col in ("test_accuracy", "best_val_accuracy"):
+            return f"{100 * v:.2f}"
+        if col == "test_accuracy_sd":
+            return f"{100 * v:.2f}"
+        if col in ("seconds_per_epoch",):
+            return f"{v:.1f}"
+        if col in ("images_per_second",):
+            return f"{v:,.0f}"
+        if col == "lr":
+            return f"{v:g}"
+        return str(v)
+    names = {"test_accuracy": "test acc %", "test_accuracy_sd": "sd", "best_val_accuracy": "best val %",
+             "seconds_per_epoch": "s/epoch", "images_per_second": "img/s", "num_threads": "threads",
+             "batch_size": "batch", "n_train": "train images"}
+    cols = list(table.columns)
+    lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |",
+             "| " + " | ".join("---" for _ in cols) + " |"]
+    lines += ["| " + " | ".join(cell(c, v) for c, v in zip(cols, row)) + " |"
+              for row in table.itertuples(index=False)]
+    return "\n".join(lines)

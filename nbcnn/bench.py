@@ -168,7 +168,11 @@ def measure(runner, arch, backend, batch, mode, flops, warmup, repeats, min_seco
 
 
 def peak_step_memory_mb(runner) -> float:
-    """Peak bytes allocated through Python/numpy during one training step (tracemalloc)."""
+    """Peak host memory allocated through Python and numpy during one training step
+    (tracemalloc), for the backends whose arrays are numpy arrays; NaN for the others, whose
+    memory (an OpenCL device's, torch's allocator) tracemalloc cannot see."""
+    if not isinstance(runner, NbcnnRunner) or runner.backend.name not in ("numba", "numpy"):
+        return float("nan")
     runner.train()
     tracemalloc.start()
     try:

@@ -2,7 +2,8 @@
 with PyTorch (CPU, same thread count) as the peer when it is installed.
 
 Every row is measured in one process, after warm-up, as the median of several repeats (with the
-min and max as spread). GFLOP/s counts the multiply-adds of conv and dense layers (2 FLOPs each):
+min and max as spread); the peers of one configuration take their repeats in turns, so a drift
+in the machine's speed (a shared VM's neighbours) hits them alike. GFLOP/s counts the multiply-adds of conv and dense layers (2 FLOPs each):
 inference does the forward pass once; training does it three times (forward, input gradient,
 weight gradient), except that the first layer needs no input gradient.
 """
@@ -138,33 +139,44 @@ def to_torch(model):
 
 
 # ---- timing -----------------------------------------------------------------------------------
-def time_per_call(fn, warmup: int, repeats: int, min_seconds: float) -> list[float]:
-    """Seconds per call of ``fn``, one value per repeat; each repeat runs enough calls to last
-    at least ``min_seconds``."""
+def calibrate(fn, warmup: int, min_seconds: float) -> int:
+    """Warm ``fn`` up, then return how many calls make one timed sample last ``min_seconds``."""
     for _ in range(warmup):
         fn()
     start = time.perf_counter()
     fn()
-    per_call = max(time.perf_counter() - start, 1e-6)
-    calls = max(1, int(min_seconds / per_call))
-    samples = []
+    return max(1, int(min_seconds / max(time.perf_counter() - start, 1e-6)))
+
+
+def sample(fn, calls: int) -> float:
+    """Seconds per call of ``fn``, averaged over ``calls`` calls."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def measure_interleaved(runners: dict, mode: str, warmup: int, repeats: int,
+                        min_seconds: float) -> dict:
+    """Seconds per call for each runner, ``repeats`` samples each, taken in turns (one sample of
+    every runner, then the next round) so that a drift of the machine's speed hits every peer
+    alike instead of whichever happened to run during it."""
+    fns = {peer: (r.train if mode == "train" else r.infer) for peer, r in runners.items()}
+    calls = {peer: calibrate(fn, warmup, min_seconds) for peer, fn in fns.items()}
+    samples = {peer: [] for peer in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        samples.append((time.perf_counter() - start) / calls)
+        for peer, fn in fns.items():
+            samples[peer].append(sample(fn, calls[peer]))
     return samples
 
 
-def measure(runner, arch, backend, batch, mode, flops, warmup, repeats, min_seconds) -> dict:
-    fn = runner.train if mode == "train" else runner.infer
-    samples = time_per_call(fn, warmup, repeats, min_seconds)
+def row_from_samples(samples, runner, arch, backend, batch, mode, flops) -> dict:
     ips = sorted(batch / s for s in samples)
     median = statistics.median(ips)
     return {"arch": arch, "backend": backend, "batch_size": batch, "mode": mode,
             "images_per_second": median, "ips_min": ips[0], "ips_max": ips[-1],
             "ms_per_batch": 1e3 * batch / median, "gflops": flops * median / 1e9,
-            "repeats": repeats, "device": runner.device}
+            "repeats": len(samples), "device": runner.device}
 
 
 def peak_step_memory_mb(runner) -> float:
@@ -199,16 +211,18 @@ def run_benchmark(archs=ARCHS, batch_sizes=BATCH_SIZES, backends=None, torch_pee
     threads = nbcnn.get_num_threads()
     peers = list(backends) + (["torch"] if torch_peer and _has_torch() else [])
     rows = []
-    jobs = [(a, b, p) for a in archs for b in batch_sizes for p in peers]
-    for arch, batch, peer in tqdm(jobs, desc="bench", unit="config", disable=not progress):
-        runner = (TorchRunner(arch, batch, threads) if peer == "torch"
-                  else NbcnnRunner(arch, peer, batch))
+    jobs = [(a, b) for a in archs for b in batch_sizes]
+    for arch, batch in tqdm(jobs, desc="bench", unit="config", disable=not progress):
+        runners = {peer: (TorchRunner(arch, batch, threads) if peer == "torch"
+                          else NbcnnRunner(arch, peer, batch)) for peer in peers}
         model = build(arch, input_shape(arch), backend="numpy")
         for mode in ("train", "inference"):
-            row = measure(runner, arch, peer, batch, mode, flops_per_image(model, mode), warmup,
-                          repeats, min_seconds)
-            row["peak_step_mb"] = peak_step_memory_mb(runner) if mode == "train" else np.nan
-            rows.append(row)
+            samples = measure_interleaved(runners, mode, warmup, repeats, min_seconds)
+            for peer, runner in runners.items():
+                row = row_from_samples(samples[peer], runner, arch, peer, batch, mode,
+                                       flops_per_image(model, mode))
+                row["peak_step_mb"] = peak_step_memory_mb(runner) if mode == "train" else np.nan
+                rows.append(row)
     table = pd.DataFrame(rows)
     if "torch" in peers:
         ref = table[table.backend == "torch"].set_index(["arch", "batch_size", "mode"])["images_per_second"]

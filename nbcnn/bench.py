@@ -73,6 +73,7 @@ class NbcnnRunner:
 
     def train(self):
         self.model.train_step(self.x, self.y, self.optimizer)
+        self.backend.synchronize()      # OpenCL returns with the update still queued
 
     def infer(self):
         self.model.forward(self.x, training=False)

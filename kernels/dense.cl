@@ -103,3 +103,22 @@ void gemm(__global const float *A, const int sam, const int sak,
         }
     }
 }
+
+/* The same product without tiles: one work-item per element of C, global = (N, M). On CPU
+ * devices this is far cheaper for small matrices than a work-group with local memory and
+ * barriers; the k order (and so the sum) is the tiled kernel's. */
+__kernel void gemm_simple(__global const float *A, const int sam, const int sak,
+                          __global const float *B, const int sbk, const int sbn,
+                          __global const float *bias, const int has_bias,
+                          __global float *Cm, const int M, const int N, const int K)
+{
+    const int n = get_global_id(0), m = get_global_id(1);
+    if (n >= N || m >= M)
+        return;
+    __global const float *a = A + (size_t)m * sam;
+    __global const float *b = B + (size_t)n * sbn;
+    float acc = 0.0f;
+    for (int k = 0; k < K; ++k)
+        acc = mad(a[(size_t)k * sak], b[(size_t)k * sbk], acc);
+    Cm[(size_t)m * N + n] = acc + (has_bias ? bias[n] : 0.0f);
+}

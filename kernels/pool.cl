@@ -95,3 +95,26 @@ __kernel void avgpool2d_bwd(__global const float *dy, __global float *dx,
             acc += dy[base + i * OW + j] * inv;
     dx[(size_t)nc * H * W + h * W + xx] = acc;
 }
+
+/* maxpool2d_bwd for windows that tile the input (stride == kernel), the same values as the
+ * gather kernel: one work-item per cell (i, j) of a KH x KW grid over the input, global =
+ * (ceil(W/KW), ceil(H/KH), N*C). A cell inside the output writes dy where the recorded maximum
+ * was and 0 elsewhere; a cell past the last window (H or W not a multiple) writes zeros. */
+__kernel void maxpool2d_bwd_tiled(__global const float *dy, __global const int *arg,
+                                  __global float *dx, const int H, const int W, const int OH,
+                                  const int OW, const int KH, const int KW)
+{
+    const int j = get_global_id(0), i = get_global_id(1), nc = get_global_id(2);
+    const int cw = (W + KW - 1) / KW, ch = (H + KH - 1) / KH;
+    if (j >= cw || i >= ch)
+        return;
+    const int inside = i < OH && j < OW;
+    const size_t o = (size_t)nc * OH * OW + i * OW + j;
+    const int at = inside ? arg[o] : -1;
+    const float g = inside ? 0.0f + dy[o] : 0.0f;     /* 0 + dy, as the gather sum (-0 -> +0) */
+    __global float *dxw = dx + (size_t)nc * H * W + (i * KH) * W + j * KW;
+    const int ph = min(KH, H - i * KH), pw = min(KW, W - j * KW);
+    for (int p = 0; p < ph; ++p)
+        for (int q = 0; q < pw; ++q)
+            dxw[p * W + q] = (p * KW + q == at) ? g : 0.0f;
+}

@@ -20,6 +20,10 @@ from .errors import INSTALL_HINT, OpenCLUnavailableError
 from .program import ProgramCache
 from . import tune
 
+#: on CPU devices, products of at most this many multiply-adds run on the untiled gemm_simple
+#: (a tiled work-group with local memory and barriers costs far more there for small layers)
+_SIMPLE_GEMM_MAX = 1 << 24
+
 _ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3}
 
 #: build options per kernel file. Fast-math only where the kernels do plain multiply-adds and
@@ -74,6 +78,7 @@ class OpenCLBackend(Backend):
         self.device_id = device_id(self.device)
         self.allocator = cl_tools.MemoryPool(cl_tools.ImmediateAllocator(self.queue))
         self.programs = ProgramCache(self.context)
+        self._kernels = {}                  # (file, kernel, defines) -> kernel, skips the options
         # pyopencl kernels hold their arguments: one launch at a time per backend
         self._lock = threading.RLock()
 
@@ -92,23 +97,36 @@ class OpenCLBackend(Backend):
 
     # ---- programs -------------------------------------------------------------------------
     def _kernel(self, file: str, kernel: str, defines: dict | None = None):
-        return self.programs.get(file, defines, _OPTIONS[file]).kernel(kernel)
+        key = (file, kernel, tuple(sorted(defines.items())) if defines else None)
+        k = self._kernels.get(key)
+        if k is None:
+            k = self._kernels[key] = self.programs.get(file, defines, _OPTIONS[file]).kernel(kernel)
+        return k
 
     def _launch(self, knl, gsize, lsize, *args):
+        Array, i32, f32 = self._cl_array.Array, np.int32, np.float32
         conv = []
         for a in args:
-            if isinstance(a, self._cl_array.Array):
+            t = type(a)
+            if t is int:
+                conv.append(i32(a))
+            elif t is float:
+                conv.append(f32(a))
+            elif isinstance(a, Array):
                 conv.append(a.base_data)
             elif isinstance(a, (bool, np.bool_)):
-                conv.append(np.int32(a))
+                conv.append(i32(a))
             elif isinstance(a, (int, np.integer)) and not isinstance(a, (np.int32, np.uint32)):
-                conv.append(np.int32(a))
+                conv.append(i32(a))
             elif isinstance(a, float):
-                conv.append(np.float32(a))
+                conv.append(f32(a))
             else:
                 conv.append(a)
+        gsize = tuple(int(g) for g in gsize)
+        lsize = None if lsize is None else tuple(lsize)
         with self._lock:
-            knl(self.queue, tuple(int(g) for g in gsize), None if lsize is None else tuple(lsize), *conv)
+            knl.set_args(*conv)
+            self._cl.enqueue_nd_range_kernel(self.queue, knl, gsize, lsize)
 
     # ---- arrays ---------------------------------------------------------------------------
     def _empty(self, shape, dtype=np.float32):
@@ -239,11 +257,10 @@ class OpenCLBackend(Backend):
         ob, px = t["OB"], t["PX"]
         op = -(-o // ob) * ob
         wt = self._empty((c * kh * kw, op))
-        prg = self.programs.get("conv", t, _OPTIONS["conv"])
-        self._launch(prg.kernel("conv2d_wtrans"), (op, c * kh * kw), None,
+        self._launch(self._kernel("conv", "conv2d_wtrans", t), (op, c * kh * kw), None,
                      w, wt, o, c, kh, kw, op, int(flip))
         has_b = bias is not None
-        self._launch(prg.kernel("conv2d_fwd"), (oh * -(-ow // px), op // ob, n), None,
+        self._launch(self._kernel("conv", "conv2d_fwd", t), (oh * -(-ow // px), op // ob, n), None,
                      x, wt, bias if has_b else self._dummy, int(has_b), y,
                      c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, op)
 
@@ -287,7 +304,6 @@ class OpenCLBackend(Backend):
         (channel, tap) blocks alone are too few work-items for the device."""
         c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left = geo
         t = t or self.tuning.conv_dw((n, c, h, wd, o, kh, kw, sh, sw))
-        prg = self.programs.get("conv", t, _OPTIONS["conv"])
         groups = c * kh * -(-kw // t["QB"])
         items = groups * -(-o // t["DOB"])
         s = max(1, min(n, -(-self.target_items // items)))
@@ -296,7 +312,7 @@ class OpenCLBackend(Backend):
         taps = c * kh * kw
         dw = self._empty((o, c, kh, kw))
         target = dw if s == 1 else self._empty((s, o * taps))
-        self._launch(prg.kernel("conv2d_bwd_dw"), (groups, -(-o // t["DOB"]), s), None,
+        self._launch(self._kernel("conv", "conv2d_bwd_dw", t), (groups, -(-o // t["DOB"]), s), None,
                      x, dy, target, n, nper, *geo)
         if s > 1:
             size = o * taps
@@ -328,8 +344,12 @@ class OpenCLBackend(Backend):
         dy = self._in(dy)
         n, c, h, w, kh, kw, sh, sw, oh, ow = self._pool_geometry(x_shape, kernel, stride)
         dx = self._empty(x_shape)
-        self._launch(self._kernel("pool", "maxpool2d_bwd"), (w, h, n * c), None,
-                     dy, arg, dx, h, w, oh, ow, kh, kw, sh, sw)
+        if (kh, kw) == (sh, sw):            # windows tile the input: one work-item per window
+            self._launch(self._kernel("pool", "maxpool2d_bwd_tiled"),
+                         (-(-w // kw), -(-h // kh), n * c), None, dy, arg, dx, h, w, oh, ow, kh, kw)
+        else:
+            self._launch(self._kernel("pool", "maxpool2d_bwd"), (w, h, n * c), None,
+                         dy, arg, dx, h, w, oh, ow, kh, kw, sh, sw)
         return dx
 
     def avgpool2d_forward(self, x, kernel, stride):
@@ -353,10 +373,15 @@ class OpenCLBackend(Backend):
         """C (m, n) = A(m, k) @ B(k, n) (+ bias[n]) with strided A and B; ``t``: the tiles,
         else the tuner's choice."""
         out = self._empty((m, n))
+        has_b = bias is not None
+        if t is None and not self.is_gpu and m * n * k <= _SIMPLE_GEMM_MAX:
+            self._launch(self._kernel("dense", "gemm_simple"), (n, m), None,
+                         a, sam, sak, b, sbk, sbn, bias if has_b else self._dummy, int(has_b),
+                         out, m, n, k)
+            return out
         t = t or self.tuning.gemm_tiles((m, n, k))
         lx, ly = t["TN"] // t["RN"], t["TM"] // t["RM"]
         gsize = (-(-n // t["TN"]) * lx, -(-m // t["TM"]) * ly)
-        has_b = bias is not None
         self._launch(self._kernel("dense", "gemm", t), gsize, (lx, ly),
                      a, sam, sak, b, sbk, sbn, bias if has_b else self._dummy, int(has_b),
                      out, m, n, k)

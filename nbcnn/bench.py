@@ -23,7 +23,7 @@ import pandas as pd
 
 import nbcnn
 from . import layers as L
-from .arch import PRESETS, build
+from .arch import build
 
 ARCHS = ["mnist-simple", "mnist-complex", "cifar-small"]
 BATCH_SIZES = [10, 64, 256]

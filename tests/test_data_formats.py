@@ -10,8 +10,7 @@ import pytest
 
 from data_writers import (CIFAR_DIR, CIFAR_TAR, CIFAR_TEST, CIFAR_TRAIN, IDX_STEMS, cifar_batches,
                           cifar_records, concat_split, idx_bytes, isolate, random_images, scaled,
-                          write_bytes, write_cifar_folder, write_cifar_tarball, write_idx_set,
-                          write_idx_split)
+                          write_bytes, write_cifar_folder, write_cifar_tarball, write_idx_set)
 from nbcnn import data
 from nbcnn.data import DataFormatError, cifar, idx
 

@@ -26,14 +26,15 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import nbcnn
     from nbcnn import bench
+    from nbcnn.arch import PRESETS
 
     if args.threads:
         nbcnn.set_num_threads(args.threads)
     archs = args.archs or (["mnist-simple"] if args.quick else bench.ARCHS)
     batches = args.batch_sizes or ([64] if args.quick else bench.BATCH_SIZES)
     for arch in archs:
-        if arch not in bench.PRESETS:
-            raise ValueError(f"unknown preset {arch!r}; expected one of {', '.join(bench.PRESETS)}")
+        if arch not in PRESETS:
+            raise ValueError(f"unknown preset {arch!r}; expected one of {', '.join(PRESETS)}")
     table = bench.run_benchmark(archs, batches, args.backends, torch_peer=not args.no_torch,
                                 warmup=1 if args.quick else 3,
                                 repeats=2 if args.quick else args.repeats,

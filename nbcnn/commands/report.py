@@ -17,8 +17,8 @@ def run(args) -> int:
 
     runs = []
     for d in args.dirs:
-        r = results.load(d, grid_only=True).runs
-        runs.append(r.assign(study=results.load(d).name) if "study" not in r else r)
+        study = results.load(d, grid_only=True)
+        runs.append(study.runs if "study" in study.runs else study.runs.assign(study=study.name))
     table = results.summarize(pd.concat(runs, ignore_index=True))
     print(results.markdown(table) if args.markdown else table.to_string(index=False))
     return 0

@@ -9,7 +9,6 @@ and reused by the following ones.
 
 from __future__ import annotations
 
-import math
 import threading
 
 import numpy as np

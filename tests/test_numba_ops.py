@@ -201,6 +201,22 @@ def test_avgpool(case):
     close(dx, REF64.avgpool2d_backward(*f64(dy), x.shape, kernel, stride))
 
 
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_register_blocked_product_every_remainder(accumulate):
+    """``blocked.abt`` walks C in 4 x 3 tiles: every count of leftover rows (0-3) and columns
+    (0-2), and dot products shorter and longer than a SIMD vector, must come out right."""
+    from nbcnn.backends.numba import blocked
+    rng = np.random.default_rng(9)
+    for n_r in (1, 4, 5, 6, 7, 8):
+        for n_s in (1, 2, 3, 4, 5, 6):
+            for n_t in (1, 7, 8, 19):
+                a, b, c0 = rand(rng, n_r, n_t), rand(rng, n_s, n_t), rand(rng, n_r, n_s)
+                c = c0.copy()
+                blocked.abt(a, b, c, accumulate)
+                want = a.astype(np.float64) @ b.T.astype(np.float64)
+                close(c, want + c0 if accumulate else want)
+
+
 @pytest.mark.parametrize("n,n_in,n_out", [(1, 13, 7), (5, 13, 7), (37, 300, 70)])
 def test_dense(n, n_in, n_out):
     rng = np.random.default_rng(4)

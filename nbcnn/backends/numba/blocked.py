@@ -1,9 +1,11 @@
 """Register-blocked convolution: every output is a dot product, computed four by two at a time.
 
 The core is ``abt``: C[a, b] (+)= sum_t A[a, t] * B[b, t], i.e. C = A @ B.T with both operands
-read along their contiguous rows. It walks C in 4 x 2 tiles, so each pass over t loads 6 values
-and does 8 multiply-adds into 8 independent accumulators; with ``fastmath`` LLVM vectorises the t
-loop (8 float32 lanes, several vectors in flight), keeping all accumulators in registers.
+read along their contiguous rows. It walks C in 4 x 3 tiles, so each pass over t loads 7 values
+and does 12 multiply-adds into 12 independent accumulators; with ``fastmath`` LLVM vectorises the
+t loop (8 float32 lanes), keeping the 12 accumulator vectors in registers (AVX2 has 16). Twelve
+independent chains also cover the FMA latency, which 4 x 2 tiles (8 chains) did not: 10-30% faster
+here.
 
 * forward:  the padded input is first moved to channels-last order (``to_padded_nhwc``), so
             that for one output row (n, i) the "patches" matrix, each output pixel's window as a
@@ -44,39 +46,36 @@ def abt_block(a, b, c, r_begin, n_r, s_begin, n_s, accumulate):
     while r + 4 <= n_r:
         a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
         s = s_begin
-        while s + 2 <= n_s:
-            b0, b1 = b[s], b[s + 1]
-            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = np.float32(0.0)
+        while s + 3 <= n_s:
+            b0, b1, b2 = b[s], b[s + 1], b[s + 2]
+            c00 = c01 = c02 = c10 = c11 = c12 = np.float32(0.0)
+            c20 = c21 = c22 = c30 = c31 = c32 = np.float32(0.0)
             for t in range(n_t):
                 u = b0[t]
                 v = b1[t]
-                c00 += a0[t] * u
-                c01 += a0[t] * v
-                c10 += a1[t] * u
-                c11 += a1[t] * v
-                c20 += a2[t] * u
-                c21 += a2[t] * v
-                c30 += a3[t] * u
-                c31 += a3[t] * v
-            if accumulate:
-                c00 += c[r, s]
-                c01 += c[r, s + 1]
-                c10 += c[r + 1, s]
-                c11 += c[r + 1, s + 1]
-                c20 += c[r + 2, s]
-                c21 += c[r + 2, s + 1]
-                c30 += c[r + 3, s]
-                c31 += c[r + 3, s + 1]
-            c[r, s] = c00
-            c[r, s + 1] = c01
-            c[r + 1, s] = c10
-            c[r + 1, s + 1] = c11
-            c[r + 2, s] = c20
-            c[r + 2, s + 1] = c21
-            c[r + 3, s] = c30
-            c[r + 3, s + 1] = c31
-            s += 2
-        while s < n_s:                      # odd last column
+                z = b2[t]
+                x0 = a0[t]
+                x1 = a1[t]
+                x2 = a2[t]
+                x3 = a3[t]
+                c00 += x0 * u
+                c01 += x0 * v
+                c02 += x0 * z
+                c10 += x1 * u
+                c11 += x1 * v
+                c12 += x1 * z
+                c20 += x2 * u
+                c21 += x2 * v
+                c22 += x2 * z
+                c30 += x3 * u
+                c31 += x3 * v
+                c32 += x3 * z
+            store3(c, r, s, c00, c01, c02, accumulate)
+            store3(c, r + 1, s, c10, c11, c12, accumulate)
+            store3(c, r + 2, s, c20, c21, c22, accumulate)
+            store3(c, r + 3, s, c30, c31, c32, accumulate)
+            s += 3
+        while s < n_s:                      # last one or two columns
             b0 = b[s]
             c00 = c10 = c20 = c30 = np.float32(0.0)
             for t in range(n_t):
@@ -109,6 +108,18 @@ def abt_block(a, b, c, r_begin, n_r, s_begin, n_s, accumulate):
         r += 1
 
 
+@helper
+def store3(c, r, s, v0, v1, v2, accumulate):
+    """c[r, s:s+3] (+)= (v0, v1, v2)."""
+    if accumulate:
+        v0 += c[r, s]
+        v1 += c[r, s + 1]
+        v2 += c[r, s + 2]
+    c[r, s] = v0
+    c[r, s + 1] = v1
+    c[r, s + 2] = v2
+
+
 @kernel
 def matmul_abt(a, b, c):
     """c = a @ b.T (a: R x T, b: S x T, c: R x S, all C-contiguous float32), in parallel over
@@ -131,11 +142,10 @@ def to_padded_nhwc(x, top, left, xpn):
     for t in prange(n_img * h):
         n = t // h
         r = t % h
-        dst = xpn[n, top + r]
-        for c in range(n_in):
-            src = x[n, c, r]
-            for s in range(w):
-                dst[left + s, c] = src[s]
+        dst = xpn[n, top + r, left:left + w]    # a view: its indices below start at 0
+        for s in range(w):
+            for c in range(n_in):
+                dst[s, c] = x[n, c, r, s]
 
 
 @kernel
@@ -159,10 +169,10 @@ def conv_forward(xpn, w2, b, kh, kw, sh, sw, y):
         for p in range(kh):
             src = xpn[n, i * sh + p].reshape(wp * n_in)
             for j in range(ow):
-                dst = patches[j]
                 start = j * sw * n_in
-                for u in range(run):
-                    dst[p * run + u] = src[start + u]
+                # a slice copy, not an element loop: Numba then emits a plain vectorised copy
+                # (computed indices such as p*run + u keep negative-index checks that block it)
+                patches[j, p * run:(p + 1) * run] = src[start:start + run]
         out = np.empty((n_out, ow), np.float32)
         abt(w2, patches, out, False)
         for o in range(n_out):
@@ -193,13 +203,8 @@ def conv_backward_weights(xp, dy, kh, kw, sh, sw, partial):
                     dst = cols[c * kk + p * kw + q]
                     for i in range(oh):
                         src = xp[n, c, i * sh + p]
-                        row = i * ow
-                        if sw == 1:                 # contiguous copy, vectorised
-                            for j in range(ow):
-                                dst[row + j] = src[j + q]
-                        else:
-                            for j in range(ow):
-                                dst[row + j] = src[j * sw + q]
+                        # slice copies (vectorised); strided when sw > 1
+                        dst[i * ow:(i + 1) * ow] = src[q:q + (ow - 1) * sw + 1:sw]
         abt(dy[n].reshape(n_out, pix), cols, partial[n], False)
 
 

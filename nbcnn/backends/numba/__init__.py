@@ -204,8 +204,13 @@ class NumbaBackend(Backend):
         else:
             n, o = dy.shape[:2]
             partial = self._ws.get("dw_partial", (n, o, w[0].size))
-            _call(_blk.conv_backward_weights, dy.size * w[0].size // 16, xp, dy, w.shape[2],
-                  w.shape[3], stride[0], stride[1], partial)
+            work = dy.size * w[0].size // 16
+            if stride == (1, 1):
+                _call(_blk.conv_backward_weights_stride1, work, xp, dy, w.shape[2], w.shape[3],
+                      partial)
+            else:
+                _call(_blk.conv_backward_weights, work, xp, dy, w.shape[2], w.shape[3],
+                      stride[0], stride[1], partial)
             np.sum(partial, axis=0, out=dw.reshape(o, -1))
             if with_bias:
                 np.sum(dy, axis=(0, 2, 3), dtype=_F32, out=db)

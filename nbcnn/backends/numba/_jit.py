@@ -16,6 +16,10 @@ kernel = njit(parallel=True, cache=True, fastmath=True, nogil=True, error_model=
 strict_kernel = njit(parallel=True, cache=True, fastmath=False, nogil=True, error_model="numpy")
 #: serial, cached helper (LLVM inlines it into its callers)
 helper = njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+#: a helper Numba inlines into every caller before LLVM sees the code (for micro-kernels whose
+#: loop must be optimised together with the caller's)
+inlined_helper = njit(cache=True, fastmath=True, nogil=True, error_model="numpy",
+                      inline="always")
 
 
 #: below this much work an op runs on the calling thread alone: waking the thread pool would

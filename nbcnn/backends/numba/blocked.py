@@ -1,4 +1,4 @@
-"""Register-blocked convolution: every output is a dot product, computed four by two at a time.
+"""Register-blocked convolution: every output is a dot product, computed in 4 x 3 tiles.
 
 The core is ``abt``: C[a, b] (+)= sum_t A[a, t] * B[b, t], i.e. C = A @ B.T with both operands
 read along their contiguous rows. It walks C in 4 x 3 tiles, so each pass over t loads 7 values
@@ -15,7 +15,9 @@ here.
 * dw:       per image, cols[(c*KH + p)*KW + q, i*OW + j] = xp[n, c, i*sh + p, j*sw + q] and
             partial[n] = abt(dy[n] as (O, OH*OW), cols); one prange iteration per image. dw = the
             partials summed over images by numpy, in a fixed order, so the result does not
-            depend on the thread count.
+            depend on the thread count. For stride 1 no cols are built: every window is a
+            contiguous slice of the flattened padded plane (``conv_backward_weights_stride1``),
+            1.6x faster on 28 x 28 planes here.
 * dx:       for stride 1, dx is the forward convolution of dy, padded by (K - 1 - pad), with the
             filters flipped and their in/out axes swapped (see ``input_grad_filters``).
 * dense:    ``matmul_abt`` runs abt in parallel over 16 x 64 tiles of the result.
@@ -29,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._jit import helper, kernel
+from ._jit import helper, inlined_helper, kernel
 
 
 @helper
@@ -42,82 +44,103 @@ def abt(a, b, c, accumulate):
 def abt_block(a, b, c, r_begin, n_r, s_begin, n_s, accumulate):
     """The tile r_begin <= r < n_r, s_begin <= s < n_s of ``abt``."""
     n_t = a.shape[1]
-    r = r_begin
-    while r + 4 <= n_r:
+    r_end = r_begin + (n_r - r_begin) // 4 * 4      # the part whole 4 x 3 tiles cover
+    s_end = s_begin + (n_s - s_begin) // 3 * 3
+    for r in range(r_begin, r_end, 4):
         a0, a1, a2, a3 = a[r], a[r + 1], a[r + 2], a[r + 3]
-        s = s_begin
-        while s + 3 <= n_s:
-            b0, b1, b2 = b[s], b[s + 1], b[s + 2]
-            c00 = c01 = c02 = c10 = c11 = c12 = np.float32(0.0)
-            c20 = c21 = c22 = c30 = c31 = c32 = np.float32(0.0)
-            for t in range(n_t):
-                u = b0[t]
-                v = b1[t]
-                z = b2[t]
-                x0 = a0[t]
-                x1 = a1[t]
-                x2 = a2[t]
-                x3 = a3[t]
-                c00 += x0 * u
-                c01 += x0 * v
-                c02 += x0 * z
-                c10 += x1 * u
-                c11 += x1 * v
-                c12 += x1 * z
-                c20 += x2 * u
-                c21 += x2 * v
-                c22 += x2 * z
-                c30 += x3 * u
-                c31 += x3 * v
-                c32 += x3 * z
-            store3(c, r, s, c00, c01, c02, accumulate)
-            store3(c, r + 1, s, c10, c11, c12, accumulate)
-            store3(c, r + 2, s, c20, c21, c22, accumulate)
-            store3(c, r + 3, s, c30, c31, c32, accumulate)
-            s += 3
-        while s < n_s:                      # last one or two columns
-            b0 = b[s]
-            c00 = c10 = c20 = c30 = np.float32(0.0)
-            for t in range(n_t):
-                u = b0[t]
-                c00 += a0[t] * u
-                c10 += a1[t] * u
-                c20 += a2[t] * u
-                c30 += a3[t] * u
-            if accumulate:
-                c00 += c[r, s]
-                c10 += c[r + 1, s]
-                c20 += c[r + 2, s]
-                c30 += c[r + 3, s]
-            c[r, s] = c00
-            c[r + 1, s] = c10
-            c[r + 2, s] = c20
-            c[r + 3, s] = c30
-            s += 1
-        r += 4
-    while r < n_r:                          # last rows, one at a time
-        a0 = a[r]
+        for s in range(s_begin, s_end, 3):
+            tile4x3(a0, a1, a2, a3, b[s], b[s + 1], b[s + 2], n_t, c, r, s, accumulate)
+        for s in range(s_end, n_s):                 # the last one or two columns
+            tile4x1(a0, a1, a2, a3, b[s], n_t, c, r, s, accumulate)
+    for r in range(r_end, n_r):                     # the last rows, one dot product at a time
         for s in range(s_begin, n_s):
-            b0 = b[s]
-            acc = np.float32(0.0)
-            for t in range(n_t):
-                acc += a0[t] * b0[t]
-            if accumulate:
-                acc += c[r, s]
-            c[r, s] = acc
-        r += 1
+            acc = dot(a[r], b[s], n_t)
+            c[r, s] = acc + c[r, s] if accumulate else acc
+
+
+@inlined_helper
+def tile4x3(a0, a1, a2, a3, b0, b1, b2, n_t, c, r, s, accumulate):
+    """The micro-kernel: c[r + i, s + k] (+)= dot(a_i, b_k) over the first n_t values, for
+    i < 4, k < 3. 7 loads per 12 multiply-adds into 12 independent accumulators; LLVM
+    vectorises the t loop (8 lanes). (Inlined by Numba itself, and it stores its results
+    itself: called as a separate function, or returning its sums as a tuple, it ran 1.5x
+    slower.)"""
+    c00 = c01 = c02 = c10 = c11 = c12 = np.float32(0.0)
+    c20 = c21 = c22 = c30 = c31 = c32 = np.float32(0.0)
+    for t in range(n_t):
+        u = b0[t]
+        v = b1[t]
+        z = b2[t]
+        x0 = a0[t]
+        x1 = a1[t]
+        x2 = a2[t]
+        x3 = a3[t]
+        c00 += x0 * u
+        c01 += x0 * v
+        c02 += x0 * z
+        c10 += x1 * u
+        c11 += x1 * v
+        c12 += x1 * z
+        c20 += x2 * u
+        c21 += x2 * v
+        c22 += x2 * z
+        c30 += x3 * u
+        c31 += x3 * v
+        c32 += x3 * z
+    if accumulate:
+        c00 += c[r, s]
+        c01 += c[r, s + 1]
+        c02 += c[r, s + 2]
+        c10 += c[r + 1, s]
+        c11 += c[r + 1, s + 1]
+        c12 += c[r + 1, s + 2]
+        c20 += c[r + 2, s]
+        c21 += c[r + 2, s + 1]
+        c22 += c[r + 2, s + 2]
+        c30 += c[r + 3, s]
+        c31 += c[r + 3, s + 1]
+        c32 += c[r + 3, s + 2]
+    c[r, s] = c00
+    c[r, s + 1] = c01
+    c[r, s + 2] = c02
+    c[r + 1, s] = c10
+    c[r + 1, s + 1] = c11
+    c[r + 1, s + 2] = c12
+    c[r + 2, s] = c20
+    c[r + 2, s + 1] = c21
+    c[r + 2, s + 2] = c22
+    c[r + 3, s] = c30
+    c[r + 3, s + 1] = c31
+    c[r + 3, s + 2] = c32
+
+
+@inlined_helper
+def tile4x1(a0, a1, a2, a3, b0, n_t, c, r, s, accumulate):
+    """c[r + i, s] (+)= dot(a_i, b0) for i < 4: a tile's edge column, 4 accumulators."""
+    c0 = c1 = c2 = c3 = np.float32(0.0)
+    for t in range(n_t):
+        u = b0[t]
+        c0 += a0[t] * u
+        c1 += a1[t] * u
+        c2 += a2[t] * u
+        c3 += a3[t] * u
+    if accumulate:
+        c0 += c[r, s]
+        c1 += c[r + 1, s]
+        c2 += c[r + 2, s]
+        c3 += c[r + 3, s]
+    c[r, s] = c0
+    c[r + 1, s] = c1
+    c[r + 2, s] = c2
+    c[r + 3, s] = c3
 
 
 @helper
-def store3(c, r, s, v0, v1, v2, accumulate):
-    """c[r, s:s+3] (+)= (v0, v1, v2)."""
-    if accumulate:
-        v0 += c[r, s]
-        v1 += c[r, s + 1]
-        v2 += c[r, s + 2]
-    c[r, s] = v0
-    c[r, s + 1] = v1
-    c[r, s + 2] = v2
+def dot(a, b, n_t):
+    acc = np.float32(0.0)
+    for t in range(n_t):
+        acc += a[t] * b[t]
+    return acc
 
 
 @kernel
@@ -206,6 +229,55 @@ def conv_backward_weights(xp, dy, kh, kw, sh, sw, partial):
                         # slice copies (vectorised); strided when sw > 1
                         dst[i * ow:(i + 1) * ow] = src[q:q + (ow - 1) * sw + 1:sw]
         abt(dy[n].reshape(n_out, pix), cols, partial[n], False)
+
+
+@kernel
+def conv_backward_weights_stride1(xp, dy, kh, kw, partial):
+    """The stride-1 case of ``conv_backward_weights`` without im2col.
+
+    With the padded plane xp[n, c] flattened (row length Wp), the window value xp[n, c, i + p,
+    j + q] sits at flat index (p*Wp + q) + (i*Wp + j). So if dy[n, o] is laid out on the same
+    grid, dyw[o, i*Wp + j] = dy[n, o, i, j] with zeros in the Wp - OW gap columns, then
+
+        partial[n, o, (c*kh + p)*kw + q] = dot(dyw[o], plane[p*Wp + q:])
+
+    over L = (OH - 1)*Wp + OW values: a dot product with a contiguous slice of the plane,
+    nothing copied. The last window ends exactly at the plane's last value, and the values a
+    gap column meets are multiplied by zero. One prange iteration per image."""
+    n_img, n_out, oh, ow = dy.shape
+    n_in, hp, wp = xp.shape[1], xp.shape[2], xp.shape[3]
+    length = (oh - 1) * wp + ow
+    kk = kh * kw
+    for n in prange(n_img):
+        dyw = np.zeros((n_out, length), np.float32)
+        for o in range(n_out):
+            for i in range(oh):
+                dyw[o, i * wp:i * wp + ow] = dy[n, o, i]
+        planes = xp[n].reshape(n_in, hp * wp)
+        out = partial[n]
+        o_end = n_out // 4 * 4                  # the part whole 4 x 3 tiles cover
+        k_end = kk // 3 * 3
+        for c in range(n_in):
+            plane = planes[c]
+            col = c * kk                        # this channel's first column of partial[n]
+            for o in range(0, o_end, 4):
+                a0, a1, a2, a3 = dyw[o], dyw[o + 1], dyw[o + 2], dyw[o + 3]
+                for k in range(0, k_end, 3):
+                    tile4x3(a0, a1, a2, a3, plane[window_start(k, kw, wp):],
+                            plane[window_start(k + 1, kw, wp):],
+                            plane[window_start(k + 2, kw, wp):], length, out, o, col + k, False)
+                for k in range(k_end, kk):
+                    tile4x1(a0, a1, a2, a3, plane[window_start(k, kw, wp):], length, out, o,
+                            col + k, False)
+            for o in range(o_end, n_out):
+                for k in range(kk):
+                    out[o, col + k] = dot(dyw[o], plane[window_start(k, kw, wp):], length)
+
+
+@helper
+def window_start(k, kw, wp):
+    """Flat offset p*Wp + q of kernel tap k = p*kw + q in a padded plane of row length Wp."""
+    return (k // kw) * wp + k % kw
 
 
 def _pad_columns(w2):

@@ -217,7 +217,7 @@ def test_register_blocked_product_every_remainder(accumulate):
                 close(c, want + c0 if accumulate else want)
 
 
-@pytest.mark.parametrize("n,n_in,n_out", [(1, 13, 7), (5, 13, 7), (37, 300, 70)])
+@pytest.mark.parametrize("n,n_in,n_out", [(1, 13, 7), (5, 13, 7), (37, 300, 70), (6, 1100, 9)])
 def test_dense(n, n_in, n_out):
     rng = np.random.default_rng(4)
     x, w, b = rand(rng, n, n_in), rand(rng, n_out, n_in), rand(rng, n_out)

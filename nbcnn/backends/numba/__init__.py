@@ -74,7 +74,7 @@ class NumbaBackend(Backend):
     name = "numba"
     dtype = np.dtype(np.float32)
     #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``, except the
-    #: forward pass of layers whose window has < 32 values, which runs "direct"), "direct"
+    #: forward pass of layers whose window has < 24 values, which runs "direct"), "direct"
     #: (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``)
     conv_variant = "auto"
     #: target size of one im2col chunk, in bytes
@@ -148,8 +148,8 @@ class NumbaBackend(Backend):
         b = np.zeros(w.shape[0], _F32) if b is None else _f32(b)
         y = np.empty((x.shape[0], w.shape[0], oh, ow), _F32)
         variant = self.conv_variant
-        if variant == "auto" and w[0].size < 32:
-            variant = "direct"        # a window of < 32 values (first layers): too short to
+        if variant == "auto" and w[0].size < 24:
+            variant = "direct"        # a window of < 24 values (first layers): too short to
             #                           vectorise as a dot product; vectorise over pixels instead
         if variant == "gemm":
             self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)
@@ -270,7 +270,11 @@ class NumbaBackend(Backend):
         oh, ow = self._pool_geometry(x, kernel, stride)
         y = np.empty(x.shape[:2] + (oh, ow), _F32)
         arg = np.empty(y.shape, np.int32)
-        _call(_pool.maxpool_forward, x.size, x, kernel[0], kernel[1], stride[0], stride[1], y, arg)
+        if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
+            _call(_pool.maxpool_forward_2x2, x.size // 4, x, y, arg)
+        else:
+            _call(_pool.maxpool_forward, x.size, x, kernel[0], kernel[1], stride[0], stride[1],
+                  y, arg)
         return y, (arg, x.shape)
 
     def maxpool2d_backward(self, dy, state):

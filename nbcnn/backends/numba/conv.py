@@ -1,7 +1,7 @@
 """2-D convolution kernels (NCHW, float32): the direct form and im2col + BLAS.
 
 The default path (``conv_variant = "auto"``) uses the register-blocked kernels of
-``blocked.py`` and, for a first layer's forward pass (windows of < 32 values), the direct
+``blocked.py`` and, for a first layer's forward pass (windows of < 24 values), the direct
 forward kernel below. The rest of this module is selectable (``"direct"``, ``"gemm"``) and
 tested; "gemm" calls OpenBLAS through numpy, whose spinning worker threads compete with Numba's
 on a machine with few cores, which is why it is not the default.

@@ -97,11 +97,22 @@ def test_missing_set_lists_every_place_and_how_to_get_it(env, tmp_path, monkeypa
     assert msg.index(str(tmp_path / "given")) < msg.index(str(tmp_path / "envdata")) \
         < msg.index(str(env["cache"])) < msg.index(str(env["system"]))
     assert "t10k-images-idx3-ubyte" in msg and "t10k-labels-idx1-ubyte" in msg
-    assert "nbcnn data fetch mnist" in msg and "NBCNN_DATA" in msg
     assert "NBCNN_NO_DOWNLOAD" in msg
+    # root= was given: the advice puts the files there, not in the user cache
+    assert f"nbcnn data fetch mnist --root {tmp_path / 'given'}" in msg
+    assert f"into {tmp_path / 'given' / 'mnist'}/" in msg
+    assert f"into {env['cache']}" not in msg
     searched = [str(p) for p in err.searched]
     assert str(tmp_path / "given" / "mnist") in searched and str(tmp_path / "given") in searched
     assert str(env["cache"] / "mnist") in searched
+
+
+def test_missing_without_root_proposes_the_cache_or_nbcnn_data(env):
+    with pytest.raises(DatasetNotFoundError) as ei:
+        data.load("mnist", "test")
+    msg = str(ei.value)
+    assert "`nbcnn data fetch mnist`" in msg
+    assert f"into {env['cache'] / 'mnist'}/ or <dir>/mnist/ and set NBCNN_DATA=<dir>" in msg
 
 
 def test_missing_with_download_false_says_so(env, monkeypatch):

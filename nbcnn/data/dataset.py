@@ -250,4 +250,7 @@ def _check_y(y, n) -> np.ndarray:
     if a.size and a.min() < 0:
         bad = int(np.argmax(a < 0))
         raise ValueError(f"labels must be >= 0, got y[{bad}] = {a[bad]}")
+    if a.size and a.max() >= 2**63:            # uint64 or float labels past int64 would wrap
+        bad = int(np.argmax(a >= 2**63))
+        raise ValueError(f"label y[{bad}] = {a[bad]} does not fit in int64")
     return a.astype(np.int64, copy=False)

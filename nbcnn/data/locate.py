@@ -136,8 +136,14 @@ def not_found(spec: SetSpec, split: str, root=None, download_note: str = "") -> 
     if download_note:
         lines.append(download_note)
     urls = [m + f.name for f in spec.download_files() for m in spec.mirrors[:1]]
+    if root is not None:                    # the user chose a folder: the files go there
+        place = f"{download_dir(spec, root)}/"
+        fetch = f"nbcnn data fetch {spec.name} --root {root}"
+    else:
+        place = (f"{download_dir(spec)}/ or <dir>/{spec.subdirs[0]}/ and set NBCNN_DATA=<dir> "
+                 f"(or pass root=<dir>)")
+        fetch = f"nbcnn data fetch {spec.name}"
     lines.append(
-        f"To get it: run `nbcnn data fetch {spec.name}` on a machine with network access, or "
-        f"download {', '.join(urls)} (see {spec.homepage}) into {download_dir(spec)}/ or "
-        f"<dir>/{spec.subdirs[0]}/ and set NBCNN_DATA=<dir> (or pass root=<dir>).")
+        f"To get it: run `{fetch}` on a machine with network access, or download "
+        f"{', '.join(urls)} (see {spec.homepage}) into {place}.")
     return DatasetNotFoundError("\n".join(lines), searched)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -54,6 +55,7 @@ class Sequential:
         self._init_rng = np.random.default_rng(seeds[0])
         self._shuffle_rng = np.random.default_rng(seeds[1])
         self._epochs_done = 0
+        self._prepared = False              # backend.prepare_training done (first train step)
         if input_shape is not None:
             self.build(input_shape)
 
@@ -142,6 +144,9 @@ class Sequential:
     def train_step(self, x, y, optimizer: Optimizer) -> tuple[float, int]:
         """One mini-batch of training on backend arrays: forward, loss, backward, update.
         Returns (loss, number correct)."""
+        if not self._prepared:
+            self._prepared = True
+            self._prepare_training(x, y, optimizer)
         logits = self.forward(x, training=True)
         loss, dlogits, correct = self.backend.softmax_cross_entropy(logits, y)
         if not math.isfinite(loss):
@@ -150,6 +155,27 @@ class Sequential:
         optimizer.step(self.backend, [(layer.params[name], layer.grads[name])
                                       for layer, name in self.parameters()])
         return loss, correct
+
+    def _prepare_training(self, x, y, optimizer) -> None:
+        """Give the backend a dry run of a training step and of inference on a copy of this
+        model (same layers, fresh weights, a copy of the optimizer, two examples), so it can
+        compile their kernels all at once; nothing of this model or optimizer is touched."""
+        def dry_step():
+            twin = Sequential(*_layers_from_config(self.config()), input_shape=self.input_shape,
+                              backend=self.backend, seed=self.seed)
+            twin._prepared = True
+            twin_optimizer = copy.deepcopy(optimizer)
+            xs, ys = x[:2], y[:2]
+            _, dlogits, _ = twin.backend.softmax_cross_entropy(twin.forward(xs, True), ys)
+            twin.backward(dlogits)
+            twin_optimizer.step(twin.backend, [(layer.params[name], layer.grads[name])
+                                               for layer, name in twin.parameters()])
+            twin.forward(xs, training=False)
+
+        try:
+            self.backend.prepare_training(dry_step)
+        except Exception:           # only an optimisation: kernels then compile on first use
+            pass
 
     # ---- training -------------------------------------------------------------------------
     def fit(self, data, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer | None = None,
@@ -352,15 +378,24 @@ class Sequential:
             weights = {k.split(":", 1)[1]: f[k] for k in f.files if k.startswith("weight:")}
         if config.get("format") != _FORMAT:
             raise ValueError(f"{path}: not an nbcnn model file (format {config.get('format')!r})")
-        layers = []
-        for entry in config["layers"]:
-            if entry["type"] not in REGISTRY:
-                raise ValueError(f"{path}: unknown layer type {entry['type']!r}")
-            layers.append(REGISTRY[entry["type"]](**entry["config"]))
+        try:
+            layers = _layers_from_config(config)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         model = cls(*layers, input_shape=tuple(config["input_shape"]), backend=backend,
                     seed=config["seed"])
         model.set_weights(weights)
         return model
+
+
+def _layers_from_config(config: dict) -> list[Layer]:
+    """New layers (without weights) as described by ``Sequential.config()``."""
+    layers = []
+    for entry in config["layers"]:
+        if entry["type"] not in REGISTRY:
+            raise ValueError(f"unknown layer type {entry['type']!r}")
+        layers.append(REGISTRY[entry["type"]](**entry["config"]))
+    return layers
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

@@ -72,6 +72,12 @@ class Backend(abc.ABC):
     def synchronize(self) -> None:
         """Wait until all queued work is done (a no-op for synchronous backends)."""
 
+    def prepare_training(self, dry_step) -> None:
+        """Called before a model's first training step. ``dry_step()`` performs that step (and
+        an inference pass) on a throw-away copy of the model; a backend that compiles kernels
+        on first use may run it to learn, and compile up front, every kernel training needs.
+        The default does nothing."""
+
     # ---- convolution ----------------------------------------------------------------------
     @abc.abstractmethod
     def conv2d_forward(self, x, w, b, stride, padding):

@@ -108,6 +108,11 @@ class NumbaBackend(Backend):
     def device_name(self):
         return f"cpu ({numba.get_num_threads()} threads)"
 
+    def prepare_training(self, dry_step):
+        """Compile the kernels of ``dry_step`` on every core at once (``precompile.py``)."""
+        from . import precompile
+        precompile.compile_step(dry_step)
+
     # ---- convolution ----------------------------------------------------------------------
     def _padded(self, x, padding, key="xp"):
         """x zero-padded by (top, bottom, left, right): a reused scratch array whose border is
@@ -180,9 +185,9 @@ class NumbaBackend(Backend):
             m = (n1 - n0) * pix
             cols = self._ws.get("cols", (rows, m))
             ymat = self._ws.get("ymat", (o, m))
-            _conv.im2col(xp[n0:n1], kh, kw, stride[0], stride[1], oh, ow, cols)
+            _call(_conv.im2col, cols.size, xp[n0:n1], kh, kw, stride[0], stride[1], oh, ow, cols)
             np.matmul(w2, cols, out=ymat)                       # BLAS sgemm
-            _conv.cols_to_nchw(ymat, b, y[n0:n1])
+            _call(_conv.cols_to_nchw, ymat.size, ymat, b, y[n0:n1])
 
     def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx):
         x, w, dy = _f32(x), _f32(w), _f32(dy)
@@ -199,8 +204,8 @@ class NumbaBackend(Backend):
             self._conv_backward_gemm(xp, w, dy, stride, padding, dw, db, dx)
             return dx, dw, (db if with_bias else None)
         if variant == "direct":
-            _conv.conv_backward_weights_direct(xp, dy, stride[0], stride[1], bool(with_bias),
-                                               dw, db)
+            _call(_conv.conv_backward_weights_direct, dy.size * w[0].size // 8, xp, dy,
+                  stride[0], stride[1], bool(with_bias), dw, db)
         else:
             n, o = dy.shape[:2]
             partial = self._ws.get("dw_partial", (n, o, w[0].size))
@@ -224,7 +229,8 @@ class NumbaBackend(Backend):
                                       kh, kw, (1, 1), flip_pad, dx, key="dypn")
             else:
                 dxp = self._ws.get("dxp", xp.shape)
-                _conv.conv_backward_input_direct(dy, w, stride[0], stride[1], top, left, dxp, dx)
+                _call(_conv.conv_backward_input_direct, dy.size * w[0].size // 8, dy, w,
+                      stride[0], stride[1], top, left, dxp, dx)
         return dx, dw, (db if with_bias else None)
 
     def _conv_backward_gemm(self, xp, w, dy, stride, padding, dw, db, dx):
@@ -240,8 +246,8 @@ class NumbaBackend(Backend):
             cols = self._ws.get("cols", (rows, m))
             dymat = self._ws.get("ymat", (o, m))
             db_part = db if ci == 0 else self._ws.get("db_part", db.shape)
-            _conv.nchw_to_cols(dy[n0:n1], dymat, db_part)
-            _conv.im2col(xp[n0:n1], kh, kw, stride[0], stride[1], oh, ow, cols)
+            _call(_conv.nchw_to_cols, dymat.size, dy[n0:n1], dymat, db_part)
+            _call(_conv.im2col, cols.size, xp[n0:n1], kh, kw, stride[0], stride[1], oh, ow, cols)
             if ci == 0:
                 np.matmul(dymat, cols.T, out=dw2)               # dw = dY @ cols.T
             else:
@@ -251,8 +257,8 @@ class NumbaBackend(Backend):
                 dcols = self._ws.get("dcols", (rows, m))
                 np.matmul(w2.T, dymat, out=dcols)               # dcols = W2.T @ dY
                 dxp = self._ws.get("dxp", (n1 - n0,) + xp.shape[1:])
-                _conv.col2im(dcols, kh, kw, stride[0], stride[1], oh, ow, padding[0],
-                             padding[2], dxp, dx[n0:n1])
+                _call(_conv.col2im, dcols.size, dcols, kh, kw, stride[0], stride[1], oh, ow,
+                      padding[0], padding[2], dxp, dx[n0:n1])
 
     # ---- pooling --------------------------------------------------------------------------
     @staticmethod

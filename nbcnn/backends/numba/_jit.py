@@ -46,8 +46,16 @@ def _get_thread_fns():
     return _thread_fns
 
 
+#: while a dry run records a training step's kernels (``precompile.recording``): the list that
+#: receives (kernel, argument types) for each call, which then does not run
+recorder = None
+
+
 def call(fn, work, *args):
     """fn(*args), on one thread when ``work`` is small (the thread count is restored after)."""
+    if recorder is not None:
+        recorder.append((fn, tuple(numba.typeof(a) for a in args)))
+        return None
     if work < SERIAL_WORK:
         get, put = _thread_fns or _get_thread_fns()
         threads = get()

@@ -1,0 +1,99 @@
+"""The Numba backend compiles a training step's kernels up front, in worker processes, from a dry
+run of the step (nbcnn/backends/numba/precompile.py): the dry run must record the kernels
+without running them or touching the model, and the workers' compiled code must be what the
+training process then loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import nbcnn
+from nbcnn.backends.numba import _jit, precompile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = "conv(4,3,same)-relu-maxpool(2)-conv(5,3)-relu-flatten-dropout(0.3)-dense(3)"
+
+
+def batch(n=6, shape=(2, 8, 8)):
+    rng = np.random.default_rng(0)
+    return rng.random((n,) + shape, dtype=np.float32), rng.integers(0, 3, n)
+
+
+def test_dry_run_records_the_kernels_without_running_them():
+    x, y = batch()
+    model = nbcnn.build(SPEC, x.shape[1:], backend="numba", seed=1)
+    out = np.full((2, 3), 7.0, np.float32)
+
+    def run():
+        model.forward(x, training=True)
+        model.backend.dense_forward(np.ones((2, 4), np.float32), np.ones((3, 4), np.float32),
+                                    None)
+        out[:] = 1.0                            # host code still runs
+
+    calls = precompile.kernels_of(run)
+    names = [fn.py_func.__name__ for fn, _ in calls]
+    assert {"conv_forward", "to_padded_nhwc", "relu_forward", "maxpool_forward_2x2",
+            "dropout_forward", "matmul_abt"} <= set(names)
+    assert len(names) == len(set(names))        # each (kernel, types) once
+    assert _jit.recorder is None and (out == 1.0).all()
+
+
+def test_first_step_is_the_same_with_and_without_the_dry_run():
+    x, y = batch()
+    results = []
+    for prepare in (True, False):
+        model = nbcnn.build(SPEC, x.shape[1:], backend="numba", seed=3)
+        model._prepared = not prepare           # False: the dry run happens on this first step
+        opt = nbcnn.optim.Adam(lr=0.01)
+        loss, correct = model.train_step(x, y, opt)
+        results.append((loss, correct, model.get_weights(), opt.steps))
+    (l1, c1, w1, s1), (l2, c2, w2, s2) = results
+    assert l1 == l2 and c1 == c2 and s1 == s2 == 1
+    for k in w1:
+        np.testing.assert_array_equal(w1[k], w2[k])
+
+
+def test_switched_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("NBCNN_PARALLEL_COMPILE", "0")
+    assert not precompile.enabled()
+    monkeypatch.setattr(precompile, "_compile_in_workers",
+                        lambda *a: (_ for _ in ()).throw(AssertionError("workers started")))
+    x, y = batch()
+    model = nbcnn.build("flatten-dense(3)", x.shape[1:], backend="numba", seed=0)
+    model.train_step(x, y, nbcnn.optim.SGD(lr=0.1))
+
+
+_COLD_PROCESS = """
+import json, numpy as np, nbcnn
+from nbcnn.backends.numba import precompile
+seen = []
+real = precompile._compile_in_workers
+precompile._compile_in_workers = lambda todo, n: (seen.extend(todo), real(todo, n))
+model = nbcnn.build("flatten-dense(6)-relu-dense(3)", (1, 4, 4), backend="numba", seed=0)
+x = np.random.default_rng(0).random((5, 1, 4, 4), dtype=np.float32)
+model.train_step(x, np.array([0, 1, 2, 0, 1]), nbcnn.optim.SGD(lr=0.1))
+print(json.dumps({fn.py_func.__name__: [fn.stats.cache_hits[sig], fn.stats.cache_misses[sig]]
+                  for fn, sig in seen}))
+"""
+
+
+def test_workers_fill_the_cache_the_training_process_loads(tmp_path):
+    """A fresh process with an empty cache: every kernel of the step is compiled by the workers
+    and only loaded (a cache hit, no compile) by the training process."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+           "NBCNN_PARALLEL_COMPILE": "1"}
+    done = subprocess.run([sys.executable, "-c", _COLD_PROCESS], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    if precompile.available_cores() < 2:
+        assert stats == {}                      # one core: nothing to parallelise
+        return
+    assert {"matmul_abt", "matmul_atb", "softmax_xent", "relu_forward", "sgd_plain"} <= set(stats)
+    for name, (hits, misses) in stats.items():
+        assert (hits, misses) == (1, 0), name

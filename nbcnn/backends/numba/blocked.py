@@ -20,7 +20,8 @@ here.
             1.6x faster on 28 x 28 planes here.
 * dx:       for stride 1, dx is the forward convolution of dy, padded by (K - 1 - pad), with the
             filters flipped and their in/out axes swapped (see ``input_grad_filters``).
-* dense:    ``matmul_abt`` runs abt in parallel over 16 x 64 tiles of the result.
+* dense:    ``matmul_abt`` runs abt in parallel over 16 x 64 tiles of the result (the forward
+            pass; the backward products are ``dense.matmul_atb``).
 
 Dot products are padded with zeros to whole 8-float vectors; a very short one wastes most of
 its tile on the padding and the final horizontal sums, so the forward pass of a layer with

@@ -40,7 +40,21 @@ def test_dry_run_records_the_kernels_without_running_them():
     assert {"conv_forward", "to_padded_nhwc", "relu_forward", "maxpool_forward_2x2",
             "dropout_forward", "matmul_abt"} <= set(names)
     assert len(names) == len(set(names))        # each (kernel, types) once
-    assert _jit.recorder is None and (out == 1.0).all()
+    assert _jit.recording.calls is None and (out == 1.0).all()
+
+
+def test_recording_is_per_thread():
+    """A dry run on one thread must not swallow the kernels another thread really runs."""
+    import threading
+    x = np.arange(8, dtype=np.float32) - 4
+    got = {}
+    with precompile.recording() as calls:
+        worker = threading.Thread(target=lambda: got.update(
+            y=nbcnn.get_backend("numba").activation_forward("relu", x, 0.0)))
+        worker.start()
+        worker.join()
+    np.testing.assert_array_equal(got["y"], np.maximum(x, 0))
+    assert calls == []
 
 
 def test_first_step_is_the_same_with_and_without_the_dry_run():

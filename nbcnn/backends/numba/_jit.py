@@ -7,6 +7,8 @@ left off where it would change results that must match bit for bit, e.g. dropout
 IEEE semantics such as exp/log in the loss).
 """
 
+import threading
+
 import numba
 from numba import njit
 
@@ -46,15 +48,21 @@ def _get_thread_fns():
     return _thread_fns
 
 
-#: while a dry run records a training step's kernels (``precompile.recording``): the list that
-#: receives (kernel, argument types) for each call, which then does not run
-recorder = None
+class _Recording(threading.local):
+    """While a dry run records a training step's kernels (``precompile.recording``), ``calls``
+    is the list that receives (kernel, argument types) for each call made on that thread,
+    which then does not run. Per thread: another thread's real training must not be recorded."""
+    calls = None
+
+
+recording = _Recording()
 
 
 def call(fn, work, *args):
     """fn(*args), on one thread when ``work`` is small (the thread count is restored after)."""
-    if recorder is not None:
-        recorder.append((fn, tuple(numba.typeof(a) for a in args)))
+    calls = recording.calls
+    if calls is not None:
+        calls.append((fn, tuple(numba.typeof(a) for a in args)))
         return None
     if work < SERIAL_WORK:
         get, put = _thread_fns or _get_thread_fns()

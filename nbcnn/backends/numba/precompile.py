@@ -40,14 +40,14 @@ WORKER_TIMEOUT = 900
 
 @contextlib.contextmanager
 def recording():
-    """Within the block, kernel calls through ``_jit.call`` are recorded into the list it
-    yields, as (kernel, argument types), and not run."""
+    """Within the block, kernel calls made on this thread through ``_jit.call`` are recorded
+    into the list it yields, as (kernel, argument types), and not run."""
     calls: list = []
-    previous, _jit.recorder = _jit.recorder, calls
+    previous, _jit.recording.calls = _jit.recording.calls, calls
     try:
         yield calls
     finally:
-        _jit.recorder = previous
+        _jit.recording.calls = previous
 
 
 def kernels_of(run) -> list:

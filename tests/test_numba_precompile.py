@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import nbcnn
 from nbcnn.backends.numba import _jit, precompile
@@ -55,6 +56,19 @@ def test_recording_is_per_thread():
         worker.join()
     np.testing.assert_array_equal(got["y"], np.maximum(x, 0))
     assert calls == []
+
+
+def test_argument_types_survive_the_trip_to_a_worker():
+    import numba
+    readonly = np.zeros(3, np.float32)
+    readonly.flags.writeable = False
+    args = (np.zeros((2, 3, 4, 5), np.float32), 3, True, np.float32(1), np.uint64(3),
+            np.zeros(3, np.int32), np.zeros((3, 4), np.float32)[:, 1:], readonly)
+    sig = tuple(numba.typeof(a) for a in args)
+    encoded = json.loads(json.dumps(precompile.encode_types(sig)))
+    assert precompile.decode_types(encoded) == sig
+    with pytest.raises(ValueError, match="cannot pass"):
+        precompile.encode_types((numba.typeof((1, 2)),))
 
 
 def test_first_step_is_the_same_with_and_without_the_dry_run():

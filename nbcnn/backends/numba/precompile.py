@@ -15,7 +15,8 @@ kernels. ``compile_step(run)`` instead:
 
 With a warm cache no worker is started and the whole thing costs milliseconds. Workers are
 plain subprocesses, not ``multiprocessing``: a spawned multiprocessing child would re-import the
-user's ``__main__`` script. ``NBCNN_PARALLEL_COMPILE=0`` turns this off (kernels then compile
+user's ``__main__`` script. They get their tasks as JSON (kernel module and name, argument types
+spelled out), never as pickles. ``NBCNN_PARALLEL_COMPILE=0`` turns this off (kernels then compile
 lazily, one by one, as before).
 """
 
@@ -23,14 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
-import pickle
 import shutil
 import subprocess
 import sys
 import tempfile
 
+import numba
 import numpy as np
+from numba.core import types
 
 from . import _jit
 
@@ -99,10 +102,44 @@ def compile_step(run, workers: int | None = None) -> int:
     return len(todo)
 
 
+def encode_types(sig) -> list:
+    """Argument types as JSON-able values: arrays as [dtype, ndim, layout, readonly], scalars
+    as their dtype name. Raises ValueError for anything else (or anything that would not decode
+    to the same types), and such a kernel is compiled in this process."""
+    out = []
+    for t in sig:
+        if isinstance(t, types.Array):
+            out.append([str(t.dtype), t.ndim, t.layout, not t.mutable])
+        elif isinstance(t, (types.Integer, types.Float, types.Boolean)):
+            out.append(np.dtype(str(t)).name)
+        else:
+            raise ValueError(f"cannot pass {t} to a compile worker")
+    if decode_types(out) != tuple(sig):
+        raise ValueError(f"{sig} does not survive encoding")
+    return out
+
+
+def decode_types(encoded) -> tuple:
+    out = []
+    for e in encoded:
+        if isinstance(e, list):
+            dtype, ndim, layout, readonly = e
+            out.append(types.Array(numba.from_dtype(np.dtype(dtype)), ndim, layout,
+                                   readonly=readonly))
+        else:
+            out.append(numba.from_dtype(np.dtype(e)))
+    return tuple(out)
+
+
 def _compile_in_workers(todo, workers: int) -> None:
-    tasks = [(fn.py_func.__module__, fn.py_func.__name__, sig) for fn, sig in todo]
+    tasks = []
+    for fn, sig in todo:
+        try:
+            tasks.append([fn.py_func.__module__, fn.py_func.__name__, encode_types(sig)])
+        except ValueError:
+            continue                                # compiled in this process afterwards
     claims = tempfile.mkdtemp(prefix="nbcnn-compile-")
-    payload = pickle.dumps((claims, tasks))
+    payload = json.dumps({"claims": claims, "tasks": tasks}).encode()
     procs = []
     try:
         for _ in range(workers):
@@ -124,15 +161,16 @@ def _compile_in_workers(todo, workers: int) -> None:
 
 
 def _worker() -> None:
-    """Compile the tasks read from stdin that no other worker has claimed."""
-    claims, tasks = pickle.loads(sys.stdin.buffer.read())
-    for i, (module, name, sig) in enumerate(tasks):
+    """Compile the tasks (JSON on stdin) that no other worker has claimed."""
+    job = json.loads(sys.stdin.buffer.read())
+    claims = job["claims"]
+    for i, (module, name, encoded) in enumerate(job["tasks"]):
         try:
             os.close(os.open(os.path.join(claims, str(i)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             continue                                # another worker has it
         try:
-            getattr(importlib.import_module(module), name).compile(sig)
+            getattr(importlib.import_module(module), name).compile(decode_types(encoded))
         except Exception:                           # the parent compiles it, and reports
             pass
 

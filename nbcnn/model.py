@@ -152,9 +152,13 @@ class Sequential:
         if not math.isfinite(loss):
             return loss, correct
         self.backward(dlogits)
+        self._update(optimizer)
+        return loss, correct
+
+    def _update(self, optimizer: Optimizer) -> None:
+        """Apply ``optimizer`` to every parameter with the gradient the last backward left."""
         optimizer.step(self.backend, [(layer.params[name], layer.grads[name])
                                       for layer, name in self.parameters()])
-        return loss, correct
 
     def _prepare_training(self, x, y, optimizer) -> None:
         """Give the backend a dry run of a training step and of inference on a copy of this
@@ -164,12 +168,11 @@ class Sequential:
             twin = Sequential(*_layers_from_config(self.config()), input_shape=self.input_shape,
                               backend=self.backend, seed=self.seed)
             twin._prepared = True
-            twin_optimizer = copy.deepcopy(optimizer)
             xs, ys = x[:2], y[:2]
+            # train_step's body without its finite-loss check: the dry run's loss is garbage
             _, dlogits, _ = twin.backend.softmax_cross_entropy(twin.forward(xs, True), ys)
             twin.backward(dlogits)
-            twin_optimizer.step(twin.backend, [(layer.params[name], layer.grads[name])
-                                               for layer, name in twin.parameters()])
+            twin._update(copy.deepcopy(optimizer))
             twin.forward(xs, training=False)
 
         try:

@@ -74,9 +74,11 @@ class NumbaBackend(Backend):
     name = "numba"
     dtype = np.dtype(np.float32)
     #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``, except the
-    #: forward pass of layers whose window has < 24 values, which runs "direct"), "direct"
-    #: (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``)
+    #: forward pass of layers whose window has < ``direct_window`` values, which runs
+    #: "direct"), "direct" (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``)
     conv_variant = "auto"
+    #: windows (C*KH*KW values) shorter than this go "direct" in the "auto" forward pass
+    direct_window = 24
     #: target size of one im2col chunk, in bytes
     cols_bytes = 8 << 20
 
@@ -153,8 +155,8 @@ class NumbaBackend(Backend):
         b = np.zeros(w.shape[0], _F32) if b is None else _f32(b)
         y = np.empty((x.shape[0], w.shape[0], oh, ow), _F32)
         variant = self.conv_variant
-        if variant == "auto" and w[0].size < 24:
-            variant = "direct"        # a window of < 24 values (first layers): too short to
+        if variant == "auto" and w[0].size < self.direct_window:
+            variant = "direct"        # a short window (first layers): too short to
             #                           vectorise as a dot product; vectorise over pixels instead
         if variant == "gemm":
             self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)

@@ -14,6 +14,14 @@ from threadpoolctl import threadpool_limits
 _blas_limit = None
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                          # not on Linux
+        return os.cpu_count() or 1
+
+
 def max_threads() -> int:
     import numba
     return numba.config.NUMBA_NUM_THREADS

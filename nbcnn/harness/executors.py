@@ -7,18 +7,11 @@ collects them with ``as_completed``; only this process (the client) writes files
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 
+from ..threads import available_cores
 from .runner import run_cell
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
 
 
 def run_local(cells, on_result, *, study="", data_root=None, verbose=True, save_model=None,
@@ -32,7 +25,7 @@ def run_local(cells, on_result, *, study="", data_root=None, verbose=True, save_
 
 def plan_local_cluster(cells, workers=None, cores=None) -> tuple[int, int]:
     """(workers, threads per task) so that workers x Numba threads <= cores."""
-    cores = cores or cpu_count()
+    cores = cores or available_cores()
     wanted = max([c.settings.get("threads") or 1 for c in cells] or [1])
     fit = max(1, cores // wanted)
     if workers is None:
@@ -72,7 +65,7 @@ def run_dask(cells, on_result, *, study="", data_root=None, scheduler=None, work
                                dashboard_address=None, silence_logs=40)
         client = Client(cluster)
         log(f"started a local Dask cluster: {n} workers x {threads_hint} threads "
-            f"({cpu_count()} cores)")
+            f"({available_cores()} cores)")
     futures = {}
     try:
         for cell in cells:

@@ -35,6 +35,7 @@ import numba
 import numpy as np
 from numba.core import types
 
+from ... import threads
 from . import _jit
 
 #: seconds to wait for the workers before compiling the rest here
@@ -78,13 +79,6 @@ def is_compiled(fn, sig) -> bool:
         return False
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                          # not on Linux
-        return os.cpu_count() or 1
-
-
 def enabled() -> bool:
     return os.environ.get("NBCNN_PARALLEL_COMPILE", "1").strip().lower() not in ("0", "false",
                                                                                 "no", "off")
@@ -94,7 +88,7 @@ def compile_step(run, workers: int | None = None) -> int:
     """Compile every kernel ``run()`` calls (see the module docstring); returns how many were
     not compiled yet."""
     todo = [(fn, sig) for fn, sig in kernels_of(run) if not is_compiled(fn, sig)]
-    workers = min(len(todo), workers or available_cores())
+    workers = min(len(todo), workers or threads.available_cores())
     if workers >= 2 and enabled():
         _compile_in_workers(todo, workers)
     for fn, sig in todo:

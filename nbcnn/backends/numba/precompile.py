@@ -36,6 +36,7 @@ import numpy as np
 from numba.core import types
 
 from ... import threads
+from ..switches import switched_on
 from . import _jit
 
 #: seconds to wait for the workers before compiling the rest here
@@ -80,8 +81,7 @@ def is_compiled(fn, sig) -> bool:
 
 
 def enabled() -> bool:
-    return os.environ.get("NBCNN_PARALLEL_COMPILE", "1").strip().lower() not in ("0", "false",
-                                                                                "no", "off")
+    return switched_on("NBCNN_PARALLEL_COMPILE")
 
 
 def compile_step(run, workers: int | None = None) -> int:

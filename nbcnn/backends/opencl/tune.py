@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..switches import switched_on
+
 ENV_AUTOTUNE = "NBCNN_OPENCL_AUTOTUNE"
 #: ops smaller than this many floating-point operations are not worth timing
 MIN_TUNE_FLOP = 1e8
@@ -45,16 +47,12 @@ def cache_path() -> Path:
     return Path(base) / "nbcnn" / "opencl" / "autotune.json"
 
 
-def _env_enabled() -> bool:
-    return os.environ.get(ENV_AUTOTUNE, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
 class Tuner:
     """Chooses blocking factors for one backend (one device)."""
 
     def __init__(self, backend, enabled: bool | None = None):
         self.backend = backend
-        self.enabled = _env_enabled() if enabled is None else bool(enabled)
+        self.enabled = switched_on(ENV_AUTOTUNE) if enabled is None else bool(enabled)
         dev = backend.device
         self.device_key = f"{dev.platform.name.strip()} | {dev.name.strip()} | {dev.driver_version.strip()}"
         self._lock = threading.RLock()

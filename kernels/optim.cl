@@ -69,3 +69,51 @@ __kernel void rmsprop_step(__global float *param, __global const float *grad,
     }
     param[i] = p - lr * u;
 }
+
+/* Adagrad: g = grad + wd*param ; sum += g^2 ; param -= clr * g / (sqrt(sum) + eps)
+ * where clr = lr / (1 + (step-1)*lr_decay) comes from the host. */
+__kernel void adagrad_step(__global float *param, __global const float *grad,
+                           __global float *state_sum, const int n, const float clr,
+                           const float eps, const float weight_decay)
+{
+    const int i = get_global_id(0);
+    if (i >= n)
+        return;
+    const float p = param[i];
+    float g = grad[i];
+    if (weight_decay != 0.0f)
+        g = g + weight_decay * p;
+    const float s = state_sum[i] + g * g;
+    state_sum[i] = s;
+    param[i] = p - clr * g / (sqrt(s) + eps);
+}
+
+/* Adadelta: g = grad + wd*param ; s = rho*s + (1-rho)*g^2 ;
+ * d = sqrt(acc + eps) / sqrt(s + eps) * g ; acc = rho*acc + (1-rho)*d^2 ; param -= lr*d. */
+__kernel void adadelta_step(__global float *param, __global const float *grad,
+                            __global float *square_avg, __global float *acc_delta, const int n,
+                            const float lr, const float rho, const float eps,
+                            const float weight_decay)
+{
+    const int i = get_global_id(0);
+    if (i >= n)
+        return;
+    const float p = param[i];
+    float g = grad[i];
+    if (weight_decay != 0.0f)
+        g = g + weight_decay * p;
+    const float s = rho * square_avg[i] + (1.0f - rho) * g * g;
+    square_avg[i] = s;
+    const float acc = acc_delta[i];
+    const float d = sqrt(acc + eps) / sqrt(s + eps) * g;
+    acc_delta[i] = rho * acc + (1.0f - rho) * d * d;
+    param[i] = p - lr * d;
+}
+
+/* x *= factor, in place (gradient clipping). */
+__kernel void scale(__global float *x, const int n, const float factor)
+{
+    const int i = get_global_id(0);
+    if (i < n)
+        x[i] *= factor;
+}

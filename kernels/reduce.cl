@@ -55,3 +55,47 @@ __kernel void any_nonfinite(__global const float *x, __global int *flag, const i
     if (bad)
         atomic_or(flag, 1);
 }
+
+/* Sum of squares, in two kernels so that only one number comes back to the host.
+ * sum_squares_parts: each of the G work-groups (global = G * LS, local = LS) adds x[i]^2 over
+ * its strided share of the n elements; parts[offset + group] = that work-group's sum.
+ * sum_all: one work-group; out[0] = sum of parts[0 .. count). */
+__kernel __attribute__((reqd_work_group_size(LS, 1, 1)))
+void sum_squares_parts(__global const float *x, __global float *parts, const int n,
+                       const int offset)
+{
+    __local float part[LS];
+    const int lid = get_local_id(0);
+    const int stride = get_global_size(0);
+    float s = 0.0f;
+    for (int i = get_global_id(0); i < n; i += stride)
+        s += x[i] * x[i];
+    part[lid] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int step = LS / 2; step > 0; step >>= 1) {
+        if (lid < step)
+            part[lid] += part[lid + step];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0)
+        parts[offset + get_group_id(0)] = part[0];
+}
+
+__kernel __attribute__((reqd_work_group_size(LS, 1, 1)))
+void sum_all(__global const float *parts, __global float *out, const int count)
+{
+    __local float part[LS];
+    const int lid = get_local_id(0);
+    float s = 0.0f;
+    for (int i = lid; i < count; i += LS)
+        s += parts[i];
+    part[lid] = s;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int step = LS / 2; step > 0; step >>= 1) {
+        if (lid < step)
+            part[lid] += part[lid + step];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0)
+        out[0] = part[0];
+}

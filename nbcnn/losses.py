@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from .backends import Backend, get_backend
 
 
-def softmax_cross_entropy(logits, labels, backend: str | Backend | None = None):
+def softmax_cross_entropy(logits, labels, backend: str | Backend | None = None,
+                          label_smoothing: float = 0.0):
     """Mean softmax cross-entropy of ``logits`` (N, classes) against integer ``labels`` (N,).
 
-    Returns ``(mean_loss, dlogits)``; numerically stable (log-sum-exp after subtracting each row's
-    maximum). Numpy inputs are moved to ``backend`` (default: the default backend).
+    With ``label_smoothing`` = eps in [0, 1] the target of a row is PyTorch's
+    (1 - eps) * onehot(label) + eps / classes. Returns ``(mean_loss, dlogits)``; numerically
+    stable (log-sum-exp after subtracting each row's maximum). Numpy inputs are moved to
+    ``backend`` (default: the default backend).
     """
+    label_smoothing = check_label_smoothing(label_smoothing)
     b = get_backend(backend)
     if isinstance(logits, np.ndarray):
         check_logits_and_labels(logits, np.asarray(labels))
         logits = b.from_numpy(logits)
     if isinstance(labels, np.ndarray) or isinstance(labels, (list, tuple)):
         labels = b.labels_from_numpy(np.asarray(labels))
-    loss, dlogits, _ = b.softmax_cross_entropy(logits, labels)
+    loss, dlogits, _ = b.softmax_cross_entropy(logits, labels, label_smoothing)
     return loss, dlogits
+
+
+def check_label_smoothing(value) -> float:
+    """``value`` as a float in [0, 1]; an error naming the setting and the value otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"label_smoothing must be a number in [0, 1], got "
+                        f"{type(value).__name__} {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and 0 <= v <= 1):
+        raise ValueError(f"label_smoothing must be in [0, 1], got {value!r}")
+    return v
 
 
 def check_logits_and_labels(logits: np.ndarray, labels: np.ndarray) -> None:

@@ -17,7 +17,7 @@ from . import __version__
 from .backends import Backend, get_backend
 from .layers import REGISTRY, Layer, LeakyReLU, ReLU
 from .layers.activations import Activation
-from .losses import check_labels
+from .losses import check_label_smoothing, check_labels
 from .optim import SGD, Optimizer
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
@@ -141,14 +141,15 @@ class Sequential:
         for layer in reversed(self.layers):
             dy = layer._backward(dy)
 
-    def train_step(self, x, y, optimizer: Optimizer) -> tuple[float, int]:
-        """One mini-batch of training on backend arrays: forward, loss, backward, update.
-        Returns (loss, number correct)."""
+    def train_step(self, x, y, optimizer: Optimizer,
+                   label_smoothing: float = 0.0) -> tuple[float, int]:
+        """One mini-batch of training on backend arrays: forward, loss (with ``label_smoothing``,
+        see ``losses.softmax_cross_entropy``), backward, update. Returns (loss, number correct)."""
         if not self._prepared:
             self._prepared = True
             self._prepare_training(x, y, optimizer)
         logits = self.forward(x, training=True)
-        loss, dlogits, correct = self.backend.softmax_cross_entropy(logits, y)
+        loss, dlogits, correct = self.backend.softmax_cross_entropy(logits, y, label_smoothing)
         if not math.isfinite(loss):
             return loss, correct
         self.backward(dlogits)
@@ -182,14 +183,22 @@ class Sequential:
 
     # ---- training -------------------------------------------------------------------------
     def fit(self, data, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer | None = None,
-            validation=None, shuffle: bool = True, verbose: bool = True) -> pd.DataFrame:
+            validation=None, shuffle: bool = True, verbose: bool = True,
+            label_smoothing: float = 0.0) -> pd.DataFrame:
         """Train on ``data`` (a Dataset or an (x, y) tuple of numpy arrays).
 
         Mini-batches are shuffled from the model's seed. After each epoch the model is evaluated
         on ``validation`` if given. Returns the history, one row per epoch. A loss that turns NaN
         or infinite raises ``TrainingDiverged`` naming the epoch and batch; the model then keeps
         the weights it had before the step that broke it.
+
+        ``label_smoothing`` (in [0, 1]) smooths the training targets (PyTorch's definition, see
+        ``losses.softmax_cross_entropy``): ``train_loss`` is the smoothed loss, ``val_loss`` and
+        ``evaluate`` stay the plain cross-entropy. The history's ``learning_rate`` is the
+        epoch's learning rate, or with a per-step schedule (``optim.OneCycle``) the mean over the
+        epoch's batches.
         """
+        label_smoothing = check_label_smoothing(label_smoothing)
         x, y = self._unpack(data, "data")
         if not self.built:
             self.build(x.shape[1:])
@@ -212,7 +221,7 @@ class Sequential:
             epoch = self._epochs_done
             optimizer.start_epoch(epoch)
             order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
-            total_loss, total_correct = 0.0, 0
+            total_loss, total_correct, lr_sum = 0.0, 0, 0.0
             bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}", unit="batch",
                        disable=not verbose, leave=False, dynamic_ncols=True)
             start = time.perf_counter()
@@ -222,7 +231,9 @@ class Sequential:
                 yb = self.backend.labels_from_numpy(y[idx])
                 for (layer, name), saved in zip(self.parameters(), snapshot):
                     self.backend.copy_into(saved, layer.params[name])
-                loss, correct = self.train_step(xb, yb, optimizer)
+                optimizer.start_step(epoch, b, n_batches)
+                lr_sum += optimizer.current_lr
+                loss, correct = self.train_step(xb, yb, optimizer, label_smoothing)
                 if not math.isfinite(loss):
                     bar.close()
                     self._restore_if_broken(snapshot)
@@ -243,7 +254,8 @@ class Sequential:
                    "train_accuracy": total_correct / n, "val_loss": np.nan,
                    "val_accuracy": np.nan, "seconds": seconds,
                    "images_per_second": n / seconds if seconds > 0 else np.nan,
-                   "learning_rate": optimizer.current_lr}
+                   "learning_rate": lr_sum / n_batches if optimizer.schedule.per_step
+                   and n_batches else optimizer.current_lr}
             if val is not None:
                 scores = self.evaluate(val, batch_size=max(batch_size, 256))
                 row["val_loss"], row["val_accuracy"] = scores["loss"], scores["accuracy"]

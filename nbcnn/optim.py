@@ -1,23 +1,68 @@
-"""Optimizers (SGD, Adam, RMSprop) and learning-rate schedules.
+"""Optimizers (SGD, Adam, RMSprop, Adagrad, Adadelta), gradient clipping and learning-rate
+schedules.
 
-An optimizer keeps its per-parameter state (velocity, moments) on the model's backend and asks the
-backend to update every parameter in place. The learning rate of an epoch is ``lr`` times the
-schedule's factor; schedules compose by multiplication::
+An optimizer keeps its per-parameter state (velocity, moments, accumulators) on the model's
+backend, in ``_state`` (one tuple of backend arrays per parameter) and ``steps`` (optimizer steps
+taken), and asks the backend to update every parameter in place. The learning rate of a batch is
+``lr`` times the schedule's factor; schedules compose by multiplication::
 
     optim.SGD(lr=0.1, momentum=0.9, schedule=optim.Warmup(2) * optim.CosineDecay(30))
+
+Most schedules move once per epoch; ``OneCycle`` moves every batch (``Schedule.per_step``).
+``clip_grad_norm=MAX`` on any optimizer rescales all gradients together before each step when
+their total L2 norm exceeds MAX (PyTorch's ``clip_grad_norm_``).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+
+import numpy as np
+
+
+def _setting(owner: str, name: str, value, lo=None, hi=None, lo_open=False, hi_open=False):
+    """``value`` as a float once it is checked to be a finite real number (Python or numpy) in
+    the range [lo, hi] (``lo_open`` / ``hi_open``: the bound itself excluded); otherwise an error
+    naming ``owner`` (the optimizer or schedule), the setting and the value."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
+    too_low = lo is not None and (v <= lo if lo_open else v < lo)
+    too_high = hi is not None and (v >= hi if hi_open else v > hi)
+    if too_low or too_high:
+        if lo is not None and hi is not None:
+            want = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        elif lo is not None:
+            want = f"{'>' if lo_open else '>='} {lo:g}"
+        else:
+            want = f"{'<' if hi_open else '<='} {hi:g}"
+        raise ValueError(f"{owner}: {name} must be {want}, got {value!r}")
+    return v
 
 
 # ---- schedules -----------------------------------------------------------------------------
 class Schedule:
-    """Maps an epoch (0-based) to a factor on the base learning rate."""
+    """Maps a position in training to a factor on the base learning rate.
+
+    Most schedules move once per epoch: ``factor(epoch)`` (0-based). A per-step schedule
+    (``per_step = True``, e.g. ``OneCycle``) moves every batch; ``fit`` asks every schedule for
+    ``step_factor(epoch, step, steps_per_epoch)`` before each batch, which for per-epoch
+    schedules is ``factor(epoch)``.
+    """
+
+    #: True when the factor changes from one batch to the next within an epoch
+    per_step = False
 
     def factor(self, epoch: int) -> float:
         raise NotImplementedError
+
+    def step_factor(self, epoch: int, step: int, steps_per_epoch: int) -> float:
+        """The factor for batch ``step`` (0-based) of ``epoch`` (0-based) when an epoch has
+        ``steps_per_epoch`` batches; per-epoch schedules ignore the step."""
+        return self.factor(epoch)
 
     def __mul__(self, other: "Schedule") -> "Schedule":
         return Product(self, other)
@@ -88,12 +133,59 @@ class Warmup(Schedule):
         return f"Warmup({self.epochs})"
 
 
+class OneCycle(Schedule):
+    """PyTorch's ``OneCycleLR`` (cosine annealing; the learning rate only, momentum is not
+    cycled), counted in batches over ``epochs`` epochs, the optimizer's ``lr`` being the peak.
+
+    Over the first ``pct_start`` of the T = epochs * steps_per_epoch batches the factor rises by
+    half a cosine from 1/div_factor to 1, then falls by half a cosine to
+    1/(div_factor * final_div_factor) at batch T-1, and stays there if training goes on. The
+    phase boundaries are PyTorch's: the warm-up ends at batch pct_start*T - 1. ``factor(epoch)``
+    alone (no batches) counts one step per epoch.
+    """
+
+    per_step = True
+
+    def __init__(self, epochs: int, pct_start: float = 0.3, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4):
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+            raise ValueError(f"OneCycle: epochs must be a whole number >= 1, got {epochs!r}")
+        self.epochs = int(epochs)
+        self.pct_start = _setting("OneCycle", "pct_start", pct_start, 0, 1)
+        self.div_factor = _setting("OneCycle", "div_factor", div_factor, 0, lo_open=True)
+        self.final_div_factor = _setting("OneCycle", "final_div_factor", final_div_factor, 0,
+                                         lo_open=True)
+
+    def factor(self, epoch):
+        return self.step_factor(epoch, 0, 1)
+
+    def step_factor(self, epoch, step, steps_per_epoch):
+        total = self.epochs * steps_per_epoch
+        t = min(epoch * steps_per_epoch + step, total - 1)     # flat after the last batch
+        low = 1.0 / self.div_factor                            # the start of the warm-up
+        final = low / self.final_div_factor                    # the end of the annealing
+        warm_end = self.pct_start * total - 1                  # last batch of the warm-up
+        if t <= warm_end:
+            start, end, pct = low, 1.0, t / warm_end if warm_end > 0 else 1.0
+        else:
+            start, end, pct = 1.0, final, (t - warm_end) / (total - 1 - warm_end)
+        return end + (start - end) / 2 * (math.cos(math.pi * pct) + 1)
+
+    def __repr__(self):
+        return (f"OneCycle({self.epochs}, pct_start={self.pct_start}, "
+                f"div_factor={self.div_factor}, final_div_factor={self.final_div_factor})")
+
+
 class Product(Schedule):
     def __init__(self, *parts: Schedule):
         self.parts = parts
+        self.per_step = any(p.per_step for p in parts)
 
     def factor(self, epoch):
         return math.prod(p.factor(epoch) for p in self.parts)
+
+    def step_factor(self, epoch, step, steps_per_epoch):
+        return math.prod(p.step_factor(epoch, step, steps_per_epoch) for p in self.parts)
 
     def __repr__(self):
         return " * ".join(map(repr, self.parts))
@@ -101,8 +193,9 @@ class Product(Schedule):
 
 def parse_schedule(text: str, epochs: int):
     """A schedule from a string: ``constant``, ``cosine`` (over the run's epochs), ``cosine:T``,
-    ``cosine:T:MIN``, ``step:S`` / ``step:S:GAMMA``, ``exp:GAMMA``, ``warmup:W``; combined with
-    ``*``, e.g. ``warmup:2*cosine``."""
+    ``cosine:T:MIN``, ``step:S`` / ``step:S:GAMMA``, ``exp:GAMMA``, ``warmup:W``,
+    ``onecycle`` / ``onecycle:PCT`` / ``onecycle:PCT:DIV`` / ``onecycle:PCT:DIV:FINAL_DIV``
+    (per batch, over the run's epochs); combined with ``*``, e.g. ``warmup:2*cosine``."""
     parts = []
     for piece in str(text).lower().replace(" ", "").split("*"):
         name, *args = piece.split(":")
@@ -137,9 +230,17 @@ def parse_schedule(text: str, epochs: int):
         elif name == "warmup":
             n_args(1, 1)
             parts.append(Warmup(whole(nums[0])))
+        elif name == "onecycle":
+            n_args(0, 3)
+            keys = ("pct_start", "div_factor", "final_div_factor")
+            try:
+                parts.append(OneCycle(max(int(epochs), 1), **dict(zip(keys, nums))))
+            except ValueError as exc:
+                raise ValueError(f"schedule {text!r}: {exc}") from None
         else:
             raise ValueError(f"unknown schedule {name!r} in {text!r}; expected constant, cosine, "
-                             "cosine:T[:MIN], step:S[:GAMMA], exp:GAMMA, warmup:W, joined by '*'")
+                             "cosine:T[:MIN], step:S[:GAMMA], exp:GAMMA, warmup:W, "
+                             "onecycle[:PCT[:DIV[:FINAL_DIV]]], joined by '*'")
     out = parts[0]
     for p in parts[1:]:
         out = out * p
@@ -147,29 +248,58 @@ def parse_schedule(text: str, epochs: int):
 
 
 # ---- optimizers ----------------------------------------------------------------------------
-class Optimizer:
-    """Base: holds the learning rate, the schedule and per-parameter state."""
+def clip_grad_norm(backend, grads, max_norm: float) -> float:
+    """PyTorch's ``clip_grad_norm_`` on backend arrays: the total L2 norm of all ``grads``
+    together, and when ``max_norm / (norm + 1e-6) < 1`` every gradient is scaled in place by that
+    factor. Returns the norm before clipping. Only the norm comes back to the host."""
+    grads = list(grads)
+    norm = math.sqrt(backend.sum_of_squares(grads))
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1:
+        for g in grads:
+            backend.scale_(g, coef)
+    return norm
 
-    def __init__(self, lr: float, weight_decay: float = 0.0, schedule: Schedule | None = None):
-        if not lr > 0:
-            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr!r}")
-        if weight_decay < 0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {weight_decay!r}")
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
+
+class Optimizer:
+    """Base: holds the learning rate, the schedule, the optional gradient clipping and the
+    per-parameter state."""
+
+    def __init__(self, lr: float, weight_decay: float = 0.0, schedule: Schedule | None = None,
+                 clip_grad_norm: float | None = None):
+        self.lr = self._check("lr", lr, 0, lo_open=True)
+        self.weight_decay = self._check("weight_decay", weight_decay, 0)
+        if schedule is not None and not isinstance(schedule, Schedule):
+            raise TypeError(f"{type(self).__name__}: schedule must be an optim.Schedule (or "
+                            f"optim.parse_schedule of a string), got {type(schedule).__name__}")
         self.schedule = schedule or Constant()
+        self.clip_grad_norm = None if clip_grad_norm is None else \
+            self._check("clip_grad_norm", clip_grad_norm, 0, lo_open=True)
         self.current_lr = self.lr
         self.steps = 0
         self._state: dict[int, tuple] = {}
+
+    def _check(self, name, value, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
+        """``value`` of setting ``name`` as a float, or an error naming this optimizer."""
+        return _setting(type(self).__name__, name, value, lo, hi, lo_open, hi_open)
 
     def start_epoch(self, epoch: int) -> None:
         """Set the learning rate for ``epoch`` (0-based) from the schedule."""
         self.current_lr = self.lr * self.schedule.factor(epoch)
 
+    def start_step(self, epoch: int, step: int, steps_per_epoch: int) -> None:
+        """Set the learning rate for batch ``step`` (0-based) of ``epoch`` (0-based), an epoch
+        having ``steps_per_epoch`` batches; for a per-epoch schedule this is ``start_epoch``."""
+        self.current_lr = self.lr * self.schedule.step_factor(epoch, step, steps_per_epoch)
+
     def step(self, backend, params_and_grads) -> None:
-        """Update each (param, grad) pair in place; ``steps`` counts calls (for Adam)."""
+        """Update each (param, grad) pair in place (after clipping the gradients together, if
+        ``clip_grad_norm`` is set); ``steps`` counts calls (for Adam and Adagrad)."""
+        pairs = list(params_and_grads)
+        if self.clip_grad_norm is not None:
+            clip_grad_norm(backend, [g for _, g in pairs], self.clip_grad_norm)
         self.steps += 1
-        for i, (param, grad) in enumerate(params_and_grads):
+        for i, (param, grad) in enumerate(pairs):
             if i not in self._state:
                 self._state[i] = self._new_state(backend, param)
             self._update(backend, param, grad, self._state[i])
@@ -182,20 +312,23 @@ class Optimizer:
 
     def config(self) -> dict:
         return {"name": type(self).__name__.lower(), "lr": self.lr,
-                "weight_decay": self.weight_decay, "schedule": repr(self.schedule)}
+                "weight_decay": self.weight_decay, "schedule": repr(self.schedule),
+                "clip_grad_norm": self.clip_grad_norm}
 
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, schedule: Schedule | None = None):
-        super().__init__(lr, weight_decay, schedule)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum!r}")
-        if nesterov and momentum == 0:
+                 weight_decay: float = 0.0, schedule: Schedule | None = None,
+                 clip_grad_norm: float | None = None):
+        super().__init__(lr, weight_decay, schedule, clip_grad_norm)
+        self.momentum = self._check("momentum", momentum, 0, 1, hi_open=True)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
+        if nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov needs momentum > 0")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.nesterov = bool(nesterov)
 
     def _new_state(self, backend, param):
         return (backend.zeros(param.shape) if self.momentum else None,)
@@ -213,12 +346,14 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False,
-                 schedule: Schedule | None = None):
-        super().__init__(lr, weight_decay, schedule)
-        for name, beta in (("beta1", beta1), ("beta2", beta2)):
-            if not 0 <= beta < 1:
-                raise ValueError(f"Adam: {name} must be in [0, 1), got {beta!r}")
-        self.beta1, self.beta2, self.eps, self.decoupled = beta1, beta2, eps, bool(decoupled)
+                 schedule: Schedule | None = None, clip_grad_norm: float | None = None):
+        super().__init__(lr, weight_decay, schedule, clip_grad_norm)
+        self.beta1 = self._check("beta1", beta1, 0, 1, hi_open=True)
+        self.beta2 = self._check("beta2", beta2, 0, 1, hi_open=True)
+        self.eps = self._check("eps", eps, 0, lo_open=True)
+        if not isinstance(decoupled, (bool, np.bool_)):
+            raise TypeError(f"Adam: decoupled must be True or False, got {decoupled!r}")
+        self.decoupled = bool(decoupled)
 
     def _new_state(self, backend, param):
         return (backend.zeros(param.shape), backend.zeros(param.shape))
@@ -238,11 +373,11 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr: float = 1e-3, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, weight_decay: float = 0.0,
-                 schedule: Schedule | None = None):
-        super().__init__(lr, weight_decay, schedule)
-        if not 0 <= alpha < 1:
-            raise ValueError(f"RMSprop: alpha must be in [0, 1), got {alpha!r}")
-        self.alpha, self.eps, self.momentum = alpha, eps, momentum
+                 schedule: Schedule | None = None, clip_grad_norm: float | None = None):
+        super().__init__(lr, weight_decay, schedule, clip_grad_norm)
+        self.alpha = self._check("alpha", alpha, 0, 1)
+        self.eps = self._check("eps", eps, 0, lo_open=True)
+        self.momentum = self._check("momentum", momentum, 0, 1, hi_open=True)
 
     def _new_state(self, backend, param):
         return (backend.zeros(param.shape), backend.zeros(param.shape) if self.momentum else None)
@@ -255,11 +390,64 @@ class RMSprop(Optimizer):
         return {**super().config(), "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum}
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
+class Adagrad(Optimizer):
+    """Adagrad (Duchi, Hazan & Singer) as in PyTorch: each element's step is divided by the root
+    of the sum of its squared gradients (which starts at ``initial_accumulator_value``), and the
+    learning rate decays as lr / (1 + (step - 1) * lr_decay)."""
+
+    def __init__(self, lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+                 schedule: Schedule | None = None, clip_grad_norm: float | None = None):
+        super().__init__(lr, weight_decay, schedule, clip_grad_norm)
+        self.lr_decay = self._check("lr_decay", lr_decay, 0)
+        self.initial_accumulator_value = self._check(
+            "initial_accumulator_value", initial_accumulator_value, 0)
+        self.eps = self._check("eps", eps, 0, lo_open=True)
+
+    def _new_state(self, backend, param):
+        if not self.initial_accumulator_value:
+            return (backend.zeros(param.shape),)
+        return (backend.from_numpy(np.full(tuple(param.shape), self.initial_accumulator_value)),)
+
+    def _update(self, backend, param, grad, state):
+        backend.adagrad_step(param, grad, state[0], self.current_lr, self.lr_decay, self.eps,
+                             self.steps, self.weight_decay)
+
+    def config(self):
+        return {**super().config(), "lr_decay": self.lr_decay,
+                "initial_accumulator_value": self.initial_accumulator_value, "eps": self.eps}
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler) as in PyTorch: steps scaled by the ratio of running root mean squares
+    of past updates and of gradients (decay ``rho``), times ``lr`` (1.0 in the paper)."""
+
+    def __init__(self, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0, schedule: Schedule | None = None,
+                 clip_grad_norm: float | None = None):
+        super().__init__(lr, weight_decay, schedule, clip_grad_norm)
+        self.rho = self._check("rho", rho, 0, 1)
+        self.eps = self._check("eps", eps, 0, lo_open=True)
+
+    def _new_state(self, backend, param):
+        return (backend.zeros(param.shape), backend.zeros(param.shape))
+
+    def _update(self, backend, param, grad, state):
+        square_avg, acc_delta = state
+        backend.adadelta_step(param, grad, square_avg, acc_delta, self.current_lr, self.rho,
+                              self.eps, self.weight_decay)
+
+    def config(self):
+        return {**super().config(), "rho": self.rho, "eps": self.eps}
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "adagrad": Adagrad,
+              "adadelta": Adadelta}
 
 
 def make(name: str, **settings) -> Optimizer:
-    """An optimizer by name ('sgd', 'adam', 'rmsprop') with keyword settings."""
+    """An optimizer by name ('sgd', 'adam', 'rmsprop', 'adagrad', 'adadelta') with keyword
+    settings."""
     try:
         cls = OPTIMIZERS[name.lower()]
     except KeyError:

@@ -124,8 +124,10 @@ class Backend(abc.ABC):
 
     # ---- loss -----------------------------------------------------------------------------
     @abc.abstractmethod
-    def softmax_cross_entropy(self, logits, labels):
-        """Mean softmax cross-entropy over the batch.
+    def softmax_cross_entropy(self, logits, labels, label_smoothing: float = 0.0):
+        """Mean softmax cross-entropy over the batch, against the targets
+        q = (1 - label_smoothing) * onehot(label) + label_smoothing / K (PyTorch's definition;
+        K classes): loss_n = -sum_k q_k log softmax(logits_n)_k, dlogits = (softmax - q) / N.
 
         Returns (loss as a Python float, dlogits of the mean loss, number of rows whose arg-max
         equals the label). Only the two numbers come back to the host.
@@ -175,6 +177,28 @@ class Backend(abc.ABC):
                      momentum: float, weight_decay: float) -> None:
         """PyTorch's RMSprop: s = alpha*s + (1-alpha)*g^2; u = g/(sqrt(s)+eps);
         with momentum: buf = momentum*buf + u, param -= lr*buf; else param -= lr*u."""
+
+    @abc.abstractmethod
+    def adagrad_step(self, param, grad, state_sum, lr: float, lr_decay: float, eps: float,
+                     step: int, weight_decay: float) -> None:
+        """PyTorch's Adagrad: g = grad + wd*param; clr = lr / (1 + (step-1)*lr_decay) with
+        ``step`` 1-based; sum += g^2; param -= clr * g / (sqrt(sum) + eps)."""
+
+    @abc.abstractmethod
+    def adadelta_step(self, param, grad, square_avg, acc_delta, lr: float, rho: float,
+                      eps: float, weight_decay: float) -> None:
+        """PyTorch's Adadelta: g = grad + wd*param; s = rho*s + (1-rho)*g^2;
+        d = sqrt(acc + eps) / sqrt(s + eps) * g; acc = rho*acc + (1-rho)*d^2; param -= lr*d."""
+
+    # ---- gradient clipping ----------------------------------------------------------------
+    @abc.abstractmethod
+    def sum_of_squares(self, arrays) -> float:
+        """The sum of x^2 over every element of every array in ``arrays``, as a Python float
+        (the only number that comes back to the host)."""
+
+    @abc.abstractmethod
+    def scale_(self, a, factor: float) -> None:
+        """a *= factor, in place."""
 
 
 def dropout_uniform(seed: int, index: np.ndarray) -> np.ndarray:

@@ -156,18 +156,22 @@ class NumpyBackend(Backend):
         raise ValueError(f"unknown activation {kind!r}")
 
     # ---- loss -----------------------------------------------------------------------------
-    def softmax_cross_entropy(self, logits, labels):
-        n = logits.shape[0]
+    def softmax_cross_entropy(self, logits, labels, label_smoothing=0.0):
+        n, k = logits.shape
         rows = np.arange(n)
         # subtract each row's max so exp never overflows; log-sum-exp gives log of the denominator
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_sum_exp = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         log_probs = shifted - log_sum_exp
-        loss = -log_probs[rows, labels].mean()
-        # d(mean loss)/d logits = (softmax - one_hot) / N
-        dlogits = np.exp(log_probs)
-        dlogits[rows, labels] -= 1
-        dlogits /= n
+        # the targets: one-hot, or with label smoothing (1 - eps) on the label plus eps/K on
+        # every class
+        target = np.zeros_like(log_probs)
+        target[rows, labels] = 1
+        if label_smoothing:
+            target = (1 - label_smoothing) * target + label_smoothing / k
+        loss = -(target * log_probs).sum(axis=1).mean()
+        # d(mean loss)/d logits = (softmax - target) / N
+        dlogits = (np.exp(log_probs) - target) / n
         correct = int((logits.argmax(axis=1) == labels).sum())
         return float(loss), dlogits.astype(logits.dtype), correct
 
@@ -248,3 +252,27 @@ class NumpyBackend(Backend):
             buf += update
             update = buf
         param -= (lr * update).astype(param.dtype)
+
+    def adagrad_step(self, param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
+        g = grad + weight_decay * param if weight_decay else grad
+        clr = lr / (1 + (step - 1) * lr_decay)             # the decayed learning rate
+        state_sum += g * g                                 # every squared gradient so far
+        param -= (clr * g / (np.sqrt(state_sum) + eps)).astype(param.dtype)
+
+    def adadelta_step(self, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+        g = grad + weight_decay * param if weight_decay else grad
+        square_avg *= rho                                  # running mean of g^2
+        square_avg += (1 - rho) * g * g
+        # the step: g scaled by RMS(past steps) / RMS(gradients)
+        delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
+        acc_delta *= rho                                   # running mean of step^2
+        acc_delta += (1 - rho) * delta * delta
+        param -= (lr * delta).astype(param.dtype)
+
+    # ---- gradient clipping ----------------------------------------------------------------
+    def sum_of_squares(self, arrays):
+        # summed in float64, so the total does not depend on the order of the arrays
+        return float(sum(np.square(a, dtype=np.float64).sum() for a in arrays))
+
+    def scale_(self, a, factor):
+        a *= a.dtype.type(factor)

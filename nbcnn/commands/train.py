@@ -19,13 +19,19 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam", "rmsprop"])
+    p.add_argument("--optimizer", default="sgd",
+                   choices=["sgd", "adam", "rmsprop", "adagrad", "adadelta"])
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9, help="SGD and RMSprop momentum")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--schedule", default="constant",
                    help="learning-rate schedule: constant, cosine, step:S[:GAMMA], exp:GAMMA, "
-                        "warmup:W, joined by '*' (e.g. warmup:1*cosine)")
+                        "warmup:W, joined by '*' (e.g. warmup:1*cosine), or "
+                        "onecycle[:PCT[:DIV[:FINAL_DIV]]] (per batch, --lr is the peak)")
+    p.add_argument("--clip-grad-norm", type=float, default=None, metavar="MAX",
+                   help="scale all gradients together when their total L2 norm exceeds MAX")
+    p.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
+                   help="train against (1-EPS)*onehot + EPS/classes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="PATH.npz", help="write the trained model here")
     p.add_argument("--history", default=None, metavar="PATH.csv", help="write the epoch table here")
@@ -35,7 +41,8 @@ def add_parser(sub) -> None:
 def make_optimizer(args):
     from .. import optim
     settings = {"lr": args.lr, "weight_decay": args.weight_decay,
-                "schedule": optim.parse_schedule(args.schedule, args.epochs)}
+                "schedule": optim.parse_schedule(args.schedule, args.epochs),
+                "clip_grad_norm": args.clip_grad_norm}
     if args.optimizer in ("sgd", "rmsprop"):
         settings["momentum"] = args.momentum
     return optim.make(args.optimizer, **settings)
@@ -62,7 +69,7 @@ def run(args) -> int:
           + f"; {nbcnn.get_num_threads()} threads\n")
     history = model.fit(train, epochs=args.epochs, batch_size=args.batch_size,
                         optimizer=make_optimizer(args), validation=validation,
-                        verbose=not args.quiet)
+                        verbose=not args.quiet, label_smoothing=args.label_smoothing)
     print()
     print(history.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     scores = model.evaluate(test)

@@ -171,7 +171,8 @@ def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose:
 
         t0 = time.perf_counter()
         history = model.fit(train, epochs=settings["epochs"], batch_size=settings["batch_size"],
-                            optimizer=make_optimizer(settings), validation=val, verbose=verbose)
+                            optimizer=make_optimizer(settings), validation=val, verbose=verbose,
+                            label_smoothing=settings.get("label_smoothing", 0.0))
         metrics["fit_seconds"] = time.perf_counter() - t0
         history = history.copy()
         history["elapsed_seconds"] = history["seconds"].cumsum()

@@ -58,11 +58,19 @@ class GridError(ValueError):
 # ---- settings ------------------------------------------------------------------------------
 #: optimizer -> the settings it takes (besides the schedule)
 OPTIMIZER_SETTINGS = {
-    "sgd": ("lr", "momentum", "nesterov", "weight_decay"),
-    "adam": ("lr", "beta1", "beta2", "eps", "weight_decay", "decoupled"),
-    "rmsprop": ("lr", "alpha", "eps", "momentum", "weight_decay"),
+    "sgd": ("lr", "momentum", "nesterov", "weight_decay", "clip_grad_norm"),
+    "adam": ("lr", "beta1", "beta2", "eps", "weight_decay", "decoupled", "clip_grad_norm"),
+    "rmsprop": ("lr", "alpha", "eps", "momentum", "weight_decay", "clip_grad_norm"),
+    "adagrad": ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
+                "clip_grad_norm"),
+    "adadelta": ("lr", "rho", "eps", "weight_decay", "clip_grad_norm"),
 }
 _ALL_OPTIMIZER_KEYS = {k for keys in OPTIMIZER_SETTINGS.values() for k in keys}
+#: optimizer -> its own defaults where they differ from DEFAULTS (PyTorch's)
+OPTIMIZER_DEFAULTS = {
+    "adagrad": {"lr": 0.01, "eps": 1e-10},
+    "adadelta": {"lr": 1.0, "eps": 1e-6},
+}
 
 #: data set -> its own options (written data.<option> in grid files)
 DATA_OPTIONS = {"shapes": ("n", "size", "channels", "classes", "seed")}
@@ -82,7 +90,12 @@ DEFAULTS = {
     "eps": 1e-8,
     "alpha": 0.99,
     "decoupled": False,
+    "lr_decay": 0.0,
+    "initial_accumulator_value": 0.0,
+    "rho": 0.9,
+    "clip_grad_norm": None,       # None: no gradient clipping
     "schedule": "constant",
+    "label_smoothing": 0.0,
     "batch_size": 32,
     "epochs": 1,
     "seed": 0,
@@ -92,6 +105,9 @@ DEFAULTS = {
     "test_limit": None,           # evaluate on this many test examples (the same ones every cell)
 }
 SETTINGS = tuple(DEFAULTS)
+#: settings added after the first studies: at these values they stay out of a cell's key, so
+#: the cells of earlier studies keep their keys
+LATER_SETTINGS = {"clip_grad_norm": None, "label_smoothing": 0.0}
 
 TOP_LEVEL = ("name", "description", "results", "save_models", "save_predictions", "plot",
              "fixed", "grid", "exclude", "include")
@@ -114,9 +130,12 @@ def _is_real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def _float(lo=None, hi=None, lo_open=False, hi_open=False):
+def _float(lo=None, hi=None, lo_open=False, hi_open=False, none_word=None):
     def check(v):
-        _need(_is_real(v), f"must be a number, got {type(v).__name__} {v!r}")
+        if none_word is not None and isinstance(v, str) and v.strip().lower() == none_word:
+            return None
+        extra = f" or {none_word!r}" if none_word else ""
+        _need(_is_real(v), f"must be a number{extra}, got {type(v).__name__} {v!r}")
         v = float(v)
         _need(math.isfinite(v), f"must be finite, got {v!r}")
         if lo is not None:
@@ -201,9 +220,14 @@ CHECKS = {
     "beta1": _float(0, 1, hi_open=True),
     "beta2": _float(0, 1, hi_open=True),
     "eps": _float(0, lo_open=True),
-    "alpha": _float(0, 1, hi_open=True),
+    "alpha": _float(0, 1),
     "decoupled": _bool,
+    "lr_decay": _float(0),
+    "initial_accumulator_value": _float(0),
+    "rho": _float(0, 1),
+    "clip_grad_norm": _float(0, lo_open=True, none_word="none"),
     "schedule": _schedule,
+    "label_smoothing": _float(0, 1),
     "batch_size": _int(1),
     "epochs": _int(1),
     "seed": _int(0),
@@ -254,7 +278,10 @@ def make_optimizer(settings: dict):
 
 # ---- cells ---------------------------------------------------------------------------------
 def cell_key(settings: dict) -> str:
-    """12 hex digits of the sha1 of ``settings`` as sorted, compact JSON."""
+    """12 hex digits of the sha1 of ``settings`` as sorted, compact JSON (without the
+    ``LATER_SETTINGS`` that are at their default)."""
+    settings = {k: v for k, v in settings.items()
+                if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -285,7 +312,8 @@ class Cell:
 def resolve(raw: dict) -> dict:
     """Defaults + ``raw`` (checked values), keeping only what applies to the cell's optimizer and
     data set. Raises ValueError if the optimizer rejects the combination."""
-    s = {k: raw.get(k, DEFAULTS[k]) for k in SETTINGS}
+    own_defaults = OPTIMIZER_DEFAULTS.get(raw.get("optimizer", DEFAULTS["optimizer"]), {})
+    s = {k: raw.get(k, own_defaults.get(k, DEFAULTS[k])) for k in SETTINGS}
     if s["arch"] is None:
         raise ValueError("no 'arch' given (a preset name or an architecture string)")
     used = OPTIMIZER_SETTINGS[s["optimizer"]]

@@ -345,7 +345,7 @@ class NumbaBackend(Backend):
         return dx
 
     # ---- loss -----------------------------------------------------------------------------
-    def softmax_cross_entropy(self, logits, labels):
+    def softmax_cross_entropy(self, logits, labels, label_smoothing=0.0):
         logits = _f32(logits)
         labels = np.ascontiguousarray(labels, dtype=np.int64)
         if logits.ndim != 2 or labels.shape != (logits.shape[0],):
@@ -358,7 +358,8 @@ class NumbaBackend(Backend):
         dlogits = np.empty_like(logits)
         row_loss = np.empty(n, _F32)
         row_correct = np.empty(n, np.int32)
-        _call(_loss.softmax_xent, logits.size * 4, logits, labels, dlogits, row_loss, row_correct)
+        _call(_loss.softmax_xent, logits.size * 4, logits, labels, _F32(label_smoothing), dlogits,
+              row_loss, row_correct)
         return float(row_loss.sum(dtype=np.float64) / n), dlogits, int(row_correct.sum())
 
     # ---- dropout --------------------------------------------------------------------------
@@ -431,3 +432,25 @@ class NumbaBackend(Backend):
         _call(_optim.rmsprop, p.size * 3, p, _f32(grad).reshape(-1),
               _inplace(square_avg, "square_avg").reshape(-1), b, _F32(lr), _F32(alpha), _F32(eps),
               _F32(momentum), _F32(weight_decay), use_momentum)
+
+    def adagrad_step(self, param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
+        _call(_optim.adagrad, param.size * 3, _inplace(param, "param").reshape(-1),
+              _f32(grad).reshape(-1), _inplace(state_sum, "state_sum").reshape(-1),
+              _F32(lr / (1 + (step - 1) * lr_decay)), _F32(eps), _F32(weight_decay))
+
+    def adadelta_step(self, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+        _call(_optim.adadelta, param.size * 4, _inplace(param, "param").reshape(-1),
+              _f32(grad).reshape(-1), _inplace(square_avg, "square_avg").reshape(-1),
+              _inplace(acc_delta, "acc_delta").reshape(-1), _F32(lr), _F32(rho), _F32(eps),
+              _F32(weight_decay))
+
+    # ---- gradient clipping ----------------------------------------------------------------
+    def sum_of_squares(self, arrays):
+        arrays = [_f32(a).reshape(-1) for a in arrays]
+        parts = np.zeros(len(arrays), np.float64)
+        for i, a in enumerate(arrays):
+            _call(_optim.sum_of_squares, a.size, a, parts, i)
+        return float(parts.sum())
+
+    def scale_(self, a, factor):
+        _call(_optim.scale, a.size, _inplace(a, "a").reshape(-1), _F32(factor))

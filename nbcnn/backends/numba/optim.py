@@ -66,3 +66,58 @@ def rmsprop(param, grad, square_avg, buf, lr, alpha, eps, momentum, weight_decay
             buf[k] = b
             u = b
         param[k] -= lr * u
+
+
+@kernel
+def adagrad(param, grad, state_sum, clr, eps, weight_decay):
+    """g = grad + wd*param; sum += g^2; param -= clr * g / (sqrt(sum) + eps), where clr is the
+    decayed learning rate lr / (1 + (step-1)*lr_decay)."""
+    for k in prange(param.size):
+        g = grad[k] + weight_decay * param[k]
+        s = state_sum[k] + g * g
+        state_sum[k] = s
+        param[k] -= clr * g / (np.sqrt(s) + eps)
+
+
+@kernel
+def adadelta(param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+    """s = rho*s + (1-rho)*g^2; d = sqrt(acc + eps) / sqrt(s + eps) * g;
+    acc = rho*acc + (1-rho)*d^2; param -= lr*d (g = grad + wd*param)."""
+    one = np.float32(1.0)
+    for k in prange(param.size):
+        g = grad[k] + weight_decay * param[k]
+        s = rho * square_avg[k] + (one - rho) * g * g
+        square_avg[k] = s
+        d = np.sqrt(acc_delta[k] + eps) / np.sqrt(s + eps) * g
+        acc_delta[k] = rho * acc_delta[k] + (one - rho) * d * d
+        param[k] -= lr * d
+
+
+#: elements summed by one task of ``sum_of_squares`` (a fixed split: the total does not depend
+#: on the number of threads)
+SQUARES_CHUNK = 1 << 14
+
+
+@kernel
+def sum_of_squares(x, out, slot):
+    """out[slot] = sum of x[k]^2 over the flat array x, in float64: one prange task per chunk of
+    SQUARES_CHUNK elements, then the chunks' sums in order."""
+    n_chunks = (x.size + SQUARES_CHUNK - 1) // SQUARES_CHUNK
+    parts = np.zeros(n_chunks, np.float64)
+    for c in prange(n_chunks):
+        s = 0.0
+        for k in range(c * SQUARES_CHUNK, min(x.size, (c + 1) * SQUARES_CHUNK)):
+            v = np.float64(x[k])
+            s += v * v
+        parts[c] = s
+    total = 0.0
+    for c in range(n_chunks):
+        total += parts[c]
+    out[slot] = total
+
+
+@kernel
+def scale(x, factor):
+    """x *= factor, in place."""
+    for k in prange(x.size):
+        x[k] *= factor

@@ -438,7 +438,7 @@ class OpenCLBackend(Backend):
         return dx
 
     # ---- loss -----------------------------------------------------------------------------
-    def softmax_cross_entropy(self, logits, labels):
+    def softmax_cross_entropy(self, logits, labels, label_smoothing=0.0):
         logits = self._in(logits)
         labels = self._in(labels, np.int32) if isinstance(labels, self._cl_array.Array) \
             else self.labels_from_numpy(labels)
@@ -449,7 +449,7 @@ class OpenCLBackend(Backend):
         out = self._empty((2,))
         ls = self.reduce_ls
         self._launch(self._kernel("loss", "softmax_xent", {"LS": ls}), (ls,), (ls,),
-                     logits, labels, dlogits, out, n, k)
+                     logits, labels, dlogits, out, n, k, float(label_smoothing))
         loss, correct = out.get(queue=self.queue)
         return float(loss), dlogits, int(round(float(correct)))
 
@@ -558,3 +558,50 @@ class OpenCLBackend(Backend):
             self._launch(self._kernel("optim", "rmsprop_step"), (param.size,), None,
                          param, grad, sq, b, param.size, float(lr), float(alpha), float(eps),
                          float(momentum or 0.0), float(weight_decay or 0.0), int(has_m))
+
+    def adagrad_step(self, param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
+        param = self._require_device(param, "param")
+        grad = self._in(grad)
+        state_sum = self._require_device(state_sum, "state_sum")
+        if param.size:
+            self._launch(self._kernel("optim", "adagrad_step"), (param.size,), None,
+                         param, grad, state_sum, param.size,
+                         float(lr / (1 + (step - 1) * lr_decay)), float(eps),
+                         float(weight_decay or 0.0))
+
+    def adadelta_step(self, param, grad, square_avg, acc_delta, lr, rho, eps, weight_decay):
+        param = self._require_device(param, "param")
+        grad = self._in(grad)
+        sq = self._require_device(square_avg, "square_avg")
+        acc = self._require_device(acc_delta, "acc_delta")
+        if param.size:
+            self._launch(self._kernel("optim", "adadelta_step"), (param.size,), None,
+                         param, grad, sq, acc, param.size, float(lr), float(rho), float(eps),
+                         float(weight_decay or 0.0))
+
+    # ---- gradient clipping ----------------------------------------------------------------
+    def sum_of_squares(self, arrays):
+        """Each array reduces into a few partial sums on the device (a fixed number per size,
+        so the result does not vary from call to call), the partials into one number, and only
+        that number is read back."""
+        arrays = [self._in(a) for a in arrays]
+        ls = self.reduce_ls
+        groups = [max(1, min(64, -(-a.size // (ls * 16)))) for a in arrays]
+        if not arrays:
+            return 0.0
+        parts = self._empty((sum(groups),))
+        offset = 0
+        for a, g in zip(arrays, groups):
+            self._launch(self._kernel("reduce", "sum_squares_parts", {"LS": ls}), (g * ls,),
+                         (ls,), a, parts, a.size, offset)
+            offset += g
+        out = self._empty((1,))
+        self._launch(self._kernel("reduce", "sum_all", {"LS": ls}), (ls,), (ls,),
+                     parts, out, offset)
+        return float(out.get(queue=self.queue)[0])
+
+    def scale_(self, a, factor):
+        a = self._require_device(a, "a")
+        if a.size:
+            self._launch(self._kernel("optim", "scale"), (a.size,), None, a, a.size,
+                         float(factor))

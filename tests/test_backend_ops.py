@@ -212,3 +212,54 @@ def test_array_helpers(fast, rng):
     a[1, 2] = np.inf
     assert not fast.all_finite(fast.from_numpy(a))
     assert fast.to_numpy(fast.reshape(d, (12,))).shape == (12,)
+
+
+@pytest.mark.parametrize("eps", [0.1, 1.0])
+@pytest.mark.parametrize("n,classes", [(1, 10), (7, 3), (64, 10)])
+def test_softmax_cross_entropy_label_smoothing(fast, ref, rng, n, classes, eps):
+    logits = randn(rng, n, classes) * 4
+    logits[0, 0] = 80.0
+    labels = rng.integers(0, classes, n)
+    loss_ref, d_ref, c_ref = ref.softmax_cross_entropy(logits, labels, eps)
+    loss, d, c = fast.softmax_cross_entropy(fast.from_numpy(logits),
+                                            fast.labels_from_numpy(labels), eps)
+    assert loss == pytest.approx(loss_ref, rel=1e-5, abs=1e-5)
+    assert c == c_ref
+    assert_close(fast.to_numpy(d), d_ref)
+
+
+@pytest.mark.parametrize("lr_decay,wd,init", [(0.0, 0.0, 0.0), (0.1, 1e-2, 0.5)])
+def test_adagrad_step(fast, ref, rng, lr_decay, wd, init):
+    p, g = randn(rng, 5, 3, 3, 2), randn(rng, 5, 3, 3, 2)
+    s = np.full_like(p, init)
+
+    def step(b, a, t):
+        b.adagrad_step(a[0], a[1], a[2], 0.05, lr_decay, 1e-10, t, wd)
+    for got, want in zip(_run_steps(fast, step, [p, g, s]), _run_steps(ref, step, [p, g, s])):
+        assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rho,wd", [(0.9, 0.0), (0.5, 1e-2)])
+def test_adadelta_step(fast, ref, rng, rho, wd):
+    p, g = randn(rng, 37), randn(rng, 37)
+    s, acc = np.zeros_like(p), np.zeros_like(p)
+
+    def step(b, a, t):
+        b.adadelta_step(a[0], a[1], a[2], a[3], 1.0, rho, 1e-6, wd)
+    for got, want in zip(_run_steps(fast, step, [p, g, s, acc]),
+                         _run_steps(ref, step, [p, g, s, acc])):
+        assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("shapes", [[(1,)], [(5, 3, 7, 9), (0,), (4,)], [(70001,), (3, 5)], []])
+def test_sum_of_squares_and_scale(fast, ref, rng, shapes):
+    arrays = [randn(rng, *s) for s in shapes]
+    want = ref.sum_of_squares(arrays)
+    got = fast.sum_of_squares([fast.from_numpy(a) for a in arrays])
+    assert isinstance(got, float)
+    assert got == pytest.approx(want, rel=1e-5)
+    for a in arrays:
+        on = fast.from_numpy(a)
+        fast.scale_(on, 0.37)
+        ref.scale_(a, 0.37)
+        assert_close(fast.to_numpy(on), a)

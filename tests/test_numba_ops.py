@@ -404,3 +404,19 @@ def test_device_name_and_dtype():
     a = NB.from_numpy(np.arange(6.0).reshape(2, 3).T)
     assert is_f32c(a)
     assert NB.labels_from_numpy([1, 2]).dtype == np.int64
+
+
+def test_sum_of_squares_is_thread_count_independent():
+    """Gradient clipping's norm: the same bits with 1 or all threads (a fixed split into chunks,
+    not a prange reduction), and float64 accurate."""
+    rng = np.random.default_rng(13)
+    arrays = [rand(rng, 100003), rand(rng, 7, 5), rand(rng, 1)]
+    top = numba.get_num_threads()
+    first = NB.sum_of_squares(arrays)
+    try:
+        numba.set_num_threads(1)
+        single = NB.sum_of_squares(arrays)
+    finally:
+        numba.set_num_threads(top)
+    assert first == single
+    assert first == pytest.approx(REF64.sum_of_squares(arrays), rel=1e-12)

@@ -230,7 +230,8 @@ class Sequential:
         rows = []
         if checkpoint is not None:
             checkpoint = os.fspath(checkpoint)
-            match = {"model": {k: v for k, v in self.config().items() if k != "nbcnn_version"},
+            match = {"model": {"spec": self.spec(), **{k: v for k, v in self.config().items()
+                                                        if k != "nbcnn_version"}},
                      "data": ckpt.data_fingerprint(x, y),
                      "validation": None if val is None else ckpt.data_fingerprint(*val),
                      "fit": {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),

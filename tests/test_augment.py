@@ -56,6 +56,22 @@ def test_fast_backends_match_reference_exactly(fast, ref, rng, case):
     np.testing.assert_array_equal(got, ref.augment(x, dy, dx, flip))
 
 
+def test_reference_matches_torch_pad_crop_flip(ref, rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    shape, dy, dx, flip = _draws(CASES[4])
+    x = randn(rng, *shape)
+    p = 4
+    want = []
+    for k in range(shape[0]):
+        img = torch.from_numpy(x[k:k + 1])
+        if flip[k]:
+            img = torch.flip(img, dims=[3])
+        img = F.pad(img, (p, p, p, p))                      # zero padding, then the crop
+        want.append(img[:, :, p + dy[k]:p + dy[k] + shape[2], p + dx[k]:p + dx[k] + shape[3]])
+    np.testing.assert_array_equal(ref.augment(x, dy, dx, flip), torch.cat(want).numpy())
+
+
 def test_zero_shift_no_flip_is_identity_and_flip_mirrors(fast, rng):
     x = randn(rng, 3, 2, 5, 7)
     zero = np.zeros(3, np.int32)

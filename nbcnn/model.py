@@ -35,7 +35,7 @@ class TrainingDiverged(FloatingPointError):
 class Sequential:
     """Layers applied one after another, ending in class scores (N, classes).
 
-    All randomness (initial weights, shuffling, dropout) comes from ``seed``. Every array stays on
+    All randomness (initial weights, shuffling, dropout, augmentation) comes from ``seed``. Every array stays on
     ``backend`` from the first layer to the loss; only the batch's loss and number of correct
     predictions come back to the host.
     """

@@ -19,6 +19,11 @@ What is measured (all wall clock, ``time.perf_counter``):
   ``seconds_per_epoch``: mean of the epochs' training loops (``fit``'s ``seconds``, no validation);
   ``images_per_second``: training images processed / training-loop seconds, over all epochs.
 - ``test_seconds``: the test pass; ``wall_seconds``: the whole run, from start to the end of the test.
+
+With a ``checkpoint`` path the cell's ``fit`` checkpoints after every epoch and, when a killed run
+left the file, continues from it (``resumed_epochs`` says after which epoch); the times above then
+cover this process's part only. ``stopped_epoch`` / ``kept_epoch`` come from early stopping,
+``warning`` from an exploding loss (see ``nbcnn.callbacks``).
 """
 
 from __future__ import annotations

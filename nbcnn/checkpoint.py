@@ -49,6 +49,15 @@ def data_fingerprint(x: np.ndarray, y: np.ndarray) -> dict:
     return {"n": int(len(x)), "shape": [int(s) for s in x.shape[1:]], "sha1": h.hexdigest()}
 
 
+def run_identity(model, data, validation, fit_settings: dict) -> dict:
+    """What a checkpoint must match to be continued: the architecture (spec, layers, input shape,
+    seed), the data and validation fingerprints, and ``fit``'s settings."""
+    config = {k: v for k, v in model.config().items() if k != "nbcnn_version"}
+    return {"model": {"spec": model.spec(), **config}, "data": data_fingerprint(*data),
+            "validation": None if validation is None else data_fingerprint(*validation),
+            "fit": fit_settings}
+
+
 def differences(saved, now, prefix: str = "") -> list[str]:
     """'where: saved -> now' for every leaf that differs between two JSON-like values."""
     if isinstance(saved, dict) and isinstance(now, dict):
@@ -94,8 +103,8 @@ def generators(model) -> dict:
 
 
 # ---- the file ------------------------------------------------------------------------------
-def capture(model, optimizer, early_stopping, history: list, match: dict) -> tuple[dict, dict]:
-    """(meta, arrays) of a run after its last finished epoch."""
+def capture(model, optimizer, early_stopping, history: list, run: dict) -> tuple[dict, dict]:
+    """(meta, arrays) of the run ``run`` (``run_identity``) after its last finished epoch."""
     arrays = {f"weight:{k}": v for k, v in model.get_weights().items()}
     opt = optimizer.state_dict(model.backend)
     slots = {}
@@ -108,7 +117,7 @@ def capture(model, optimizer, early_stopping, history: list, match: dict) -> tup
     if early_stopping is not None:
         es, best = early_stopping.state_dict()
         arrays.update({f"best:{k}": v for k, v in best.items()})
-    meta = {"format": FORMAT, "version": VERSION, "match": match,
+    meta = {"format": FORMAT, "version": VERSION, "match": run,
             "epochs_done": model._epochs_done, "backend": model.backend.name,
             "history": history,
             "optimizer": {"steps": opt["steps"], "current_lr": opt["current_lr"], "slots": slots},
@@ -179,6 +188,14 @@ def load(path) -> tuple[dict, dict]:
         raise CheckpointError(f"{path}: checkpoint version {meta.get('version')!r}, this nbcnn "
                               f"reads version {VERSION}")
     return meta, arrays
+
+
+def resume(path, run: dict, model, optimizer, early_stopping) -> list:
+    """Load the checkpoint at ``path``, check it is of ``run`` (``run_identity``) and put the
+    model, optimizer and early stopping back as it saw them; returns the history rows so far."""
+    meta, arrays = load(path)
+    check_match(path, meta, run)
+    return restore(meta, arrays, model, optimizer, early_stopping)
 
 
 def check_match(path, meta: dict, match: dict) -> None:

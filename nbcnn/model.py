@@ -35,9 +35,9 @@ class TrainingDiverged(FloatingPointError):
 class Sequential:
     """Layers applied one after another, ending in class scores (N, classes).
 
-    All randomness (initial weights, shuffling, dropout, augmentation) comes from ``seed``. Every array stays on
-    ``backend`` from the first layer to the loss; only the batch's loss and number of correct
-    predictions come back to the host.
+    All randomness (initial weights, shuffling, dropout, augmentation) comes from ``seed``.
+    Every array stays on ``backend`` from the first layer to the loss; only the batch's loss and
+    number of correct predictions come back to the host.
     """
 
     def __init__(self, *layers: Layer, input_shape=None, backend: str | Backend | None = None,
@@ -230,18 +230,12 @@ class Sequential:
         rows = []
         if checkpoint is not None:
             checkpoint = os.fspath(checkpoint)
-            match = {"model": {"spec": self.spec(), **{k: v for k, v in self.config().items()
-                                                        if k != "nbcnn_version"}},
-                     "data": ckpt.data_fingerprint(x, y),
-                     "validation": None if val is None else ckpt.data_fingerprint(*val),
-                     "fit": {"epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
-                             "optimizer": optimizer.config(),
-                             "augment": augment.spec() if augment else "none",
-                             "early_stopping": early_stopping.config() if early_stopping else None}}
+            run = ckpt.run_identity(self, (x, y), val, {
+                "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
+                "optimizer": optimizer.config(), "augment": augment.spec() if augment else "none",
+                "early_stopping": early_stopping.config() if early_stopping else None})
             if os.path.exists(checkpoint):
-                meta, arrays = ckpt.load(checkpoint)
-                ckpt.check_match(checkpoint, meta, match)
-                rows = ckpt.restore(meta, arrays, self, optimizer, early_stopping)
+                rows = ckpt.resume(checkpoint, run, self, optimizer, early_stopping)
                 if verbose:
                     tqdm.write(f"continuing from checkpoint {checkpoint}: {len(rows)} of {epochs} "
                                "epochs done", file=sys.stderr)
@@ -249,9 +243,7 @@ class Sequential:
         stopped = early_stopping is not None and early_stopping.stopped_epoch is not None
         self._set_training(True)
         snapshot = [self.backend.zeros(layer.params[name].shape) for layer, name in self.parameters()]
-        for _ in range(len(rows), epochs):
-            if stopped:
-                break
+        while len(rows) < epochs and not stopped:
             epoch = self._epochs_done
             optimizer.start_epoch(epoch)
             order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
@@ -310,7 +302,7 @@ class Sequential:
                                f"did not improve for {early_stopping.patience} epochs"
                                + (f"; keeping the weights of epoch {kept}" if kept else ""))
             if checkpoint is not None:
-                ckpt.save(checkpoint, *ckpt.capture(self, optimizer, early_stopping, rows, match))
+                ckpt.save(checkpoint, *ckpt.capture(self, optimizer, early_stopping, rows, run))
         self._set_training(False)
         history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
         history.attrs["resumed_epochs"] = resumed

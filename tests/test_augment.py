@@ -97,8 +97,9 @@ def test_parse_and_spec_round_trip():
     assert make_augment(Augment(flip=True)) == Augment(flip=True)
 
 
-@pytest.mark.parametrize("text,word", [("crop", "unknown part"), ("crop:x", "whole number"),
-                                       ("rotate:3", "unknown part"), ("flip:1", "unknown part"),
+@pytest.mark.parametrize("text,word", [("crop", "whole number"), ("crop:x", "whole number"),
+                                       ("translate:-1", "whole number"),
+                                       ("rotate:3", "unknown part"), ("flip:1", "no argument"),
                                        ("crop:2,crop:3", "twice")])
 def test_parse_errors_name_the_part(text, word):
     with pytest.raises(ValueError, match=word):

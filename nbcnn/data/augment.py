@@ -61,9 +61,11 @@ class Augment:
             name, colon, arg = part.partition(":")
             if name in kwargs:
                 raise ValueError(f"augment {text!r}: {name} given twice")
-            if name == "flip" and not colon:
+            if name == "flip":
+                if colon:
+                    raise ValueError(f"augment {text!r}: flip takes no argument, got {part!r}")
                 kwargs["flip"] = True
-            elif name in ("crop", "translate") and colon:
+            elif name in ("crop", "translate"):
                 if not arg.isdigit():
                     raise ValueError(f"augment {text!r}: {name} needs a whole number of pixels, "
                                      f"e.g. {name}:4, got {part!r}")

@@ -16,16 +16,24 @@ from ._jit import strict_kernel
 @strict_kernel
 def shift_flip(x, dy, dx, flip, y):
     """y = x shifted by (dy[n], dx[n]) and mirrored where flip[n], zeros shifted in; one
-    (image, channel) plane per parallel iteration."""
+    (image, channel) plane per parallel iteration. Per row, the columns j whose source s = j+dx
+    lies inside the image are j0 <= j < j1; the rest are zero."""
     n, c, h, w = x.shape
     for p in prange(n * c):
         k = p // c
         ch = p - k * c
+        j0 = max(0, -dx[k])
+        j1 = min(w, w - dx[k])
         for i in range(h):
             si = i + dy[k]
-            for j in range(w):
-                s = j + dx[k]
-                if 0 <= si < h and 0 <= s < w:
-                    y[k, ch, i, j] = x[k, ch, si, w - 1 - s if flip[k] else s]
-                else:
-                    y[k, ch, i, j] = np.float32(0.0)
+            if si < 0 or si >= h or j0 >= j1:
+                y[k, ch, i, :] = np.float32(0.0)
+                continue
+            y[k, ch, i, :j0] = np.float32(0.0)
+            y[k, ch, i, j1:] = np.float32(0.0)
+            if flip[k]:
+                for j in range(j0, j1):
+                    y[k, ch, i, j] = x[k, ch, si, w - 1 - j - dx[k]]
+            else:
+                for j in range(j0, j1):
+                    y[k, ch, i, j] = x[k, ch, si, j + dx[k]]

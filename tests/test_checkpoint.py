@@ -211,3 +211,33 @@ def test_train_command_killed_then_run_again_continues(tmp_path):
         assert a.files == b.files
         for k in a.files:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("name,settings", [
+    ("sgd", {}), ("sgd", {"momentum": 0.9, "nesterov": True}), ("adam", {"weight_decay": 0.1}),
+    ("rmsprop", {}), ("rmsprop", {"momentum": 0.5}),
+    *[(n, {}) for n in optim.OPTIMIZERS if n not in ("sgd", "adam", "rmsprop")]])
+def test_optimizer_state_dict_continues_exactly(name, settings):
+    """Two optimizers, one continued from the other's state_dict, take identical steps."""
+    be = backend_or_skip("numba")
+    rng = np.random.default_rng(0)
+    params = [be.from_numpy(rng.standard_normal(s).astype(np.float32)) for s in ((3, 4), (5,))]
+
+    def grads():
+        return [be.from_numpy(rng.standard_normal(p.shape).astype(np.float32)) for p in params]
+
+    first = optim.make(name, lr=0.01, **settings)
+    for _ in range(3):
+        first.step(be, list(zip(params, grads())))
+    state = first.state_dict(be)
+    assert state["steps"] == 3 and sorted(state["state"]) == [0, 1]
+    second = optim.make(name, lr=0.01, **settings)
+    second.load_state_dict(state, be)
+    twins = [be.from_numpy(be.to_numpy(p)) for p in params]
+    for _ in range(2):
+        g = grads()
+        first.step(be, list(zip(params, g)))
+        second.step(be, list(zip(twins, [be.from_numpy(be.to_numpy(x)) for x in g])))
+    for a, b in zip(params, twins):
+        np.testing.assert_array_equal(be.to_numpy(a), be.to_numpy(b))
+    assert second.steps == first.steps == 5

@@ -22,6 +22,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'nbcnn' has no attribute {name!r}")
 
 
-__all__ = ["Sequential", "TrainingDiverged", "EarlyStopping", "build", "PRESETS", "layers", "losses", "optim",
-           "data", "get_backend", "set_backend", "to_numpy", "set_num_threads",
+__all__ = ["Sequential", "TrainingDiverged", "EarlyStopping", "build", "PRESETS", "layers",
+           "losses", "optim", "data", "get_backend", "set_backend", "to_numpy", "set_num_threads",
            "get_num_threads", "__version__"]

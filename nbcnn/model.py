@@ -298,8 +298,9 @@ class Sequential:
                 early_stopping.finish(self)
                 kept = early_stopping.kept_epoch()
                 if verbose:
-                    tqdm.write(f"early stopping after epoch {row['epoch']}: {early_stopping.monitor} "
-                               f"did not improve for {early_stopping.patience} epochs"
+                    tqdm.write(f"early stopping after epoch {row['epoch']}: "
+                               f"{early_stopping.monitor} did not improve for "
+                               f"{early_stopping.patience} epochs"
                                + (f"; keeping the weights of epoch {kept}" if kept else ""))
             if checkpoint is not None:
                 ckpt.save(checkpoint, *ckpt.capture(self, optimizer, early_stopping, rows, run))

@@ -40,7 +40,8 @@ def test_settings_are_checked_and_defaults_keep_old_keys():
     explicit = parse_grid(BASE + 'augment = "none"\nearly_stopping = "off"\n'
                           'early_stopping_monitor = "val_loss"\n')
     assert plain.cells[0].key == explicit.cells[0].key
-    assert not {"augment", "early_stopping", "early_stopping_monitor"} & set(plain.cells[0].settings)
+    optional = {"augment", "early_stopping", "early_stopping_monitor"}
+    assert not optional & set(plain.cells[0].settings)
     grid = parse_grid(BASE + '[grid]\naugment = ["flip, crop:4", "translate:2"]\n')
     assert [c["augment"] for c in grid.cells] == ["crop:4,flip", "translate:2"]
     assert grid.varying() == ["augment"]

@@ -85,7 +85,7 @@ class Augment:
             + ([f"translate:{self.translate}"] if self.translate else [])
         return ",".join(parts) or "none"
 
-    def draw(self, rng: np.random.Generator, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def draw(self, rng: np.random.Generator, n: int) -> list[tuple]:
         """The random numbers for ``n`` images: one (dy, dx, flip) int32 triple of arrays per
         pass of the ``augment`` op (the crop, then the translation; the flip rides on the first)."""
         shifts = [s for s in (self.crop, self.translate) if s] or [0]

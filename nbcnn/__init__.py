@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from . import layers, losses, optim, threads  # noqa: E402
 from .arch import PRESETS, build  # noqa: E402
 from .backends import get_backend, set_backend, to_numpy  # noqa: E402
+from .callbacks import EarlyStopping  # noqa: E402
 from .model import Sequential, TrainingDiverged  # noqa: E402
 from .threads import get_num_threads, set_num_threads  # noqa: E402
 
@@ -21,6 +22,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'nbcnn' has no attribute {name!r}")
 
 
-__all__ = ["Sequential", "TrainingDiverged", "build", "PRESETS", "layers", "losses", "optim",
-           "data", "get_backend", "set_backend", "to_numpy", "set_num_threads",
+__all__ = ["Sequential", "TrainingDiverged", "EarlyStopping", "build", "PRESETS", "layers",
+           "losses", "optim", "data", "get_backend", "set_backend", "to_numpy", "set_num_threads",
            "get_num_threads", "__version__"]

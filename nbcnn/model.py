@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 
@@ -14,14 +15,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import __version__
+from . import checkpoint as ckpt
 from .backends import Backend, get_backend
+from .callbacks import EarlyStopping, explosion_warning
 from .layers import REGISTRY, Layer, LeakyReLU, ReLU
 from .layers.activations import Activation
 from .losses import check_label_smoothing, check_labels
 from .optim import SGD, Optimizer
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                   "seconds", "images_per_second", "learning_rate"]
+                   "seconds", "images_per_second", "learning_rate", "warning"]
 _FORMAT = "nbcnn.Sequential"
 
 
@@ -32,9 +35,9 @@ class TrainingDiverged(FloatingPointError):
 class Sequential:
     """Layers applied one after another, ending in class scores (N, classes).
 
-    All randomness (initial weights, shuffling, dropout) comes from ``seed``. Every array stays on
-    ``backend`` from the first layer to the loss; only the batch's loss and number of correct
-    predictions come back to the host.
+    All randomness (initial weights, shuffling, dropout, augmentation) comes from ``seed``.
+    Every array stays on ``backend`` from the first layer to the loss; only the batch's loss and
+    number of correct predictions come back to the host.
     """
 
     def __init__(self, *layers: Layer, input_shape=None, backend: str | Backend | None = None,
@@ -184,19 +187,27 @@ class Sequential:
     # ---- training -------------------------------------------------------------------------
     def fit(self, data, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer | None = None,
             validation=None, shuffle: bool = True, verbose: bool = True,
-            label_smoothing: float = 0.0) -> pd.DataFrame:
+            label_smoothing: float = 0.0, augment=None, checkpoint=None,
+            early_stopping: EarlyStopping | None = None) -> pd.DataFrame:
         """Train on ``data`` (a Dataset or an (x, y) tuple of numpy arrays).
 
         Mini-batches are shuffled from the model's seed. After each epoch the model is evaluated
         on ``validation`` if given. Returns the history, one row per epoch. A loss that turns NaN
         or infinite raises ``TrainingDiverged`` naming the epoch and batch; the model then keeps
-        the weights it had before the step that broke it.
+        the weights it had before the step that broke it. An epoch whose mean loss explodes
+        without turning NaN gets a ``warning`` (see ``callbacks.explosion_warning``).
 
         ``label_smoothing`` (in [0, 1]) smooths the training targets (PyTorch's definition, see
         ``losses.softmax_cross_entropy``): ``train_loss`` is the smoothed loss, ``val_loss`` and
         ``evaluate`` stay the plain cross-entropy. The history's ``learning_rate`` is the
         epoch's learning rate, or with a per-step schedule (``optim.OneCycle``) the mean over the
         epoch's batches.
+
+        ``augment``: a ``data.Augment`` or a string such as ``"crop:4,flip"`` (training batches
+        only). ``checkpoint``: a path written after every epoch; when it exists and is of this
+        very run, training continues from it (see ``nbcnn.checkpoint``). ``early_stopping``: an
+        ``EarlyStopping``; the history's ``attrs`` then hold ``stopped_epoch`` and
+        ``kept_epoch``.
         """
         label_smoothing = check_label_smoothing(label_smoothing)
         x, y = self._unpack(data, "data")
@@ -211,23 +222,51 @@ class Sequential:
             raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if augment is not None:          # nbcnn.data is imported only when it is needed
+            from .data.augment import epoch_generator, make_augment
+            augment = make_augment(augment)
+        if early_stopping is not None:
+            if not isinstance(early_stopping, EarlyStopping):
+                raise TypeError(f"early_stopping must be an EarlyStopping, got "
+                                f"{type(early_stopping).__name__}")
+            if early_stopping.needs_validation and val is None:
+                raise ValueError(f"early stopping on {early_stopping.monitor!r} needs validation "
+                                 "data: give validation=... or monitor='train_loss'")
+            early_stopping.reset()
         optimizer = optimizer or SGD(lr=0.01)
         n = len(x)
         n_batches = math.ceil(n / batch_size)
+        rows = []
+        if checkpoint is not None:
+            checkpoint = os.fspath(checkpoint)
+            run = ckpt.run_identity(self, (x, y), val, {
+                "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
+                "label_smoothing": label_smoothing, "optimizer": optimizer.config(), "augment": augment.spec() if augment else "none",
+                "early_stopping": early_stopping.config() if early_stopping else None})
+            if os.path.exists(checkpoint):
+                rows = ckpt.resume(checkpoint, run, self, optimizer, early_stopping)
+                if verbose:
+                    tqdm.write(f"continuing from checkpoint {checkpoint}: {len(rows)} of {epochs} "
+                               "epochs done", file=sys.stderr)
+        resumed = len(rows)
+        stopped = early_stopping is not None and early_stopping.stopped_epoch is not None
         self._set_training(True)
         snapshot = [self.backend.zeros(layer.params[name].shape) for layer, name in self.parameters()]
-        rows = []
-        for _ in range(epochs):
+        while len(rows) < epochs and not stopped:
             epoch = self._epochs_done
             optimizer.start_epoch(epoch)
             order = self._shuffle_rng.permutation(n) if shuffle else np.arange(n)
+            draws = augment.draw(epoch_generator(self.seed, epoch), n) if augment else None
             total_loss, total_correct, lr_sum = 0.0, 0, 0.0
             bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}", unit="batch",
                        disable=not verbose, leave=False, dynamic_ncols=True)
             start = time.perf_counter()
             for b in range(n_batches):
-                idx = order[b * batch_size:(b + 1) * batch_size]
+                rows_b = slice(b * batch_size, (b + 1) * batch_size)
+                idx = order[rows_b]
                 xb = self.backend.from_numpy(x[idx])
+                if augment:
+                    xb = augment.apply(self.backend, xb, draws, rows_b)
                 yb = self.backend.labels_from_numpy(y[idx])
                 for (layer, name), saved in zip(self.parameters(), snapshot):
                     self.backend.copy_into(saved, layer.params[name])
@@ -256,6 +295,8 @@ class Sequential:
                    "images_per_second": n / seconds if seconds > 0 else np.nan,
                    "learning_rate": lr_sum / n_batches if optimizer.schedule.per_step
                    and n_batches else optimizer.current_lr}
+            row["warning"] = explosion_warning(row["train_loss"], (rows or [row])[0]["train_loss"],
+                                               self.num_classes)
             if val is not None:
                 scores = self.evaluate(val, batch_size=max(batch_size, 256))
                 row["val_loss"], row["val_accuracy"] = scores["loss"], scores["accuracy"]
@@ -264,8 +305,24 @@ class Sequential:
             self._epochs_done += 1
             if verbose:
                 tqdm.write(_epoch_line(row, epochs))
+            if early_stopping is not None and early_stopping.update(row, self):
+                stopped = True
+                early_stopping.finish(self)
+                kept = early_stopping.kept_epoch()
+                if verbose:
+                    tqdm.write(f"early stopping after epoch {row['epoch']}: "
+                               f"{early_stopping.monitor} did not improve for "
+                               f"{early_stopping.patience} epochs"
+                               + (f"; keeping the weights of epoch {kept}" if kept else ""))
+            if checkpoint is not None:
+                ckpt.save(checkpoint, *ckpt.capture(self, optimizer, early_stopping, rows, run))
         self._set_training(False)
-        return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+        history = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+        history.attrs["resumed_epochs"] = resumed
+        history.attrs["stopped_epoch"] = early_stopping.stopped_epoch if early_stopping else None
+        history.attrs["kept_epoch"] = (early_stopping.kept_epoch() if early_stopping else None) \
+            or (rows[-1]["epoch"] if rows else None)
+        return history
 
     def _restore_if_broken(self, snapshot) -> None:
         if all(self.backend.all_finite(layer.params[name]) for layer, name in self.parameters()):
@@ -418,4 +475,5 @@ def _epoch_line(row: dict, epochs: int) -> str:
             f"acc {row['train_accuracy']:.4f}")
     if not np.isnan(row["val_loss"]):
         line += f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}"
-    return line + f"  {row['seconds']:.1f}s  {row['images_per_second']:,.0f} img/s"
+    line += f"  {row['seconds']:.1f}s  {row['images_per_second']:,.0f} img/s"
+    return line + (f"  WARNING: {row['warning']}" if row.get("warning") else "")

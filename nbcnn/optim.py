@@ -310,6 +310,21 @@ class Optimizer:
     def _update(self, backend, param, grad, state) -> None:
         raise NotImplementedError
 
+    def state_dict(self, backend) -> dict:
+        """What continues this optimizer exactly: the step count, the current learning rate
+        and every parameter's state as numpy arrays (None kept where a state slot is unused),
+        keyed by the parameter's position in ``step``'s list."""
+        return {"steps": self.steps, "current_lr": self.current_lr,
+                "state": {i: [None if a is None else backend.to_numpy(a).copy() for a in slots]
+                          for i, slots in self._state.items()}}
+
+    def load_state_dict(self, state: dict, backend) -> None:
+        """Continue from ``state_dict``'s output, with the arrays moved onto ``backend``."""
+        self.steps = int(state["steps"])
+        self.current_lr = float(state["current_lr"])
+        self._state = {int(i): tuple(None if a is None else backend.from_numpy(a) for a in slots)
+                       for i, slots in state["state"].items()}
+
     def config(self) -> dict:
         return {"name": type(self).__name__.lower(), "lr": self.lr,
                 "weight_decay": self.weight_decay, "schedule": repr(self.schedule),

@@ -9,12 +9,15 @@ A study folder ``results/<study>/`` holds::
     models/<key>.npz     trained models (``Sequential.load``), when the grid saves them
     predictions/<key>.npz  test labels and predictions, and a few test images
     logs/<key>.txt       the traceback of a failed run
+    checkpoints/<key>.ckpt.npz  a running cell's state after its last epoch (deleted once the
+                         cell's ok record is written; a killed grid continues the cell from it)
     figures/*.png        from ``nbcnn plot``
 
 Safety: every file is written to a temporary name in the same folder, flushed, fsync'ed and
 renamed over the target (``os.replace``, atomic on POSIX), the record last: a run is recorded
 exactly when its record file exists, whole. A process killed at any moment (Ctrl-C, kill -9) loses
-at most the runs in flight; there is never a torn or duplicated row, since a key names one record
+at most the epoch in flight of each running cell (the next ``nbcnn grid`` continues the cell from
+its checkpoint); there is never a torn or duplicated row, since a key names one record
 file and the tables are rebuilt from the records. ``runs.csv`` and ``epochs.csv`` are rewritten
 (atomically) after each run; ``load`` rebuilds the tables from the records when they are there,
 so it never sees stale CSVs. A lock file keeps two ``nbcnn grid`` processes out of one folder.
@@ -40,6 +43,7 @@ RECORD_FORMAT = "nbcnn.run"
 METRIC_COLUMNS = [
     "arch_spec", "params", "n_train", "n_val", "n_test", "classes",
     "train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_accuracy", "best_epoch",
+    "stopped_epoch", "kept_epoch", "resumed_epochs", "warning",
     "test_loss", "test_accuracy",
     "wall_seconds", "data_seconds", "compile_seconds", "warmup_seconds",
     "fit_seconds", "seconds_per_epoch", "images_per_second", "test_seconds",
@@ -47,7 +51,7 @@ METRIC_COLUMNS = [
     "numba_version", "pyopencl_version", "git_commit", "started", "finished", "model_file",
 ]
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
-                 "elapsed_seconds", "images_per_second", "learning_rate"]
+                 "elapsed_seconds", "images_per_second", "learning_rate", "warning", "kept"]
 #: settings always in epochs.csv (besides those that vary), for plots' hue and facets
 EPOCH_SETTINGS = ["dataset", "arch", "backend", "batch_size", "seed"]
 
@@ -226,7 +230,8 @@ class ResultStore:
     def _remove_temporaries(self) -> None:
         """Temporary files of a writer that was killed mid-write (only safe under the lock)."""
         for folder in (self.dir, *(os.path.join(self.dir, s) for s in
-                                   ("records", "models", "predictions", "logs"))):
+                                   ("records", "models", "predictions", "logs",
+                                    "checkpoints"))):
             with contextlib.suppress(OSError):
                 for name in os.listdir(folder):
                     if name.startswith(".tmp-"):
@@ -281,8 +286,16 @@ class ResultStore:
         atomic_write(os.path.join(self.dir, "records", f"{key}.json"),
                      json.dumps(record, indent=1, allow_nan=True))
         self.records[key] = record
+        if record["status"] == "ok":          # a failed run keeps its checkpoint for the retry
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.checkpoint_path(key))
         self.write_tables()
         return record
+
+    def checkpoint_path(self, key: str) -> str:
+        """Where the running cell ``key`` checkpoints after every epoch (absolute, so a worker
+        with another working folder writes the same file)."""
+        return os.path.abspath(os.path.join(self.dir, "checkpoints", f"{key}.ckpt.npz"))
 
     def write_tables(self) -> None:
         runs, epochs = tables(list(self.records.values()))

@@ -143,6 +143,14 @@ class Backend(abc.ABC):
     def dropout_backward(self, dy, mask):
         """dx = dy * mask."""
 
+    # ---- augmentation ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def augment(self, x, dy, dx, flip):
+        """Each image moved and mirrored, zeros shifted in: with int32 host arrays dy, dx, flip
+        of length N, y[n,c,i,j] = x[n,c,i+dy[n], s if not flip[n] else W-1-s] where s = j+dx[n],
+        and 0 where i+dy[n] or s falls outside the image. (A crop after zero padding by p at
+        offset (oy, ox) is dy = oy-p, dx = ox-p.) Returns a new array."""
+
     # ---- batch normalisation --------------------------------------------------------------
     @abc.abstractmethod
     def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var,

@@ -184,6 +184,23 @@ class NumpyBackend(Backend):
     def dropout_backward(self, dy, mask):
         return dy * mask
 
+    # ---- augmentation ---------------------------------------------------------------------
+    def augment(self, x, dy, dx, flip):
+        n, c, h, w = x.shape
+        dy, dx, flip = (np.asarray(a, dtype=np.int64) for a in (dy, dx, flip))
+        # output pixel (i, j) of image k reads row i + dy[k] and column s = j + dx[k] ...
+        rows = np.arange(h)[None, :] + dy[:, None]                    # (N, H)
+        cols = np.arange(w)[None, :] + dx[:, None]                    # (N, W)
+        inside = (((rows >= 0) & (rows < h))[:, :, None]
+                  & ((cols >= 0) & (cols < w))[:, None, :])           # (N, H, W)
+        # ... of the mirrored image when flipped: column s of the mirror is column W-1-s
+        cols = np.where(flip[:, None] != 0, w - 1 - cols, cols)
+        # gather (clipped indices keep the reads in bounds; outside pixels become 0 below)
+        k = np.arange(n)[:, None, None, None]
+        ch = np.arange(c)[None, :, None, None]
+        y = x[k, ch, rows.clip(0, h - 1)[:, None, :, None], cols.clip(0, w - 1)[:, None, None, :]]
+        return np.where(inside[:, None], y, 0).astype(x.dtype)
+
     # ---- batch normalisation --------------------------------------------------------------
     def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):
         axes = (0, 2, 3)                                   # statistics per channel

@@ -33,6 +33,17 @@ def add_parser(sub) -> None:
     p.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
                    help="train against (1-EPS)*onehot + EPS/classes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", default="none",
+                   help="training-batch augmentation: crop:P (zero-pad P pixels, crop back), flip, "
+                        "translate:T, joined by commas, e.g. crop:4,flip")
+    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                   help="stop when --early-stopping-monitor has not improved for this many "
+                        "epochs, keeping the best epoch's weights")
+    p.add_argument("--early-stopping-monitor", default="val_loss",
+                   choices=["val_loss", "val_accuracy", "train_loss", "train_accuracy"])
+    p.add_argument("--checkpoint", default=None, metavar="PATH.ckpt.npz",
+                   help="write the run's state here after every epoch; if the file exists (the "
+                        "same command killed before), continue from it")
     p.add_argument("--save", default=None, metavar="PATH.npz", help="write the trained model here")
     p.add_argument("--history", default=None, metavar="PATH.csv", help="write the epoch table here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,10 +78,21 @@ def run(args) -> int:
     print(f"\ntraining on {len(train)} {args.dataset} images"
           + (f", validating on {len(validation)}" if validation is not None else "")
           + f"; {nbcnn.get_num_threads()} threads\n")
+    stopping = None
+    if args.early_stopping is not None:
+        stopping = nbcnn.EarlyStopping(patience=args.early_stopping,
+                                       monitor=args.early_stopping_monitor)
     history = model.fit(train, epochs=args.epochs, batch_size=args.batch_size,
                         optimizer=make_optimizer(args), validation=validation,
-                        verbose=not args.quiet, label_smoothing=args.label_smoothing)
+                        verbose=not args.quiet, label_smoothing=args.label_smoothing,
+                        augment=args.augment, checkpoint=args.checkpoint, early_stopping=stopping)
     print()
+    if history.attrs["resumed_epochs"]:
+        print(f"continued from checkpoint {args.checkpoint} after epoch "
+              f"{history.attrs['resumed_epochs']}")
+    if history.attrs["stopped_epoch"]:
+        print(f"early stopping after epoch {history.attrs['stopped_epoch']}; weights of epoch "
+              f"{history.attrs['kept_epoch']} kept")
     print(history.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     scores = model.evaluate(test)
     print(f"\ntest ({len(test)} images): loss {scores['loss']:.4f}  accuracy {scores['accuracy']:.4f}")

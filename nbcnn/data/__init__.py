@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import cifar, idx, shapes
+from .augment import Augment
 from .dataset import Dataset
 from .download import fetch, no_download_env
 from .errors import ChecksumError, DataFormatError, DatasetNotFoundError, DownloadError
@@ -19,7 +20,7 @@ from .locate import cache_dir, locate, not_found
 from .sources import FILE_SETS, NAMES, canonical_name, check_split
 
 __all__ = [
-    "Dataset", "load", "names", "find", "fetch_set", "cache_dir",
+    "Augment", "Dataset", "load", "names", "find", "fetch_set", "cache_dir",
     "DataFormatError", "ChecksumError", "DatasetNotFoundError", "DownloadError",
 ]
 

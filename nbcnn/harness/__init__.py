@@ -73,8 +73,10 @@ def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "loca
         done = store.done()
         todo = [c for c in cells if c.key not in done]
         retry = sum(1 for c in todo if store.status(c.key) == "failed")
+        resume = sum(1 for c in todo if os.path.exists(store.checkpoint_path(c.key)))
         log(f"{grid.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
             f"{len(todo)} to run" + (f" ({retry} failed before, retried)" if retry else "")
+            + (f" ({resume} continued from their checkpoints)" if resume else "")
             + f"; results in {folder}")
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=grid.name, unit="run",
                    disable=not verbose, dynamic_ncols=True, position=0)
@@ -84,12 +86,18 @@ def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "loca
             acc = result["metrics"].get("test_accuracy")
             note = (f"test acc {acc:.4f}" if result["status"] == "ok" and acc is not None
                     else f"FAILED: {result['error']}")
+            if result["metrics"].get("resumed_epochs"):
+                note += f", continued after epoch {result['metrics']['resumed_epochs']}"
+            if result["metrics"].get("stopped_epoch"):
+                note += f", stopped early after epoch {result['metrics']['stopped_epoch']}"
+            if result["metrics"].get("warning"):
+                note += f", WARNING: {result['metrics']['warning']}"
             bar.update(1)
             log(f"[{cell.key}] {cell.label(grid.varying() or ['arch'])}: {note} "
                 f"({result['metrics'].get('wall_seconds', 0):.1f}s)")
 
         common = dict(study=grid.name, data_root=data_root, save_model=grid.save_models,
-                      save_predictions=grid.save_predictions)
+                      save_predictions=grid.save_predictions, checkpoint=store.checkpoint_path)
         try:
             if todo and executor == "local":
                 from .executors import run_local

@@ -15,11 +15,13 @@ from .runner import run_cell
 
 
 def run_local(cells, on_result, *, study="", data_root=None, verbose=True, save_model=None,
-              save_predictions=True):
+              save_predictions=True, checkpoint=None):
+    """``checkpoint``: cell key -> the path that cell checkpoints to (or None)."""
     for cell in cells:
         result = run_cell(cell.settings, cell.key, study=study, data_root=data_root,
                           verbose=verbose, save_model=save_model,
-                          save_predictions=save_predictions)
+                          save_predictions=save_predictions,
+                          checkpoint=checkpoint(cell.key) if checkpoint else None)
         on_result(cell, result)
 
 
@@ -37,15 +39,17 @@ def plan_local_cluster(cells, workers=None, cores=None) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
-def _task(settings, key, study, data_root, threads_hint, save_model, save_predictions):
+def _task(settings, key, study, data_root, threads_hint, save_model, save_predictions,
+          checkpoint):
     # runs in a worker process; set the threads before any kernel runs
     return run_cell(settings, key, study=study, data_root=data_root, verbose=False,
                     threads_hint=threads_hint, save_model=save_model,
-                    save_predictions=save_predictions)
+                    save_predictions=save_predictions, checkpoint=checkpoint)
 
 
 def run_dask(cells, on_result, *, study="", data_root=None, scheduler=None, workers=None,
-             save_model=None, save_predictions=True, host="127.0.0.1", log=print):
+             save_model=None, save_predictions=True, host="127.0.0.1", log=print,
+             checkpoint=None):
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -70,7 +74,8 @@ def run_dask(cells, on_result, *, study="", data_root=None, scheduler=None, work
     try:
         for cell in cells:
             fut = client.submit(_task, cell.settings, cell.key, study, data_root, threads_hint,
-                                save_model, save_predictions, pure=False,
+                                save_model, save_predictions,
+                                checkpoint(cell.key) if checkpoint else None, pure=False,
                                 key=f"nbcnn-{cell.key}-{uuid.uuid4().hex[:8]}")
             futures[fut] = cell
         for fut in as_completed(list(futures)):

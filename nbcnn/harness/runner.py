@@ -19,6 +19,11 @@ What is measured (all wall clock, ``time.perf_counter``):
   ``seconds_per_epoch``: mean of the epochs' training loops (``fit``'s ``seconds``, no validation);
   ``images_per_second``: training images processed / training-loop seconds, over all epochs.
 - ``test_seconds``: the test pass; ``wall_seconds``: the whole run, from start to the end of the test.
+
+With a ``checkpoint`` path the cell's ``fit`` checkpoints after every epoch and, when a killed run
+left the file, continues from it (``resumed_epochs`` says after which epoch); the times above then
+cover this process's part only. ``stopped_epoch`` / ``kept_epoch`` come from early stopping,
+``warning`` from an exploding loss (see ``nbcnn.callbacks``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import traceback
 
 import numpy as np
 
-from .spec import make_optimizer
+from .spec import make_early_stopping, make_optimizer
 
 #: models up to this many parameters are saved when the grid does not say
 SAVE_MODEL_MAX_PARAMS = 1_000_000
@@ -124,7 +129,7 @@ def _warm_up(arch, input_shape, backend, seed, settings, x, y) -> dict:
     for _ in range(2):
         t0 = time.perf_counter()
         scratch.fit((x, y), epochs=1, batch_size=len(x), optimizer=make_optimizer(settings),
-                    validation=(x, y), verbose=False)
+                    validation=(x, y), verbose=False, augment=settings.get("augment"))
         scratch.backend.synchronize()
         times.append(time.perf_counter() - t0)
     return {"compile_seconds": max(times[0] - times[1], 0.0), "warmup_seconds": sum(times)}
@@ -139,11 +144,13 @@ def _log_softmax_loss(logits: np.ndarray, y: np.ndarray) -> float:
 
 def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose: bool = False,
              threads_hint: int | None = None, save_model: bool | None = None,
-             save_predictions: bool = True) -> dict:
+             save_predictions: bool = True, checkpoint: str | None = None) -> dict:
     """Run one cell. Returns ``{"key", "study", "settings", "status", "error", "traceback",
     "metrics", "epochs", "model", "predictions"}``: ``metrics`` one flat dict (a runs.csv row
     without the settings), ``epochs`` the history's rows, ``model`` the saved ``.npz`` as bytes
-    (or None), ``predictions`` test labels, predictions and a few sample images (or None)."""
+    (or None), ``predictions`` test labels, predictions and a few sample images (or None).
+    ``checkpoint``: a path ``fit`` checkpoints to after every epoch (and continues from, if a
+    killed run left it there); the caller deletes it once the result is recorded."""
     import nbcnn
 
     started = _now()
@@ -172,10 +179,19 @@ def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose:
         t0 = time.perf_counter()
         history = model.fit(train, epochs=settings["epochs"], batch_size=settings["batch_size"],
                             optimizer=make_optimizer(settings), validation=val, verbose=verbose,
-                            label_smoothing=settings.get("label_smoothing", 0.0))
+                            label_smoothing=settings.get("label_smoothing", 0.0),
+                            augment=settings.get("augment"), checkpoint=checkpoint,
+                            early_stopping=make_early_stopping(settings))
         metrics["fit_seconds"] = time.perf_counter() - t0
+        warnings = [w for w in history["warning"] if w]
+        metrics.update(resumed_epochs=history.attrs["resumed_epochs"],
+                       stopped_epoch=history.attrs["stopped_epoch"],
+                       kept_epoch=history.attrs["kept_epoch"],
+                       warning=(f"{warnings[0]} (and {len(warnings) - 1} more epochs)"
+                                if len(warnings) > 1 else "".join(warnings)))
         history = history.copy()
         history["elapsed_seconds"] = history["seconds"].cumsum()
+        history["kept"] = history["epoch"] == history.attrs["kept_epoch"]
         out["epochs"] = history.to_dict("records")
         last = history.iloc[-1]
         loop = float(history["seconds"].sum())

@@ -28,7 +28,10 @@ A grid file (see ``DESIGN.md``)::
 Every setting is checked before anything runs; a problem raises ``GridError`` naming the file,
 the section and the key. Settings of other optimizers than a cell's own (e.g. ``momentum`` for an
 Adam cell) and data options of other data sets are left out of that cell, so one grid can cross
-optimizers or data sets; cells that resolve to the same settings are run once.
+optimizers or data sets; cells that resolve to the same settings are run once. ``augment``
+(e.g. ``"crop:4,flip"``), ``early_stopping`` (a patience in epochs) and
+``early_stopping_monitor`` are left out of a cell's settings, and so of its key, while they are
+off (so the cells of grids written before them keep their keys).
 
 A cell's key is the first 12 hex digits of the sha1 of its resolved settings as sorted, compact
 JSON: the same settings give the same key in any process, whatever the order in the file.
@@ -103,7 +106,11 @@ DEFAULTS = {
     "val_fraction": 0.1,          # carved from train; 0: no validation
     "limit": None,                # train on this many examples (a seeded, stratified subset)
     "test_limit": None,           # evaluate on this many test examples (the same ones every cell)
+    "augment": "none",            # training-batch augmentation, e.g. "crop:4,flip"
+    "early_stopping": None,       # patience in epochs (None: train every epoch)
+    "early_stopping_monitor": "val_loss",
 }
+
 SETTINGS = tuple(DEFAULTS)
 #: settings added after the first studies: at these values they stay out of a cell's key, so
 #: the cells of earlier studies keep their keys
@@ -208,6 +215,18 @@ def _schedule(v):
     return v
 
 
+def _augment(v):
+    from ..data.augment import Augment
+    return Augment.parse(_string(v)).spec()
+
+
+def _monitor(v):
+    from ..callbacks import MONITORS
+    v = _string(v).lower()
+    _need(v in MONITORS, f"unknown monitor {v!r}; expected one of {', '.join(MONITORS)}")
+    return v
+
+
 CHECKS = {
     "dataset": _dataset,
     "arch": _arch,
@@ -235,6 +254,9 @@ CHECKS = {
     "val_fraction": _float(0, 1, hi_open=True),
     "limit": _int(1, none_word="all"),
     "test_limit": _int(1, none_word="all"),
+    "augment": _augment,
+    "early_stopping": _int(1, none_word="off"),
+    "early_stopping_monitor": _monitor,
 }
 
 
@@ -324,7 +346,25 @@ def resolve(raw: dict) -> dict:
         if k.startswith("data.") and k[5:] in own:
             s[k] = v
     make_optimizer(s)                 # e.g. nesterov without momentum
+    if s["early_stopping"] is None:   # the monitor of no early stopping is no setting
+        del s["early_stopping_monitor"]
+    elif s["early_stopping_monitor"].startswith("val_") and not s["val_fraction"]:
+        raise ValueError(f"early_stopping on {s['early_stopping_monitor']!r} needs validation "
+                         "(val_fraction > 0), or early_stopping_monitor = \"train_loss\"")
+    for k in ("augment", "early_stopping"):
+        if s[k] == DEFAULTS[k]:
+            del s[k]
     return s
+
+
+def make_early_stopping(settings: dict):
+    """The cell's EarlyStopping, or None."""
+    from ..callbacks import EarlyStopping
+    if settings.get("early_stopping") is None:
+        return None
+    return EarlyStopping(patience=settings["early_stopping"],
+                         monitor=settings.get("early_stopping_monitor",
+                                              DEFAULTS["early_stopping_monitor"]))
 
 
 @dataclass

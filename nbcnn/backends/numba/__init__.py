@@ -2,7 +2,7 @@
 
 Kernels live in one module per op family (``conv``, ``blocked`` (the register-blocked dot-product
 kernel behind convolution and dense layers), ``pool``, ``dense``, ``activations``, ``loss``,
-``dropout``, ``batchnorm``, ``optim``); this class is the thin host layer that checks
+``dropout``, ``batchnorm``, ``optim``, ``augment``); this class is the thin host layer that checks
 and converts inputs, allocates outputs and calls them. Every kernel is ``@njit(parallel=True,
 cache=True)``: it compiles on its first call (lazily, so only the ops a model uses are
 compiled) and the machine code is cached on disk for the next process. Threads: Numba's pool,
@@ -23,6 +23,7 @@ import numpy as np
 
 from ..base import Backend, _lowbias32, conv_output_size
 from . import activations as _act
+from . import augment as _aug
 from ._jit import call as _call
 from . import batchnorm as _bn
 from . import blocked as _blk
@@ -380,6 +381,19 @@ class NumbaBackend(Backend):
         dx = np.empty_like(dy)
         _call(_drop.multiply, dy.size, dy.reshape(-1), _f32(mask).reshape(-1), dx.reshape(-1))
         return dx
+
+    # ---- augmentation ---------------------------------------------------------------------
+    def augment(self, x, dy, dx, flip):
+        x = _f32(x)
+        if x.ndim != 4:
+            raise ValueError(f"augment: expected an NCHW batch, got shape {x.shape}")
+        draws = [np.ascontiguousarray(a, dtype=np.int32) for a in (dy, dx, flip)]
+        if any(a.shape != (x.shape[0],) for a in draws):
+            raise ValueError(f"augment: dy, dx and flip need one value per image ({x.shape[0]}), "
+                             f"got shapes {[a.shape for a in draws]}")
+        y = np.empty_like(x)
+        _call(_aug.shift_flip, x.size, x, *draws, y)
+        return y
 
     # ---- batch normalisation --------------------------------------------------------------
     def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):

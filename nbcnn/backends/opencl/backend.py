@@ -32,6 +32,7 @@ _FAST = ("-cl-fast-relaxed-math",)
 _OPTIONS = {
     "conv": _FAST, "dense": _FAST, "pool": _FAST,
     "activations": (), "loss": (), "dropout": (), "batchnorm": (), "optim": (), "reduce": (),
+    "augment": (),
 }
 
 
@@ -474,6 +475,24 @@ class OpenCLBackend(Backend):
         if dy.size:
             self._launch(self._kernel("dropout", "dropout_bwd"), (dy.size,), None, dy, mask, dx, dy.size)
         return dx
+
+    # ---- augmentation ---------------------------------------------------------------------
+    def augment(self, x, dy, dx, flip):
+        x = self._in(x)
+        if len(x.shape) != 4:
+            raise ValueError(f"augment: expected an NCHW batch, got shape {tuple(x.shape)}")
+        n, c, h, w = (int(s) for s in x.shape)
+        if any(np.shape(a) != (n,) for a in (dy, dx, flip)):
+            raise ValueError(f"augment: dy, dx and flip need one value per image ({n}), "
+                             f"got shapes {[np.shape(a) for a in (dy, dx, flip)]}")
+        draws = np.stack([np.asarray(a, dtype=np.int32) for a in (dy, dx, flip)])
+        if x.size >= 2 ** 31:
+            raise ValueError("augment: more than 2**31 elements in one batch")
+        y = self._empty(x.shape)
+        if x.size:
+            self._launch(self._kernel("augment", "shift_flip"), (x.size,), None,
+                         x, y, self._to_device(draws, np.int32), n, c, h, w)
+        return y
 
     # ---- batch normalisation --------------------------------------------------------------
     def _require_device(self, a, what):

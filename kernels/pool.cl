@@ -118,3 +118,29 @@ __kernel void maxpool2d_bwd_tiled(__global const float *dy, __global const int *
         for (int q = 0; q < pw; ++q)
             dxw[p * W + q] = (p * KW + q == at) ? g : 0.0f;
 }
+
+/* Global average pooling: y[nc] = mean of the HW values of plane nc. One work-item per plane,
+ * global = (N*C). The planes it sees are small (the last feature maps of a network), so a
+ * serial sum per plane keeps every work-item busy without a work-group reduction. */
+__kernel void global_avgpool2d_fwd(__global const float *x, __global float *y, const int NC,
+                                   const int HW)
+{
+    const int nc = get_global_id(0);
+    if (nc >= NC)
+        return;
+    __global const float *plane = x + (size_t)nc * HW;
+    float s = 0.0f;
+    for (int k = 0; k < HW; ++k)
+        s += plane[k];
+    y[nc] = s / (float)HW;
+}
+
+/* dx[nc, k] = dy[nc] / HW: one work-item per input element, global = (N*C*HW). */
+__kernel void global_avgpool2d_bwd(__global const float *dy, __global float *dx, const int total,
+                                   const int HW)
+{
+    const int e = get_global_id(0);
+    if (e >= total)
+        return;
+    dx[e] = dy[e / HW] / (float)HW;
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import nbcnn
@@ -36,3 +37,16 @@ def test_same_padding_with_stride_two():
     conv = layers.Conv2D(2, 3, stride=2, padding="same")
     assert conv.output_shape((1, 7, 8)) == (2, 4, 4)
     assert conv.pads == (1, 1, 0, 1)
+
+
+
+def test_global_avgpool_string_alias_and_save_load(tmp_path):
+    model = nbcnn.build("conv(6,3,same)-relu-gap-dense(10)", input_shape=(3, 7, 5), backend="numpy")
+    assert isinstance(model.layers[2], layers.GlobalAvgPool2D)
+    assert model.layers[3].input_shape == (6,)
+    assert model.spec() == "conv(6,3,same)-relu-globalavgpool-dense(10)"
+    assert nbcnn.build(model.spec(), input_shape=(3, 7, 5), backend="numpy").spec() == model.spec()
+    model.save(tmp_path / "m.npz")
+    loaded = nbcnn.Sequential.load(tmp_path / "m.npz")
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 5)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)

@@ -77,6 +77,17 @@ def test_avgpool2d(fast, ref, rng, case):
                  ref.avgpool2d_backward(dy, x.shape, kernel, stride))
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 3, 7, 5), (5, 4, 8, 8), (2, 17, 3, 6)])
+def test_global_avgpool2d(fast, ref, rng, shape):
+    x = randn(rng, *shape)
+    y_ref = ref.global_avgpool2d_forward(x)
+    y = fast.global_avgpool2d_forward(fast.from_numpy(x))
+    assert_close(fast.to_numpy(y), y_ref, what="global avgpool forward")
+    dy = randn(rng, *y_ref.shape)
+    assert_close(fast.to_numpy(fast.global_avgpool2d_backward(fast.from_numpy(dy), x.shape)),
+                 ref.global_avgpool2d_backward(dy, x.shape), what="global avgpool backward")
+
+
 @pytest.mark.parametrize("n,fin,fout,bias", [(1, 7, 3, True), (5, 33, 10, True), (64, 130, 17, False)])
 def test_dense(fast, ref, rng, n, fin, fout, bias):
     x, w = randn(rng, n, fin), randn(rng, fout, fin)

@@ -64,6 +64,11 @@ def test_pooling(cls, pool, stride, x_shape):
     check_layer(cls(pool, stride, backend=REF64), x_shape)
 
 
+@pytest.mark.parametrize("x_shape", [(1, 1, 1, 1), (2, 3, 5, 4), (1, 4, 3, 7)])
+def test_global_avgpool2d(x_shape):
+    check_layer(layers.GlobalAvgPool2D(backend=REF64), x_shape)
+
+
 def test_dense():
     check_layer(layers.Dense(4, backend=REF64), (3, 7))
     check_layer(layers.Dense(2, bias=False, backend=REF64), (1, 5))

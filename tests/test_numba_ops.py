@@ -201,6 +201,19 @@ def test_avgpool(case):
     close(dx, REF64.avgpool2d_backward(*f64(dy), x.shape, kernel, stride))
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 7, 4), (2, 64, 8, 8)], ids=str)
+def test_global_avgpool(shape):
+    rng = np.random.default_rng(4)
+    x = rand(rng, *shape)
+    y = NB.global_avgpool2d_forward(x)
+    assert is_f32c(y) and y.shape == shape[:2]
+    close(y, REF64.global_avgpool2d_forward(*f64(x)))
+    dy = rand(rng, *y.shape)
+    dx = NB.global_avgpool2d_backward(dy, x.shape)
+    assert is_f32c(dx)
+    close(dx, REF64.global_avgpool2d_backward(*f64(dy), x.shape))
+
+
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_register_blocked_product_every_remainder(accumulate):
     """``blocked.abt`` walks C in 4 x 3 tiles: every count of leftover rows (0-3) and columns

@@ -64,6 +64,20 @@ def test_pooling(backend, kind, k, s):
     assert_close(backend.to_numpy(dx), xt.grad.numpy())
 
 
+@pytest.mark.parametrize("shape", [(1, 3, 7, 5), (4, 6, 8, 8)])
+def test_global_avgpool2d(backend, shape):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    xt = t(x)
+    yt = xt.mean((2, 3))
+    dy = rng.standard_normal(tuple(yt.shape), dtype=np.float32)
+    yt.backward(torch.tensor(dy))
+    y = backend.global_avgpool2d_forward(backend.from_numpy(x))
+    assert_close(backend.to_numpy(y), yt.detach().numpy())
+    dx = backend.global_avgpool2d_backward(backend.from_numpy(dy), x.shape)
+    assert_close(backend.to_numpy(dx), xt.grad.numpy())
+
+
 def test_dense(backend):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((6, 40), dtype=np.float32)

@@ -104,6 +104,14 @@ class Backend(abc.ABC):
     def avgpool2d_backward(self, dy, x_shape, kernel, stride):
         """Spreads each dy evenly over its window; returns dx."""
 
+    @abc.abstractmethod
+    def global_avgpool2d_forward(self, x):
+        """y[n, c] = mean of x[n, c, :, :] over all H*W pixels: (N, C, H, W) -> (N, C)."""
+
+    @abc.abstractmethod
+    def global_avgpool2d_backward(self, dy, x_shape):
+        """dx[n, c, h, w] = dy[n, c] / (H*W) for the input shape ``x_shape`` (N, C, H, W)."""
+
     # ---- dense ----------------------------------------------------------------------------
     @abc.abstractmethod
     def dense_forward(self, x, w, b):

@@ -119,6 +119,16 @@ class NumpyBackend(Backend):
         dwin = np.broadcast_to(share[..., None, None], dy.shape + (kh, kw))
         return _scatter_windows(dwin, x_shape, kernel, stride)
 
+    def global_avgpool2d_forward(self, x):
+        # one window that covers the whole feature map
+        return np.ascontiguousarray(x.mean(axis=(2, 3), dtype=x.dtype))
+
+    def global_avgpool2d_backward(self, dy, x_shape):
+        n, c, h, w = x_shape
+        # every pixel of a map gets an equal 1/(H*W) share of that map's gradient
+        share = (dy / (h * w)).astype(dy.dtype)
+        return np.ascontiguousarray(np.broadcast_to(share[:, :, None, None], (n, c, h, w)))
+
     # ---- dense ----------------------------------------------------------------------------
     def dense_forward(self, x, w, b):
         y = x @ w.T

@@ -56,3 +56,23 @@ class AvgPool2D(_Pool2D):
 
     def _backward(self, dy):
         return self.backend.avgpool2d_backward(dy, self._cache, self.pool_size, self.stride)
+
+
+class GlobalAvgPool2D(Layer):
+    """Averages each feature map to one number: (N, C, H, W) -> (N, C). The gradient is shared
+    equally by the map's H*W pixels. Ends a network of convolutions without Flatten (ResNets:
+    the last stage's maps, averaged, go straight into Dense)."""
+
+    def output_shape(self, input_shape):
+        expect_rank(self.describe(), input_shape, 3, "C, H, W")
+        return (input_shape[0],)
+
+    def _forward(self, x, training):
+        self._cache = tuple(x.shape)
+        return self.backend.global_avgpool2d_forward(x)
+
+    def _backward(self, dy):
+        return self.backend.global_avgpool2d_backward(dy, self._cache)
+
+    def spec(self):
+        return "globalavgpool"

@@ -304,6 +304,25 @@ class NumbaBackend(Backend):
               stride[1], dx)
         return dx
 
+    def global_avgpool2d_forward(self, x):
+        x = _f32(x)
+        if x.ndim != 4:
+            raise ValueError(f"global average pooling expects x (N, C, H, W), got shape {x.shape}")
+        n, c, h, w = x.shape
+        y = np.empty((n, c), _F32)
+        _call(_pool.global_avgpool_forward, x.size, x.reshape(n, c, h * w), y)
+        return y
+
+    def global_avgpool2d_backward(self, dy, x_shape):
+        n, c, h, w = x_shape
+        dy = _f32(dy)
+        if dy.shape != (n, c):
+            raise ValueError(f"global_avgpool2d_backward: dy has shape {dy.shape}, expected "
+                             f"{(n, c)}")
+        dx = np.empty((n, c, h, w), _F32)
+        _call(_pool.global_avgpool_backward, dx.size, dy, dx.reshape(n, c, h * w))
+        return dx
+
     # ---- dense ----------------------------------------------------------------------------
     def dense_forward(self, x, w, b):
         return _dense.forward(_f32(x), _f32(w), None if b is None else _f32(b))

@@ -125,3 +125,32 @@ def avgpool_backward(dy, kh, kw, sh, sw, dx):
                 for p in range(kh):
                     for q in range(kw):
                         plane[i * sh + p, j * sw + q] += g
+
+
+@kernel
+def global_avgpool_forward(x, y):
+    """y[n, c] = mean of the whole plane x[n, c] (x viewed as (N, C, H*W))."""
+    n_img, n_ch, hw = x.shape
+    scale = np.float32(1.0) / np.float32(hw)
+    for t in prange(n_img * n_ch):
+        n = t // n_ch
+        c = t % n_ch
+        plane = x[n, c]
+        acc = np.float32(0.0)
+        for k in range(hw):
+            acc += plane[k]
+        y[n, c] = acc * scale
+
+
+@kernel
+def global_avgpool_backward(dy, dx):
+    """dx[n, c, k] = dy[n, c] / (H*W) for every pixel k of the plane (dx viewed as (N, C, H*W))."""
+    n_img, n_ch, hw = dx.shape
+    scale = np.float32(1.0) / np.float32(hw)
+    for t in prange(n_img * n_ch):
+        n = t // n_ch
+        c = t % n_ch
+        g = dy[n, c] * scale
+        plane = dx[n, c]
+        for k in range(hw):
+            plane[k] = g

@@ -367,6 +367,29 @@ class OpenCLBackend(Backend):
                      dy, dx, h, w, oh, ow, kh, kw, sh, sw)
         return dx
 
+    def global_avgpool2d_forward(self, x):
+        x = self._in(x)
+        if len(x.shape) != 4:
+            raise ValueError(f"global average pooling expects x (N, C, H, W), got shape {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        y = self._empty((n, c))
+        if y.size:
+            self._launch(self._kernel("pool", "global_avgpool2d_fwd"), (n * c,), None,
+                         x, y, n * c, h * w)
+        return y
+
+    def global_avgpool2d_backward(self, dy, x_shape):
+        dy = self._in(dy)
+        n, c, h, w = x_shape
+        if tuple(dy.shape) != (n, c):
+            raise ValueError(f"global_avgpool2d_backward: dy has shape {tuple(dy.shape)}, "
+                             f"expected {(n, c)}")
+        dx = self._empty((n, c, h, w))
+        if dx.size:
+            self._launch(self._kernel("pool", "global_avgpool2d_bwd"), (dx.size,), None,
+                         dy, dx, dx.size, h * w)
+        return dx
+
     # ---- dense ----------------------------------------------------------------------------
     def _gemm(self, a, sam, sak, b, sbk, sbn, bias, m, n, k, t=None):
         """C (m, n) = A(m, k) @ B(k, n) (+ bias[n]) with strided A and B; ``t``: the tiles,

@@ -1,6 +1,11 @@
-/* pool.cl -- max and average pooling (NCHW, float32, no padding), forward and backward.
+/* pool.cl -- max and average pooling (NCHW, float32), forward and backward.
  *
- * A window (i, j) covers rows i*SH .. i*SH+KH-1 and columns j*SW .. j*SW+KW-1.
+ * A window (i, j) covers rows i*SH-PT .. i*SH-PT+KH-1 and columns j*SW-PL .. j*SW-PL+KW-1,
+ * where PT / PL are the top / left padding. The plain kernels take no padding and windows that
+ * lie inside the input (the fast paths); the _padded ones read only the part of a window inside
+ * the input (max pooling's padding is -inf and never wins; the average's divisor is
+ * pool_count's), so windows may run into the padding and, in PyTorch's ceil mode, past it: the
+ * host guarantees that every window overlaps the input.
  * Forward: one work-item per output element, global = (OW, OH, N*C).
  * Backward: gather form, one work-item per input element, global = (W, H, N*C): each input
  * element sums the gradients of the windows that contain it, so stride != kernel (overlapping
@@ -31,7 +36,36 @@ __kernel void maxpool2d_fwd(__global const float *x, __global float *y, __global
     arg[o] = best_at;
 }
 
-/* First and last window index (along one axis) whose window contains position h. */
+/* y = max over the window's input elements; arg = position of the first maximum inside the
+ * window, (r - r0)*KW + (q - s0) from the window's corner (r0, s0) in padded coordinates. */
+__kernel void maxpool2d_fwd_padded(__global const float *x, __global float *y, __global int *arg,
+                                   const int H, const int W, const int OH, const int OW,
+                                   const int KH, const int KW, const int SH, const int SW,
+                                   const int PT, const int PL)
+{
+    const int j = get_global_id(0), i = get_global_id(1), nc = get_global_id(2);
+    if (j >= OW || i >= OH)
+        return;
+    const int r0 = i * SH - PT, s0 = j * SW - PL;
+    const int r_lo = max(r0, 0), r_hi = min(r0 + KH, H);
+    const int s_lo = max(s0, 0), s_hi = min(s0 + KW, W);
+    __global const float *plane = x + (size_t)nc * H * W;
+    float best = plane[r_lo * W + s_lo];
+    int best_at = (r_lo - r0) * KW + (s_lo - s0);
+    for (int r = r_lo; r < r_hi; ++r)
+        for (int q = s_lo; q < s_hi; ++q) {
+            const float v = plane[r * W + q];
+            if (v > best) {          /* strict: ties keep the first maximum, as numpy argmax */
+                best = v;
+                best_at = (r - r0) * KW + (q - s0);
+            }
+        }
+    const size_t o = (size_t)nc * OH * OW + i * OW + j;
+    y[o] = best;
+    arg[o] = best_at;
+}
+
+/* First and last window index (along one axis) whose window contains padded position h. */
 inline int2 windows_containing(int h, int K, int S, int OUT)
 {
     const int a = h - K + 1;
@@ -39,6 +73,22 @@ inline int2 windows_containing(int h, int K, int S, int OUT)
     const int hi = min(OUT - 1, h / S);
     return (int2)(lo, hi);
 }
+
+/* Rows (or columns) of the window starting at `start` that an average divides by: up to the
+ * end of the trailing padding AFTER when INCLUDE (count_include_pad), else the input's only. */
+inline int pool_count(int start, int K, int size, int after, int include)
+{
+    return include ? min(start + K, size + after) - start : min(start + K, size) - max(start, 0);
+}
+
+/* The max-pooling backward kernels take the top / left padding as compile-time constants
+ * (-DPAD_T=.. -DPAD_L=..; 0 when not given), so the unpadded case compiles to the plain loops. */
+#ifndef PAD_T
+#define PAD_T 0
+#endif
+#ifndef PAD_L
+#define PAD_L 0
+#endif
 
 /* dx[h, x] = sum of dy over the windows that contain (h, x) and whose maximum was there. */
 __kernel void maxpool2d_bwd(__global const float *dy, __global const int *arg, __global float *dx,
@@ -48,14 +98,15 @@ __kernel void maxpool2d_bwd(__global const float *dy, __global const int *arg, _
     const int xx = get_global_id(0), h = get_global_id(1), nc = get_global_id(2);
     if (xx >= W || h >= H)
         return;
-    const int2 ri = windows_containing(h, KH, SH, OH);
-    const int2 rj = windows_containing(xx, KW, SW, OW);
+    const int hp = h + PAD_T, xp = xx + PAD_L;        /* padded coordinates */
+    const int2 ri = windows_containing(hp, KH, SH, OH);
+    const int2 rj = windows_containing(xp, KW, SW, OW);
     const size_t base = (size_t)nc * OH * OW;
     float acc = 0.0f;
     for (int i = ri.x; i <= ri.y; ++i)
         for (int j = rj.x; j <= rj.y; ++j) {
             const size_t o = base + i * OW + j;
-            if (arg[o] == (h - i * SH) * KW + (xx - j * SW))
+            if (arg[o] == (hp - i * SH) * KW + (xp - j * SW))
                 acc += dy[o];
         }
     dx[(size_t)nc * H * W + h * W + xx] = acc;
@@ -96,25 +147,101 @@ __kernel void avgpool2d_bwd(__global const float *dy, __global float *dx,
     dx[(size_t)nc * H * W + h * W + xx] = acc;
 }
 
-/* maxpool2d_bwd for windows that tile the input (stride == kernel), the same values as the
- * gather kernel: one work-item per cell (i, j) of a KH x KW grid over the input, global =
- * (ceil(W/KW), ceil(H/KH), N*C). A cell inside the output writes dy where the recorded maximum
- * was and 0 elsewhere; a cell past the last window (H or W not a multiple) writes zeros. */
+/* y = sum over the window's input elements / pool_count(rows) * pool_count(columns). */
+__kernel void avgpool2d_fwd_padded(__global const float *x, __global float *y,
+                                   const int H, const int W, const int OH, const int OW,
+                                   const int KH, const int KW, const int SH, const int SW,
+                                   const int PT, const int PB, const int PL, const int PR,
+                                   const int INCLUDE)
+{
+    const int j = get_global_id(0), i = get_global_id(1), nc = get_global_id(2);
+    if (j >= OW || i >= OH)
+        return;
+    const int r0 = i * SH - PT, s0 = j * SW - PL;
+    const int r_lo = max(r0, 0), r_hi = min(r0 + KH, H);
+    const int s_lo = max(s0, 0), s_hi = min(s0 + KW, W);
+    __global const float *plane = x + (size_t)nc * H * W;
+    float s = 0.0f;
+    for (int r = r_lo; r < r_hi; ++r)
+        for (int q = s_lo; q < s_hi; ++q)
+            s += plane[r * W + q];
+    const int count = pool_count(r0, KH, H, PB, INCLUDE) * pool_count(s0, KW, W, PR, INCLUDE);
+    y[(size_t)nc * OH * OW + i * OW + j] = s / (float)count;
+}
+
+/* dx[h, x] = sum over the windows containing (h, x) of dy / that window's divisor. */
+__kernel void avgpool2d_bwd_padded(__global const float *dy, __global float *dx,
+                                   const int H, const int W, const int OH, const int OW,
+                                   const int KH, const int KW, const int SH, const int SW,
+                                   const int PT, const int PB, const int PL, const int PR,
+                                   const int INCLUDE)
+{
+    const int xx = get_global_id(0), h = get_global_id(1), nc = get_global_id(2);
+    if (xx >= W || h >= H)
+        return;
+    const int2 ri = windows_containing(h + PT, KH, SH, OH);
+    const int2 rj = windows_containing(xx + PL, KW, SW, OW);
+    const size_t base = (size_t)nc * OH * OW;
+    float acc = 0.0f;
+    for (int i = ri.x; i <= ri.y; ++i) {
+        const int rows = pool_count(i * SH - PT, KH, H, PB, INCLUDE);
+        for (int j = rj.x; j <= rj.y; ++j) {
+            const int cols = pool_count(j * SW - PL, KW, W, PR, INCLUDE);
+            acc += dy[base + i * OW + j] / (float)(rows * cols);
+        }
+    }
+    dx[(size_t)nc * H * W + h * W + xx] = acc;
+}
+
+/* maxpool2d_bwd for windows that tile the padded input (stride == kernel), the same values as
+ * the gather kernel: one work-item per cell (i, j) of a KH x KW grid over the padded input,
+ * global = (ceil((W+PAD_L)/KW), ceil((H+PAD_T)/KH), N*C). A cell inside the output writes, on
+ * its input part (rows p0..ph-1 and columns q0..pw-1 of the cell), dy where the recorded
+ * maximum was and 0 elsewhere; a cell past the last window (H or W not a multiple) writes
+ * zeros. */
 __kernel void maxpool2d_bwd_tiled(__global const float *dy, __global const int *arg,
                                   __global float *dx, const int H, const int W, const int OH,
                                   const int OW, const int KH, const int KW)
 {
     const int j = get_global_id(0), i = get_global_id(1), nc = get_global_id(2);
-    const int cw = (W + KW - 1) / KW, ch = (H + KH - 1) / KH;
+    const int cw = (W + PAD_L + KW - 1) / KW, ch = (H + PAD_T + KH - 1) / KH;
     if (j >= cw || i >= ch)
         return;
     const int inside = i < OH && j < OW;
     const size_t o = (size_t)nc * OH * OW + i * OW + j;
     const int at = inside ? arg[o] : -1;
     const float g = inside ? 0.0f + dy[o] : 0.0f;     /* 0 + dy, as the gather sum (-0 -> +0) */
-    __global float *dxw = dx + (size_t)nc * H * W + (i * KH) * W + j * KW;
-    const int ph = min(KH, H - i * KH), pw = min(KW, W - j * KW);
-    for (int p = 0; p < ph; ++p)
-        for (int q = 0; q < pw; ++q)
-            dxw[p * W + q] = (p * KW + q == at) ? g : 0.0f;
+    const int r0 = i * KH - PAD_T, s0 = j * KW - PAD_L;   /* the cell's corner (maybe padding) */
+    __global float *plane = dx + (size_t)nc * H * W;
+    const int p0 = PAD_T ? max(-r0, 0) : 0, ph = min(KH, H - r0);
+    const int q0 = PAD_L ? max(-s0, 0) : 0, pw = min(KW, W - s0);
+    for (int p = p0; p < ph; ++p)
+        for (int q = q0; q < pw; ++q)
+            plane[(r0 + p) * W + s0 + q] = (p * KW + q == at) ? g : 0.0f;
+}
+
+/* Global average pooling: y[nc] = mean of the HW values of plane nc. One work-item per plane,
+ * global = (N*C). The planes it sees are small (the last feature maps of a network), so a
+ * serial sum per plane keeps every work-item busy without a work-group reduction. */
+__kernel void global_avgpool2d_fwd(__global const float *x, __global float *y, const int NC,
+                                   const int HW)
+{
+    const int nc = get_global_id(0);
+    if (nc >= NC)
+        return;
+    __global const float *plane = x + (size_t)nc * HW;
+    float s = 0.0f;
+    for (int k = 0; k < HW; ++k)
+        s += plane[k];
+    y[nc] = s / (float)HW;
+}
+
+/* dx[nc, k] = dy[nc] / HW: one work-item per input element, global = (N*C*HW). */
+__kernel void global_avgpool2d_bwd(__global const float *dy, __global float *dx, const int total,
+                                   const int HW)
+{
+    const int e = get_global_id(0);
+    if (e >= total)
+        return;
+    dx[e] = dy[e / HW] / (float)HW;
 }

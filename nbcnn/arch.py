@@ -33,6 +33,7 @@ LAYER_NAMES = {
     "conv": (L.Conv2D, ("filters", "kernel_size", "padding")),
     "maxpool": (L.MaxPool2D, ("pool_size", "stride")),
     "avgpool": (L.AvgPool2D, ("pool_size", "stride")),
+    "globalavgpool": (L.GlobalAvgPool2D, ()),
     "dense": (L.Dense, ("units",)),
     "relu": (L.ReLU, ()),
     "leaky_relu": (L.LeakyReLU, ("alpha",)),
@@ -43,7 +44,8 @@ LAYER_NAMES = {
     "batchnorm": (L.BatchNorm2D, ("momentum", "eps")),
 }
 _ALIASES = {"conv2d": "conv", "bn": "batchnorm", "linear": "dense", "fc": "dense",
-            "leakyrelu": "leaky_relu", "maxpool2d": "maxpool", "avgpool2d": "avgpool"}
+            "leakyrelu": "leaky_relu", "maxpool2d": "maxpool", "avgpool2d": "avgpool",
+            "gap": "globalavgpool"}
 _TOKEN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$")
 
 

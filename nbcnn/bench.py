@@ -123,9 +123,13 @@ def to_torch(model):
         elif isinstance(layer, L.Dense):
             m = nn.Linear(layer.input_shape[0], layer.units, bias=layer.use_bias)
         elif isinstance(layer, L.MaxPool2D):
-            m = nn.MaxPool2d(layer.pool_size, layer.stride)
+            m = nn.MaxPool2d(layer.pool_size, layer.stride, layer.padding,
+                             ceil_mode=layer.ceil_mode)
         elif isinstance(layer, L.AvgPool2D):
-            m = nn.AvgPool2d(layer.pool_size, layer.stride)
+            m = nn.AvgPool2d(layer.pool_size, layer.stride, layer.padding,
+                             ceil_mode=layer.ceil_mode, count_include_pad=layer.count_include_pad)
+        elif isinstance(layer, L.GlobalAvgPool2D):
+            m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         elif isinstance(layer, L.BatchNorm2D):
             m = nn.BatchNorm2d(layer.input_shape[0], layer.eps, layer.momentum)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import nbcnn
@@ -36,3 +37,36 @@ def test_same_padding_with_stride_two():
     conv = layers.Conv2D(2, 3, stride=2, padding="same")
     assert conv.output_shape((1, 7, 8)) == (2, 4, 4)
     assert conv.pads == (1, 1, 0, 1)
+
+
+
+def test_global_avgpool_string_alias_and_save_load(tmp_path):
+    model = nbcnn.build("conv(6,3,same)-relu-gap-dense(10)", input_shape=(3, 7, 5), backend="numpy")
+    assert isinstance(model.layers[2], layers.GlobalAvgPool2D)
+    assert model.layers[3].input_shape == (6,)
+    assert model.spec() == "conv(6,3,same)-relu-globalavgpool-dense(10)"
+    assert nbcnn.build(model.spec(), input_shape=(3, 7, 5), backend="numpy").spec() == model.spec()
+    model.save(tmp_path / "m.npz")
+    loaded = nbcnn.Sequential.load(tmp_path / "m.npz")
+    x = np.random.default_rng(0).standard_normal((2, 3, 7, 5)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)
+
+
+def test_pooling_options_in_strings_round_trip(tmp_path):
+    spec = ("conv(4,3,same)-maxpool(3,2,padding=1)-"
+            "avgpool(2,ceil_mode=true,count_include_pad=false)-"
+            "avgpool((3:2),(2:1),padding=(1:0),ceil_mode=true)-flatten-dense(3)")
+    model = nbcnn.build(spec, input_shape=(2, 11, 9), backend="numpy")
+    assert model.spec() == spec
+    mp, ap, ap2 = model.layers[1:4]
+    assert (mp.pool_size, mp.stride, mp.padding, mp.ceil_mode) == ((3, 3), (2, 2), (1, 1), False)
+    assert (ap.padding, ap.ceil_mode, ap.count_include_pad) == ((0, 0), True, False)
+    assert (ap2.pool_size, ap2.stride, ap2.padding, ap2.count_include_pad) == \
+        ((3, 2), (2, 1), (1, 0), True)
+    assert [layer.output_shape(layer.input_shape) for layer in (mp, ap, ap2)] == \
+        [(4, 6, 5), (4, 3, 3), (4, 2, 2)]
+    model.save(tmp_path / "m.npz")
+    loaded = nbcnn.Sequential.load(tmp_path / "m.npz")
+    assert loaded.spec() == spec and loaded.layers[1].config() == mp.config()
+    x = np.random.default_rng(1).standard_normal((2, 2, 11, 9)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x), model.predict(x), rtol=1e-5, atol=1e-6)

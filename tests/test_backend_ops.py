@@ -7,6 +7,8 @@ import pytest
 
 from conftest import assert_close, randn
 
+from nbcnn.backends.base import pool_output_size
+
 # (N, C, H, W, filters, kh, kw, stride, padding(top, bottom, left, right), bias)
 CONV_CASES = [
     (1, 1, 7, 7, 2, 3, 3, (1, 1), (0, 0, 0, 0), True),
@@ -26,6 +28,27 @@ POOL_CASES = [
     (1, 3, 5, 5, (3, 3), (1, 1)),
     (3, 4, 9, 8, (2, 2), (3, 3)),
 ]
+
+# PyTorch's pooling options: (N, C, H, W, kernel, stride, padding (ph, pw), ceil_mode)
+POOL_PAD_CASES = [
+    (2, 3, 7, 5, (3, 3), (2, 2), (1, 1), False),
+    (1, 3, 7, 5, (3, 3), (2, 2), (1, 1), True),
+    (3, 2, 7, 9, (2, 2), (2, 2), (0, 0), True),     # 2x2/2 on odd sizes: a half last window
+    (2, 2, 5, 5, (2, 2), (2, 2), (1, 1), True),     # ceil's extra window would start in padding
+    (2, 3, 7, 6, (3, 2), (2, 1), (1, 1), True),
+    (1, 2, 6, 8, (3, 2), (1, 2), (1, 0), False),
+    (2, 4, 8, 7, (3, 3), (3, 3), (1, 1), True),     # stride == kernel, padded
+    (1, 1, 3, 3, (4, 4), (2, 2), (0, 0), True),     # window larger than the input
+]
+
+
+def pool_args(case):
+    """x's shape and the op arguments (kernel, stride, padding, output_size), as a layer
+    resolves them."""
+    n, c, h, w, kernel, stride, (ph, pw), ceil = case
+    out = tuple(pool_output_size(size, k, s, p, p, ceil)
+                for size, k, s, p in zip((h, w), kernel, stride, (ph, pw)))
+    return (n, c, h, w), (kernel, stride, (ph, ph, pw, pw), out)
 
 
 def _ids(cases):
@@ -75,6 +98,56 @@ def test_avgpool2d(fast, ref, rng, case):
     dy = randn(rng, *y_ref.shape)
     assert_close(fast.to_numpy(fast.avgpool2d_backward(fast.from_numpy(dy), x.shape, kernel, stride)),
                  ref.avgpool2d_backward(dy, x.shape, kernel, stride))
+
+
+@pytest.mark.parametrize("case", POOL_PAD_CASES, ids=_ids(POOL_PAD_CASES))
+def test_maxpool2d_padding_and_ceil_mode(fast, ref, rng, case):
+    shape, args = pool_args(case)
+    x = randn(rng, *shape)
+    x[0, 0, 0, :2] = 5.0                        # a tie at the padded corner: the first wins
+    y_ref, state_ref = ref.maxpool2d_forward(x, *args)
+    y, state = fast.maxpool2d_forward(fast.from_numpy(x), *args)
+    np.testing.assert_array_equal(fast.to_numpy(y), y_ref)
+    dy = randn(rng, *y_ref.shape)
+    assert_close(fast.to_numpy(fast.maxpool2d_backward(fast.from_numpy(dy), state)),
+                 ref.maxpool2d_backward(dy, state_ref), what="maxpool backward")
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("case", POOL_PAD_CASES, ids=_ids(POOL_PAD_CASES))
+def test_avgpool2d_padding_and_ceil_mode(fast, ref, rng, case, count_include_pad):
+    shape, args = pool_args(case)
+    x = randn(rng, *shape)
+    y_ref = ref.avgpool2d_forward(x, *args, count_include_pad)
+    y = fast.avgpool2d_forward(fast.from_numpy(x), *args, count_include_pad)
+    assert_close(fast.to_numpy(y), y_ref, what="avgpool forward")
+    dy = randn(rng, *y_ref.shape)
+    kernel, stride, padding, _ = args
+    assert_close(fast.to_numpy(fast.avgpool2d_backward(fast.from_numpy(dy), x.shape, kernel,
+                                                       stride, padding, count_include_pad)),
+                 ref.avgpool2d_backward(dy, x.shape, kernel, stride, padding, count_include_pad),
+                 what="avgpool backward")
+
+
+def test_pooling_windows_must_overlap_the_input(fast, ref):
+    """An output size whose last window lies in the padding alone is refused by every backend."""
+    for be in (ref, fast):
+        x = be.from_numpy(np.zeros((1, 1, 5, 5), np.float32))
+        with pytest.raises(ValueError, match="do not all overlap the input 5x5"):
+            be.maxpool2d_forward(x, (2, 2), (2, 2), (1, 1, 1, 1), (4, 4))
+        with pytest.raises(ValueError, match="do not all overlap"):
+            be.avgpool2d_forward(x, (2, 2), (2, 2), (2, 2, 0, 0), None)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 3, 7, 5), (5, 4, 8, 8), (2, 17, 3, 6)])
+def test_global_avgpool2d(fast, ref, rng, shape):
+    x = randn(rng, *shape)
+    y_ref = ref.global_avgpool2d_forward(x)
+    y = fast.global_avgpool2d_forward(fast.from_numpy(x))
+    assert_close(fast.to_numpy(y), y_ref, what="global avgpool forward")
+    dy = randn(rng, *y_ref.shape)
+    assert_close(fast.to_numpy(fast.global_avgpool2d_backward(fast.from_numpy(dy), x.shape)),
+                 ref.global_avgpool2d_backward(dy, x.shape), what="global avgpool backward")
 
 
 @pytest.mark.parametrize("n,fin,fout,bias", [(1, 7, 3, True), (5, 33, 10, True), (64, 130, 17, False)])

@@ -33,10 +33,13 @@ def test_quick_bench_writes_a_well_formed_table(tmp_path, capsys):
     assert "images_per_second" in capsys.readouterr().out
 
 
-def test_torch_peer_is_the_same_network():
+@pytest.mark.parametrize("spec", [
+    "conv(4,3,same)-relu-maxpool(2)-conv(6,2,same)-flatten-dense(5)",
+    "conv(4,3,same)-maxpool(3,2,padding=1)-avgpool(2,ceil_mode=true,count_include_pad=false)-"
+    "conv(6,2,same)-globalavgpool-dense(5)"])
+def test_torch_peer_is_the_same_network(spec):
     torch = pytest.importorskip("torch")
-    model = nbcnn.build("conv(4,3,same)-relu-maxpool(2)-conv(6,2,same)-flatten-dense(5)", (2, 9, 7),
-                        backend="numpy", seed=1)
+    model = nbcnn.build(spec, (2, 9, 7), backend="numpy", seed=1)
     x = np.random.default_rng(0).random((3, 2, 9, 7), dtype=np.float32)
     with torch.no_grad():
         theirs = bench.to_torch(model)(torch.tensor(x)).numpy()

@@ -70,6 +70,24 @@ def test_impossible_geometry():
         nbcnn.build("maxpool(4)-flatten-dense(2)", input_shape=(1, 3, 8))
 
 
+def test_pooling_padding_beyond_half_the_window():
+    """PyTorch refuses it ("pad should be at most half of effective kernel size"); so do we."""
+    with pytest.raises(ValueError, match="MaxPool2D: padding 2 must be at most half the pool "
+                                         "size 3"):
+        layers.MaxPool2D(3, 2, padding=2)
+    with pytest.raises(ValueError, match=r"AvgPool2D: padding \(1, 2\) must be at most half the "
+                                         r"pool size 3"):
+        layers.AvgPool2D(3, padding=(1, 2))
+    with pytest.raises(ValueError, match="at most half"):
+        nbcnn.build("maxpool(2,padding=2)-flatten-dense(2)", input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        layers.MaxPool2D(3, padding=-1)
+    with pytest.raises(TypeError, match="ceil_mode must be true or false"):
+        layers.AvgPool2D(2, ceil_mode="yes")
+    with pytest.raises(ValueError, match="count_include_pad must be true or false"):
+        nbcnn.build("avgpool(2,count_include_pad=1)-flatten-dense(2)", input_shape=(1, 8, 8))
+
+
 def test_dense_on_images_says_to_flatten():
     with pytest.raises(ValueError, match="Flatten"):
         nbcnn.build("conv(4,3)-dense(10)", input_shape=(1, 8, 8))

@@ -64,6 +64,31 @@ def test_pooling(cls, pool, stride, x_shape):
     check_layer(cls(pool, stride, backend=REF64), x_shape)
 
 
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize("kwargs,x_shape", [
+    (dict(pool_size=3, stride=2, padding=1), (1, 2, 7, 5)),
+    (dict(pool_size=3, stride=2, padding=1, ceil_mode=True), (2, 2, 6, 5)),
+    (dict(pool_size=2, ceil_mode=True), (1, 3, 5, 7)),
+    (dict(pool_size=(3, 2), stride=(2, 1), padding=(1, 1), ceil_mode=True), (1, 2, 6, 5)),
+])
+def test_avgpool2d_padding_and_ceil_mode(kwargs, x_shape, count_include_pad):
+    check_layer(layers.AvgPool2D(**kwargs, count_include_pad=count_include_pad, backend=REF64),
+                x_shape)
+
+
+@pytest.mark.parametrize("kwargs,x_shape", [
+    (dict(pool_size=3, stride=2, padding=1), (1, 2, 7, 5)),
+    (dict(pool_size=2, ceil_mode=True), (2, 2, 5, 7)),
+])
+def test_maxpool2d_padding_and_ceil_mode(kwargs, x_shape):
+    check_layer(layers.MaxPool2D(**kwargs, backend=REF64), x_shape)
+
+
+@pytest.mark.parametrize("x_shape", [(1, 1, 1, 1), (2, 3, 5, 4), (1, 4, 3, 7)])
+def test_global_avgpool2d(x_shape):
+    check_layer(layers.GlobalAvgPool2D(backend=REF64), x_shape)
+
+
 def test_dense():
     check_layer(layers.Dense(4, backend=REF64), (3, 7))
     check_layer(layers.Dense(2, bias=False, backend=REF64), (1, 5))

@@ -201,6 +201,71 @@ def test_avgpool(case):
     close(dx, REF64.avgpool2d_backward(*f64(dy), x.shape, kernel, stride))
 
 
+# (N, C, H, W, kernel, stride, padding (top, bottom, left, right), output size)
+POOL_PAD_CASES = [
+    (2, 3, 7, 5, (3, 3), (2, 2), (1, 1, 1, 1), (4, 3)),      # padding 1, floor mode
+    (1, 3, 7, 5, (3, 3), (2, 2), (1, 1, 1, 1), (4, 3)),      # ceil adds nothing here
+    (3, 2, 7, 9, (2, 2), (2, 2), (0, 0, 0, 0), (4, 5)),      # 2x2/2 ceil on odd sizes
+    (2, 3, 7, 6, (3, 2), (2, 1), (1, 1, 1, 1), (4, 7)),
+    (1, 2, 5, 5, (2, 2), (2, 2), (1, 1, 1, 1), (3, 3)),
+]
+
+
+@pytest.mark.parametrize("case", POOL_PAD_CASES, ids=str)
+def test_pooling_with_padding_and_ceil_mode(case):
+    n, c, h, w, kernel, stride, padding, out = case
+    rng = np.random.default_rng(5)
+    x = rand(rng, n, c, h, w)
+    y, state = NB.maxpool2d_forward(x, kernel, stride, padding, out)
+    yr, rstate = REF32.maxpool2d_forward(x, kernel, stride, padding, out)
+    assert is_f32c(y) and y.shape == (n, c) + out
+    np.testing.assert_array_equal(y, yr)
+    dy = rand(rng, *y.shape)
+    close(NB.maxpool2d_backward(dy, state), REF32.maxpool2d_backward(dy, rstate))
+    for include in (True, False):
+        y = NB.avgpool2d_forward(x, kernel, stride, padding, out, include)
+        assert is_f32c(y)
+        close(y, REF64.avgpool2d_forward(*f64(x), kernel, stride, padding, out, include))
+        dx = NB.avgpool2d_backward(dy, x.shape, kernel, stride, padding, include)
+        assert is_f32c(dx)
+        close(dx, REF64.avgpool2d_backward(*f64(dy), x.shape, kernel, stride, padding, include))
+
+
+def test_pooling_takes_the_fast_kernels_when_nothing_is_padded():
+    """No padding and no ceil-mode overhang: the unpadded kernels (2x2/2 its own); otherwise
+    the padded ones. Recorded by the precompile dry run, which needs no compiled kernel."""
+    from nbcnn.backends.numba import precompile
+    x = np.zeros((2, 3, 8, 7), np.float32)
+    dy = np.zeros((2, 3, 4, 4), np.float32)
+
+    def names(run):
+        return [fn.py_func.__name__ for fn, _ in precompile.kernels_of(run)]
+
+    assert names(lambda: NB.maxpool2d_forward(x, (2, 2), (2, 2))) == ["maxpool_forward_2x2"]
+    assert names(lambda: NB.maxpool2d_forward(x, (3, 3), (2, 2))) == ["maxpool_forward"]
+    assert names(lambda: NB.maxpool2d_forward(x, (2, 2), (2, 2), (0, 0, 0, 0), (4, 4))) == \
+        ["maxpool_forward_padded"]
+    assert names(lambda: NB.avgpool2d_forward(x, (2, 2), (2, 2), (0, 0, 0, 0), (4, 3), False)) \
+        == ["avgpool_forward"]
+    assert names(lambda: NB.avgpool2d_forward(x, (3, 3), (2, 2), (1, 1, 1, 1))) == \
+        ["avgpool_forward_padded"]
+    assert names(lambda: NB.avgpool2d_backward(dy, x.shape, (2, 2), (2, 2), (0, 0, 0, 0))) == \
+        ["avgpool_backward_padded"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (3, 5, 7, 4), (2, 64, 8, 8)], ids=str)
+def test_global_avgpool(shape):
+    rng = np.random.default_rng(4)
+    x = rand(rng, *shape)
+    y = NB.global_avgpool2d_forward(x)
+    assert is_f32c(y) and y.shape == shape[:2]
+    close(y, REF64.global_avgpool2d_forward(*f64(x)))
+    dy = rand(rng, *y.shape)
+    dx = NB.global_avgpool2d_backward(dy, x.shape)
+    assert is_f32c(dx)
+    close(dx, REF64.global_avgpool2d_backward(*f64(dy), x.shape))
+
+
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_register_blocked_product_every_remainder(accumulate):
     """``blocked.abt`` walks C in 4 x 3 tiles: every count of leftover rows (0-3) and columns

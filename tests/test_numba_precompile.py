@@ -45,6 +45,23 @@ def test_dry_run_records_the_kernels_without_running_them():
     assert _jit.recording.calls is None and (out == 1.0).all()
 
 
+def test_dry_run_records_the_padded_pooling_kernels_for_the_workers():
+    x, y = batch(shape=(2, 9, 9))
+    model = nbcnn.build("conv(4,3,same)-maxpool(3,2,padding=1)-"
+                        "avgpool(2,ceil_mode=true,count_include_pad=false)-flatten-dense(3)",
+                        x.shape[1:], backend="numba", seed=1)
+
+    def run():
+        _, dlogits, _ = model.backend.softmax_cross_entropy(model.forward(x, True), y)
+        model.backward(dlogits)
+
+    calls = precompile.kernels_of(run)
+    assert {"maxpool_forward_padded", "maxpool_backward", "avgpool_forward_padded",
+            "avgpool_backward_padded"} <= {fn.py_func.__name__ for fn, _ in calls}
+    for fn, sig in calls:                       # each can be sent to a compile worker
+        assert precompile.decode_types(precompile.encode_types(sig)) == sig
+
+
 def test_recording_is_per_thread():
     """A dry run on one thread must not swallow the kernels another thread really runs."""
     import threading

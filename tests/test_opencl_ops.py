@@ -418,7 +418,8 @@ def test_autotune_picks_and_caches(monkeypatch, tmp_path):
 
 def test_maxpool_backward_tiled_path_matches_gather_kernel():
     """stride == kernel takes maxpool2d_bwd_tiled; it must equal the general gather kernel,
-    including inputs that are not a multiple of the window (the uncovered edge gets zeros)."""
+    including inputs that are not a multiple of the window (the uncovered edge gets zeros),
+    padding and ceil mode's cut last window."""
     import numpy as np
     import pytest
     try:
@@ -427,14 +428,19 @@ def test_maxpool_backward_tiled_path_matches_gather_kernel():
     except Exception as exc:                      # noqa: BLE001
         pytest.skip(f"no OpenCL: {exc}")
     rng = np.random.default_rng(3)
-    for shape, k in (((2, 3, 7, 9), 2), ((1, 2, 8, 8), 2), ((2, 1, 10, 11), 3)):
+    for shape, k, pads, out in (((2, 3, 7, 9), 2, (0, 0, 0, 0), None),
+                                ((1, 2, 8, 8), 2, (0, 0, 0, 0), None),
+                                ((2, 1, 10, 11), 3, (0, 0, 0, 0), None),
+                                ((2, 3, 7, 9), 2, (0, 0, 0, 0), (4, 5)),       # ceil mode
+                                ((2, 2, 9, 10), 3, (1, 1, 1, 1), (4, 4))):     # padded, ceil
         x = be.from_numpy(rng.standard_normal(shape).astype(np.float32))
-        y, state = be.maxpool2d_forward(x, (k, k), (k, k))
+        y, state = be.maxpool2d_forward(x, (k, k), (k, k), pads, out)
         dy = be.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
         got = be.to_numpy(be.maxpool2d_backward(dy, state))
-        arg, x_shape, _, _ = state
+        arg, x_shape, _, _, _ = state
         n, c, h, w = x_shape
         ref = be._empty(x_shape)
-        be._launch(be._kernel("pool", "maxpool2d_bwd"), (w, h, n * c), None, dy, arg, ref,
-                   h, w, y.shape[2], y.shape[3], k, k, k, k)
+        defines = {"PAD_T": pads[0], "PAD_L": pads[2]} if any(pads) else None
+        be._launch(be._kernel("pool", "maxpool2d_bwd", defines), (w, h, n * c), None, dy, arg,
+                   ref, h, w, y.shape[2], y.shape[3], k, k, k, k)
         np.testing.assert_array_equal(got, be.to_numpy(ref))

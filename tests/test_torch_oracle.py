@@ -64,6 +64,46 @@ def test_pooling(backend, kind, k, s):
     assert_close(backend.to_numpy(dx), xt.grad.numpy())
 
 
+@pytest.mark.parametrize("kind", ["max", "avg", "avg_exclude_pad"])
+@pytest.mark.parametrize("x_shape,k,s,p,ceil", [
+    ((2, 3, 7, 5), 3, 2, 1, False), ((1, 3, 7, 5), 3, 2, 1, True), ((3, 2, 7, 9), 2, 2, 0, True),
+    ((2, 2, 5, 5), 2, 2, 1, True), ((2, 3, 7, 6), (3, 2), (2, 1), 1, True),
+    ((1, 2, 6, 8), (3, 2), (1, 2), (1, 0), False), ((1, 1, 3, 3), 4, 2, 0, True)])
+def test_pooling_padding_and_ceil_mode(backend, kind, x_shape, k, s, p, ceil):
+    """The layers, as a user builds them, against F.max_pool2d / F.avg_pool2d: output size,
+    values and input gradient."""
+    from nbcnn import layers
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    xt = t(x)
+    if kind == "max":
+        yt = F.max_pool2d(xt, k, s, p, ceil_mode=ceil)
+        layer = layers.MaxPool2D(k, s, padding=p, ceil_mode=ceil, backend=backend)
+    else:
+        include = kind == "avg"
+        yt = F.avg_pool2d(xt, k, s, p, ceil_mode=ceil, count_include_pad=include)
+        layer = layers.AvgPool2D(k, s, padding=p, ceil_mode=ceil, count_include_pad=include,
+                                 backend=backend)
+    dy = rng.standard_normal(tuple(yt.shape), dtype=np.float32)
+    yt.backward(torch.tensor(dy))
+    assert_close(backend.to_numpy(layer.forward(x)), yt.detach().numpy())
+    assert_close(backend.to_numpy(layer.backward(dy)), xt.grad.numpy())
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 7, 5), (4, 6, 8, 8)])
+def test_global_avgpool2d(backend, shape):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    xt = t(x)
+    yt = xt.mean((2, 3))
+    dy = rng.standard_normal(tuple(yt.shape), dtype=np.float32)
+    yt.backward(torch.tensor(dy))
+    y = backend.global_avgpool2d_forward(backend.from_numpy(x))
+    assert_close(backend.to_numpy(y), yt.detach().numpy())
+    dx = backend.global_avgpool2d_backward(backend.from_numpy(dy), x.shape)
+    assert_close(backend.to_numpy(dx), xt.grad.numpy())
+
+
 def test_dense(backend):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((6, 40), dtype=np.float32)

@@ -11,6 +11,14 @@ Geometry is resolved by the layers before it reaches a backend, so every op gets
 * ``padding`` = (top, bottom, left, right), zero padding; the output size is
   ``(H + top + bottom - kh) // sh + 1`` (and the same for the width).
 
+Pooling also takes ``output_size`` = (OH, OW), resolved by the layer too: ``None`` is the size
+above; PyTorch's ``ceil_mode`` gives one more window where the input leaves a partial one
+(``pool_output_size``). Window (i, j) covers input rows ``i*sh - top .. i*sh - top + kh - 1``
+and columns ``j*sw - left .. j*sw - left + kw - 1``; its part outside the input is padding (for
+the max: -inf, so it never wins; for the average see ``avgpool2d_forward``), and a window that
+runs past the bottom/right padding (the last one in ceil mode) is cut there. Every window must
+overlap the input (``pool_geometry`` checks it).
+
 Ops that need to remember something between forward and backward return an opaque ``state``
 that only the same backend's backward understands.
 """
@@ -26,6 +34,49 @@ import numpy as np
 def conv_output_size(size: int, k: int, stride: int, pad_before: int, pad_after: int) -> int:
     """Output length of a convolution or pooling along one axis."""
     return (size + pad_before + pad_after - k) // stride + 1
+
+
+def pool_output_size(size: int, k: int, stride: int, pad_before: int, pad_after: int,
+                     ceil_mode: bool = False) -> int:
+    """Output length of a pooling along one axis, PyTorch's rule: floor((size + pads - k) /
+    stride) + 1, or with ``ceil_mode`` the ceiling, less the last window if it would start past
+    the input and its leading padding (``(out - 1) * stride >= size + pad_before``). It can be
+    < 1 (input too small)."""
+    span = size + pad_before + pad_after - k
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad_before:
+        out -= 1
+    return out
+
+
+def pool_geometry(x_shape, kernel, stride, padding, output_size) -> tuple[int, int]:
+    """(OH, OW) of a pooling of ``x_shape`` (N, C, H, W): ``output_size``, or the floor-mode size
+    when it is None. ValueError unless every window overlaps the input (a window of padding
+    alone has no maximum and nothing to average)."""
+    if len(x_shape) != 4:
+        raise ValueError(f"pooling expects x (N, C, H, W), got shape {tuple(x_shape)}")
+    h, w = x_shape[2], x_shape[3]
+    (kh, kw), (sh, sw), (top, bottom, left, right) = kernel, stride, padding
+    if output_size is None:
+        output_size = (conv_output_size(h, kh, sh, top, bottom),
+                       conv_output_size(w, kw, sw, left, right))
+    oh, ow = output_size
+    if oh < 1 or ow < 1:
+        raise ValueError(f"pooling: the window {kh}x{kw} does not fit the input {h}x{w} with "
+                         f"padding {tuple(padding)} (output {oh}x{ow})")
+    if (min(padding) < 0 or top >= kh or left >= kw or (oh - 1) * sh - top >= h
+            or (ow - 1) * sw - left >= w):
+        raise ValueError(f"pooling: {oh}x{ow} windows {kh}x{kw} with stride {sh}x{sw} and padding "
+                         f"{tuple(padding)} do not all overlap the input {h}x{w}")
+    return oh, ow
+
+
+def pool_is_plain(x_shape, kernel, stride, padding, output_size) -> bool:
+    """True when a pooling has no padding and every window lies inside the input (the
+    floor-mode size), so the backends' unpadded fast kernels apply."""
+    (kh, kw), (sh, sw) = kernel, stride
+    return not any(padding) and tuple(output_size) == (
+        conv_output_size(x_shape[2], kh, sh, 0, 0), conv_output_size(x_shape[3], kw, sw, 0, 0))
 
 
 class Backend(abc.ABC):
@@ -89,20 +140,38 @@ class Backend(abc.ABC):
 
     # ---- pooling --------------------------------------------------------------------------
     @abc.abstractmethod
-    def maxpool2d_forward(self, x, kernel, stride):
-        """Max over each window (no padding); returns (y, state). Ties go to the first maximum."""
+    def maxpool2d_forward(self, x, kernel, stride, padding=(0, 0, 0, 0), output_size=None):
+        """y[n, c, i, j] = max of window (i, j) (module docstring) over its input elements, the
+        padding being -inf; returns (y, state). Ties go to the first maximum in row-major window
+        order."""
 
     @abc.abstractmethod
     def maxpool2d_backward(self, dy, state):
         """Routes each dy to the input element that won its window; returns dx."""
 
     @abc.abstractmethod
-    def avgpool2d_forward(self, x, kernel, stride):
-        """Mean over each window (no padding); returns y."""
+    def avgpool2d_forward(self, x, kernel, stride, padding=(0, 0, 0, 0), output_size=None,
+                          count_include_pad=True):
+        """y[n, c, i, j] = sum of window (i, j) over its input elements / divisor, PyTorch's
+        avg_pool2d: with ``count_include_pad`` the divisor counts the window cut to the input and
+        its declared padding, rows ``r0 .. min(r0 + kh, H + bottom) - 1`` for r0 = i*sh - top
+        (times the same count for the columns; a ceil-mode overhang past the padding is never
+        counted); without it only the input elements, rows ``max(r0, 0) .. min(r0 + kh, H) - 1``.
+        With no padding and no overhang both are kh*kw."""
 
     @abc.abstractmethod
-    def avgpool2d_backward(self, dy, x_shape, kernel, stride):
-        """Spreads each dy evenly over its window; returns dx."""
+    def avgpool2d_backward(self, dy, x_shape, kernel, stride, padding=(0, 0, 0, 0),
+                           count_include_pad=True):
+        """Each input element of window (i, j) gets dy[..., i, j] / that window's divisor; returns
+        dx. The output size is dy's."""
+
+    @abc.abstractmethod
+    def global_avgpool2d_forward(self, x):
+        """y[n, c] = mean of x[n, c, :, :] over all H*W pixels: (N, C, H, W) -> (N, C)."""
+
+    @abc.abstractmethod
+    def global_avgpool2d_backward(self, dy, x_shape):
+        """dx[n, c, h, w] = dy[n, c] / (H*W) for the input shape ``x_shape`` (N, C, H, W)."""
 
     # ---- dense ----------------------------------------------------------------------------
     @abc.abstractmethod

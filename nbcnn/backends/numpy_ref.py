@@ -13,13 +13,34 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .base import Backend, dropout_uniform
+from .base import Backend, dropout_uniform, pool_geometry
 
 
-def _pad(x, padding):
-    """Zero-pad the two spatial axes of an NCHW array by (top, bottom, left, right)."""
+def _pad(x, padding, value=0):
+    """Pad the two spatial axes of an NCHW array by (top, bottom, left, right) with ``value``."""
     top, bottom, left, right = padding
-    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+
+
+def _pool_pads(x_shape, kernel, stride, padding, output_size):
+    """The padding that makes room for every pooling window: the declared one, grown at the
+    bottom/right where the last window runs past it (ceil mode)."""
+    top, bottom, left, right = padding
+    (oh, ow), (kh, kw), (sh, sw) = output_size, kernel, stride
+    h, w = x_shape[2], x_shape[3]
+    return (top, max(bottom, (oh - 1) * sh + kh - h - top),
+            left, max(right, (ow - 1) * sw + kw - w - left))
+
+
+def _window_counts(size, k, stride, before, after, out, count_include_pad):
+    """Along one axis: how many positions of each of the ``out`` windows an average divides by.
+    Window i starts at i*stride - before (in the leading padding when negative). With padding
+    counted, the window is cut only where the trailing padding ends (size + after); without,
+    it is cut to the input [0, size)."""
+    start = np.arange(out) * stride - before
+    if count_include_pad:
+        return np.minimum(start + k, size + after) - start
+    return np.minimum(start + k, size) - np.maximum(start, 0)
 
 
 def _windows(xp, kernel, stride):
@@ -93,31 +114,77 @@ class NumpyBackend(Backend):
         return dx, dw, db
 
     # ---- pooling --------------------------------------------------------------------------
-    def maxpool2d_forward(self, x, kernel, stride):
-        win = _windows(x, kernel, stride)
-        n, c, oh, ow, kh, kw = win.shape
-        # position of the maximum inside each flattened window (argmax keeps the first of ties)
-        arg = win.reshape(n, c, oh, ow, kh * kw).argmax(axis=-1)
-        y = np.take_along_axis(win.reshape(n, c, oh, ow, kh * kw), arg[..., None], axis=-1)[..., 0]
-        return np.ascontiguousarray(y), (arg, x.shape, kernel, stride)
+    def maxpool2d_forward(self, x, kernel, stride, padding=(0, 0, 0, 0), output_size=None):
+        oh, ow = pool_geometry(x.shape, kernel, stride, padding, output_size)
+        pads = _pool_pads(x.shape, kernel, stride, padding, (oh, ow))
+        n, c = x.shape[:2]
+        kh, kw = kernel
+        # pad with -inf, so a padded position never beats an input element
+        win = _windows(_pad(x, pads, -np.inf), kernel, stride)[:, :, :oh, :ow]
+        win = win.reshape(n, c, oh, ow, kh * kw)
+        is_input = _windows(_pad(np.ones(x.shape, bool), pads, False), kernel, stride)
+        is_input = is_input[:, :, :oh, :ow].reshape(n, c, oh, ow, kh * kw)
+        y = win.max(axis=-1)
+        # position of the first maximum inside each flattened window that is an input element
+        # (argmax of a boolean: its first True). Only a window of -inf inputs ties with padding.
+        arg = ((win == y[..., None]) & is_input).argmax(axis=-1)
+        return np.ascontiguousarray(y), (arg, x.shape, kernel, stride, pads)
 
     def maxpool2d_backward(self, dy, state):
-        arg, x_shape, kernel, stride = state
+        arg, x_shape, kernel, stride, pads = state
         kh, kw = kernel
+        top, bottom, left, right = pads
+        n, c, h, w = x_shape
         # a window's gradient is dy at its winning position and zero elsewhere
         dwin = np.zeros(dy.shape + (kh * kw,), dtype=dy.dtype)
         np.put_along_axis(dwin, arg[..., None], dy[..., None], axis=-1)
-        return _scatter_windows(dwin.reshape(dy.shape + (kh, kw)), x_shape, kernel, stride)
+        dxp = _scatter_windows(dwin.reshape(dy.shape + (kh, kw)),
+                               (n, c, h + top + bottom, w + left + right), kernel, stride)
+        return np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
 
-    def avgpool2d_forward(self, x, kernel, stride):
-        return np.ascontiguousarray(_windows(x, kernel, stride).mean(axis=(-2, -1), dtype=x.dtype))
+    @staticmethod
+    def _avg_divisors(x_shape, kernel, stride, padding, output_size, count_include_pad):
+        """(OH, OW) array: the number each window's sum is divided by (base.avgpool2d_forward)."""
+        h, w = x_shape[2], x_shape[3]
+        top, bottom, left, right = padding
+        rows = _window_counts(h, kernel[0], stride[0], top, bottom, output_size[0],
+                              count_include_pad)
+        cols = _window_counts(w, kernel[1], stride[1], left, right, output_size[1],
+                              count_include_pad)
+        return np.outer(rows, cols)
 
-    def avgpool2d_backward(self, dy, x_shape, kernel, stride):
+    def avgpool2d_forward(self, x, kernel, stride, padding=(0, 0, 0, 0), output_size=None,
+                          count_include_pad=True):
+        oh, ow = pool_geometry(x.shape, kernel, stride, padding, output_size)
+        pads = _pool_pads(x.shape, kernel, stride, padding, (oh, ow))
+        # zero padding adds nothing to a sum; what it counts for is the divisor's business
+        sums = _windows(_pad(x, pads), kernel, stride)[:, :, :oh, :ow].sum(axis=(-2, -1))
+        div = self._avg_divisors(x.shape, kernel, stride, padding, (oh, ow), count_include_pad)
+        return np.ascontiguousarray(sums / div, dtype=x.dtype)
+
+    def avgpool2d_backward(self, dy, x_shape, kernel, stride, padding=(0, 0, 0, 0),
+                           count_include_pad=True):
+        n, c, h, w = x_shape
         kh, kw = kernel
-        # every input in a window gets an equal 1/(kh*kw) share of that window's gradient
-        share = (dy / (kh * kw)).astype(dy.dtype)
+        oh, ow = pool_geometry(x_shape, kernel, stride, padding, dy.shape[2:])
+        top, bottom, left, right = pads = _pool_pads(x_shape, kernel, stride, padding, (oh, ow))
+        div = self._avg_divisors(x_shape, kernel, stride, padding, (oh, ow), count_include_pad)
+        # every position of a window gets the share 1/divisor of that window's gradient; the
+        # shares that land on padding are cut off with it
+        share = (dy / div).astype(dy.dtype)
         dwin = np.broadcast_to(share[..., None, None], dy.shape + (kh, kw))
-        return _scatter_windows(dwin, x_shape, kernel, stride)
+        dxp = _scatter_windows(dwin, (n, c, h + top + bottom, w + left + right), kernel, stride)
+        return np.ascontiguousarray(dxp[:, :, top:top + h, left:left + w])
+
+    def global_avgpool2d_forward(self, x):
+        # one window that covers the whole feature map
+        return np.ascontiguousarray(x.mean(axis=(2, 3), dtype=x.dtype))
+
+    def global_avgpool2d_backward(self, dy, x_shape):
+        n, c, h, w = x_shape
+        # every pixel of a map gets an equal 1/(H*W) share of that map's gradient
+        share = (dy / (h * w)).astype(dy.dtype)
+        return np.ascontiguousarray(np.broadcast_to(share[:, :, None, None], (n, c, h, w)))
 
     # ---- dense ----------------------------------------------------------------------------
     def dense_forward(self, x, w, b):

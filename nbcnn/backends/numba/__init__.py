@@ -21,7 +21,7 @@ import threading
 import numba
 import numpy as np
 
-from ..base import Backend, _lowbias32, conv_output_size
+from ..base import Backend, _lowbias32, conv_output_size, pool_geometry, pool_is_plain
 from . import activations as _act
 from . import augment as _aug
 from ._jit import call as _call
@@ -265,25 +265,24 @@ class NumbaBackend(Backend):
 
     # ---- pooling --------------------------------------------------------------------------
     @staticmethod
-    def _pool_geometry(x, kernel, stride):
-        if x.ndim != 4:
-            raise ValueError(f"pooling expects x (N, C, H, W), got shape {x.shape}")
-        oh = conv_output_size(x.shape[2], kernel[0], stride[0], 0, 0)
-        ow = conv_output_size(x.shape[3], kernel[1], stride[1], 0, 0)
-        if oh < 1 or ow < 1:
-            raise ValueError(f"pooling: input {x.shape[2:]} is smaller than the window {kernel}")
-        return oh, ow
+    def _pool_geometry(x_shape, kernel, stride, padding, output_size):
+        """(OH, OW, plain): plain when the fast unpadded kernels apply."""
+        oh, ow = pool_geometry(x_shape, kernel, stride, padding, output_size)
+        return oh, ow, pool_is_plain(x_shape, kernel, stride, padding, (oh, ow))
 
-    def maxpool2d_forward(self, x, kernel, stride):
+    def maxpool2d_forward(self, x, kernel, stride, padding=(0, 0, 0, 0), output_size=None):
         x = _f32(x)
-        oh, ow = self._pool_geometry(x, kernel, stride)
+        oh, ow, plain = self._pool_geometry(x.shape, kernel, stride, padding, output_size)
         y = np.empty(x.shape[:2] + (oh, ow), _F32)
         arg = np.empty(y.shape, np.int32)
-        if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
+        if plain and tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
             _call(_pool.maxpool_forward_2x2, x.size // 4, x, y, arg)
-        else:
+        elif plain:
             _call(_pool.maxpool_forward, x.size, x, kernel[0], kernel[1], stride[0], stride[1],
                   y, arg)
+        else:
+            _call(_pool.maxpool_forward_padded, y.size * kernel[0] * kernel[1], x, kernel[0],
+                  kernel[1], stride[0], stride[1], padding[0], padding[2], y, arg)
         return y, (arg, x.shape)
 
     def maxpool2d_backward(self, dy, state):
@@ -292,17 +291,50 @@ class NumbaBackend(Backend):
         _call(_pool.maxpool_backward, dx.size, _f32(dy), arg, dx)
         return dx
 
-    def avgpool2d_forward(self, x, kernel, stride):
+    def avgpool2d_forward(self, x, kernel, stride, padding=(0, 0, 0, 0), output_size=None,
+                          count_include_pad=True):
         x = _f32(x)
-        oh, ow = self._pool_geometry(x, kernel, stride)
+        oh, ow, plain = self._pool_geometry(x.shape, kernel, stride, padding, output_size)
         y = np.empty(x.shape[:2] + (oh, ow), _F32)
-        _call(_pool.avgpool_forward, x.size, x, kernel[0], kernel[1], stride[0], stride[1], y)
+        if plain:                           # every divisor is kh*kw, with or without padding
+            _call(_pool.avgpool_forward, x.size, x, kernel[0], kernel[1], stride[0], stride[1],
+                  y)
+        else:
+            _call(_pool.avgpool_forward_padded, y.size * kernel[0] * kernel[1], x, kernel[0],
+                  kernel[1], stride[0], stride[1], *padding, bool(count_include_pad), y)
         return y
 
-    def avgpool2d_backward(self, dy, x_shape, kernel, stride):
-        dx = np.empty(tuple(x_shape), _F32)
-        _call(_pool.avgpool_backward, dx.size, _f32(dy), kernel[0], kernel[1], stride[0],
-              stride[1], dx)
+    def avgpool2d_backward(self, dy, x_shape, kernel, stride, padding=(0, 0, 0, 0),
+                           count_include_pad=True):
+        dy = _f32(dy)
+        x_shape = tuple(x_shape)
+        _, _, plain = self._pool_geometry(x_shape, kernel, stride, padding, dy.shape[2:])
+        dx = np.empty(x_shape, _F32)
+        if plain:
+            _call(_pool.avgpool_backward, dx.size, dy, kernel[0], kernel[1], stride[0],
+                  stride[1], dx)
+        else:
+            _call(_pool.avgpool_backward_padded, dy.size * kernel[0] * kernel[1], dy, kernel[0],
+                  kernel[1], stride[0], stride[1], *padding, bool(count_include_pad), dx)
+        return dx
+
+    def global_avgpool2d_forward(self, x):
+        x = _f32(x)
+        if x.ndim != 4:
+            raise ValueError(f"global average pooling expects x (N, C, H, W), got shape {x.shape}")
+        n, c, h, w = x.shape
+        y = np.empty((n, c), _F32)
+        _call(_pool.global_avgpool_forward, x.size, x.reshape(n, c, h * w), y)
+        return y
+
+    def global_avgpool2d_backward(self, dy, x_shape):
+        n, c, h, w = x_shape
+        dy = _f32(dy)
+        if dy.shape != (n, c):
+            raise ValueError(f"global_avgpool2d_backward: dy has shape {dy.shape}, expected "
+                             f"{(n, c)}")
+        dx = np.empty((n, c, h, w), _F32)
+        _call(_pool.global_avgpool_backward, dx.size, dy, dx.reshape(n, c, h * w))
         return dx
 
     # ---- dense ----------------------------------------------------------------------------

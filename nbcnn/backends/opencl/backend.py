@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from ..base import Backend, _lowbias32, conv_output_size
+from ..base import Backend, _lowbias32, conv_output_size, pool_geometry, pool_is_plain
 from .device import device_id, select_device
 from .errors import INSTALL_HINT, OpenCLUnavailableError
 from .program import ProgramCache
@@ -321,51 +321,96 @@ class OpenCLBackend(Backend):
 
     # ---- pooling --------------------------------------------------------------------------
     @staticmethod
-    def _pool_geometry(x_shape, kernel, stride):
+    def _pool_geometry(x_shape, kernel, stride, padding, output_size):
+        """(n, c, h, w, kh, kw, sh, sw, oh, ow, plain): plain when the unpadded kernels apply."""
         n, c, h, w = x_shape
-        kh, kw = kernel
-        sh, sw = stride
-        oh, ow = conv_output_size(h, kh, sh, 0, 0), conv_output_size(w, kw, sw, 0, 0)
-        if oh <= 0 or ow <= 0:
-            raise ValueError(f"pooling window {kh}x{kw} does not fit input {h}x{w}")
-        return n, c, h, w, kh, kw, sh, sw, oh, ow
+        oh, ow = pool_geometry(x_shape, kernel, stride, padding, output_size)
+        plain = pool_is_plain(x_shape, kernel, stride, padding, (oh, ow))
+        return n, c, h, w, kernel[0], kernel[1], stride[0], stride[1], oh, ow, plain
 
-    def maxpool2d_forward(self, x, kernel, stride):
+    def maxpool2d_forward(self, x, kernel, stride, padding=(0, 0, 0, 0), output_size=None):
         x = self._in(x)
-        n, c, h, w, kh, kw, sh, sw, oh, ow = self._pool_geometry(x.shape, kernel, stride)
+        n, c, h, w, kh, kw, sh, sw, oh, ow, plain = self._pool_geometry(
+            tuple(x.shape), kernel, stride, padding, output_size)
         y = self._empty((n, c, oh, ow))
         arg = self._empty((n, c, oh, ow), np.int32)
-        self._launch(self._kernel("pool", "maxpool2d_fwd"), (ow, oh, n * c), None,
-                     x, y, arg, h, w, oh, ow, kh, kw, sh, sw)
-        return y, (arg, tuple(x.shape), (kh, kw), (sh, sw))
+        if plain:
+            self._launch(self._kernel("pool", "maxpool2d_fwd"), (ow, oh, n * c), None,
+                         x, y, arg, h, w, oh, ow, kh, kw, sh, sw)
+        else:
+            self._launch(self._kernel("pool", "maxpool2d_fwd_padded"), (ow, oh, n * c), None,
+                         x, y, arg, h, w, oh, ow, kh, kw, sh, sw, padding[0], padding[2])
+        return y, (arg, tuple(x.shape), (kh, kw), (sh, sw), tuple(padding))
 
     def maxpool2d_backward(self, dy, state):
-        arg, x_shape, kernel, stride = state
+        arg, x_shape, kernel, stride, padding = state
         dy = self._in(dy)
-        n, c, h, w, kh, kw, sh, sw, oh, ow = self._pool_geometry(x_shape, kernel, stride)
+        n, c, h, w, kh, kw, sh, sw, oh, ow, _ = self._pool_geometry(
+            x_shape, kernel, stride, padding, tuple(dy.shape[2:]))
+        top, _, left, _ = padding
+        pads = {"PAD_T": top, "PAD_L": left} if top or left else None    # compile-time
         dx = self._empty(x_shape)
         if (kh, kw) == (sh, sw):            # windows tile the input: one work-item per window
-            self._launch(self._kernel("pool", "maxpool2d_bwd_tiled"),
-                         (-(-w // kw), -(-h // kh), n * c), None, dy, arg, dx, h, w, oh, ow, kh, kw)
+            self._launch(self._kernel("pool", "maxpool2d_bwd_tiled", pads),
+                         (-(-(w + left) // kw), -(-(h + top) // kh), n * c), None,
+                         dy, arg, dx, h, w, oh, ow, kh, kw)
         else:
-            self._launch(self._kernel("pool", "maxpool2d_bwd"), (w, h, n * c), None,
+            self._launch(self._kernel("pool", "maxpool2d_bwd", pads), (w, h, n * c), None,
                          dy, arg, dx, h, w, oh, ow, kh, kw, sh, sw)
         return dx
 
-    def avgpool2d_forward(self, x, kernel, stride):
+    def avgpool2d_forward(self, x, kernel, stride, padding=(0, 0, 0, 0), output_size=None,
+                          count_include_pad=True):
         x = self._in(x)
-        n, c, h, w, kh, kw, sh, sw, oh, ow = self._pool_geometry(x.shape, kernel, stride)
+        n, c, h, w, kh, kw, sh, sw, oh, ow, plain = self._pool_geometry(
+            tuple(x.shape), kernel, stride, padding, output_size)
         y = self._empty((n, c, oh, ow))
-        self._launch(self._kernel("pool", "avgpool2d_fwd"), (ow, oh, n * c), None,
-                     x, y, h, w, oh, ow, kh, kw, sh, sw)
+        if plain:                           # every divisor is kh*kw, with or without padding
+            self._launch(self._kernel("pool", "avgpool2d_fwd"), (ow, oh, n * c), None,
+                         x, y, h, w, oh, ow, kh, kw, sh, sw)
+        else:
+            self._launch(self._kernel("pool", "avgpool2d_fwd_padded"), (ow, oh, n * c), None,
+                         x, y, h, w, oh, ow, kh, kw, sh, sw, *padding,
+                         int(bool(count_include_pad)))
         return y
 
-    def avgpool2d_backward(self, dy, x_shape, kernel, stride):
+    def avgpool2d_backward(self, dy, x_shape, kernel, stride, padding=(0, 0, 0, 0),
+                           count_include_pad=True):
         dy = self._in(dy)
-        n, c, h, w, kh, kw, sh, sw, oh, ow = self._pool_geometry(tuple(x_shape), kernel, stride)
-        dx = self._empty(tuple(x_shape))
-        self._launch(self._kernel("pool", "avgpool2d_bwd"), (w, h, n * c), None,
-                     dy, dx, h, w, oh, ow, kh, kw, sh, sw)
+        x_shape = tuple(x_shape)
+        n, c, h, w, kh, kw, sh, sw, oh, ow, plain = self._pool_geometry(
+            x_shape, kernel, stride, padding, tuple(dy.shape[2:]))
+        dx = self._empty(x_shape)
+        if plain:
+            self._launch(self._kernel("pool", "avgpool2d_bwd"), (w, h, n * c), None,
+                         dy, dx, h, w, oh, ow, kh, kw, sh, sw)
+        else:
+            self._launch(self._kernel("pool", "avgpool2d_bwd_padded"), (w, h, n * c), None,
+                         dy, dx, h, w, oh, ow, kh, kw, sh, sw, *padding,
+                         int(bool(count_include_pad)))
+        return dx
+
+    def global_avgpool2d_forward(self, x):
+        x = self._in(x)
+        if len(x.shape) != 4:
+            raise ValueError(f"global average pooling expects x (N, C, H, W), got shape {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        y = self._empty((n, c))
+        if y.size:
+            self._launch(self._kernel("pool", "global_avgpool2d_fwd"), (n * c,), None,
+                         x, y, n * c, h * w)
+        return y
+
+    def global_avgpool2d_backward(self, dy, x_shape):
+        dy = self._in(dy)
+        n, c, h, w = x_shape
+        if tuple(dy.shape) != (n, c):
+            raise ValueError(f"global_avgpool2d_backward: dy has shape {tuple(dy.shape)}, "
+                             f"expected {(n, c)}")
+        dx = self._empty((n, c, h, w))
+        if dx.size:
+            self._launch(self._kernel("pool", "global_avgpool2d_bwd"), (dx.size,), None,
+                         dy, dx, dx.size, h * w)
         return dx
 
     # ---- dense ----------------------------------------------------------------------------

@@ -74,6 +74,7 @@ def test_conv2d_dilation_groups(backend, n, c, h, w, o, k, stride, pad, dilation
     assert_close(backend.to_numpy(db), bt.grad.numpy())
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")    # torch: an odd total padding
 def test_conv2d_layer_same_padding_matches_torch():
     """Conv2D(padding="same") with a dilation, as a layer, equals torch's padding="same" (stride 1),
     weights copied."""

@@ -195,12 +195,15 @@ class NumbaBackend(Backend):
               stride[1], y)
 
     def _grouped_forward(self, x, w2g, b, kh, kw, stride, padding, dilation, y, key="xpn"):
-        """``grouped.grouped_forward`` on x moved into a reused, zero-bordered channels-last
-        buffer."""
+        """``grouped.grouped_forward`` on x moved into a reused, zero-bordered buffer, channels
+        last within each group: x viewed as (N*G, C/G, H, W) becomes (N*G, Hp, Wp, C/G)."""
         n, c, h, wd = x.shape
+        groups = w2g.shape[0]
         top, bottom, left, right = padding
-        xpn = self._ws.get((key, padding), (n, h + top + bottom, wd + left + right, c), zero=True)
-        _call(_blk.to_padded_nhwc, x.size, x, top, left, xpn)
+        xpn = self._ws.get((key, padding), (n * groups, h + top + bottom, wd + left + right,
+                                            c // groups), zero=True)
+        _call(_blk.to_padded_nhwc, x.size, x.reshape(n * groups, c // groups, h, wd), top, left,
+              xpn)
         _call(_grp.grouped_forward, y.size * w2g.shape[2] // 16, xpn, w2g, b, kh, kw, stride[0],
               stride[1], dilation[0], dilation[1], y)
 

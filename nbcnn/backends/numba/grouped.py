@@ -36,13 +36,15 @@ from .blocked import _pad_columns, abt
 @kernel
 def grouped_forward(xpn, w2g, b, kh, kw, sh, sw, dh, dw, y):
     """y[n, g*Og + o, i, j] = b[g*Og + o] + dot(w2g[g, o], patch of output pixel (i, j) in group
-    g), with the input channels-last and padded (xpn: N, Hp, Wp, C) and
-    w2g[g, o, (p*kw + q)*Cg + c] = w[g*Og + o, c, p, q] (zero-padded to whole SIMD vectors).
-    The patch row of pixel j is patches[j, (p*kw + q)*Cg + c] = xpn[n, i*sh + p*dh,
-    j*sw + q*dw, g*Cg + c]. One prange iteration per output row (n, i)."""
+    g), with each group's input channels-last and padded, xpn[n*G + g, r, s, c] = xp[n, g*Cg + c,
+    r, s] (N*G, Hp, Wp, Cg), and w2g[g, o, (p*kw + q)*Cg + c] = w[g*Og + o, c, p, q]
+    (zero-padded to whole SIMD vectors). The patch row of pixel j is patches[j, (p*kw + q)*Cg
+    + c] = xpn[n*G + g, i*sh + p*dh, j*sw + q*dw, c]: without dilation a window row p is one
+    contiguous run of kw*Cg values, with it kw runs of Cg. One prange iteration per output row
+    (n, i)."""
     n_img, n_out, oh, ow = y.shape
     n_groups, og, k_pad = w2g.shape
-    cg = xpn.shape[3] // n_groups
+    wp, cg = xpn.shape[2], xpn.shape[3]
     k_len = kh * kw * cg
     for t in prange(n_img * oh):
         n = t // oh
@@ -53,13 +55,19 @@ def grouped_forward(xpn, w2g, b, kh, kw, sh, sw, dh, dw, y):
                 patches[j, u] = np.float32(0.0)
         out = np.empty((og, ow), np.float32)
         for g in range(n_groups):
-            c0 = g * cg
             for p in range(kh):
-                src = xpn[n, i * sh + p * dh]                   # (Wp, C)
-                for q in range(kw):
-                    col = (p * kw + q) * cg
-                    for j in range(ow):
-                        patches[j, col:col + cg] = src[j * sw + q * dw, c0:c0 + cg]
+                src = xpn[n * n_groups + g, i * sh + p * dh].reshape(wp * cg)
+                for j in range(ow):
+                    start = j * sw * cg
+                    # slice copies, not element loops: Numba then emits plain vectorised copies
+                    if dw == 1:
+                        run = kw * cg
+                        patches[j, p * run:(p + 1) * run] = src[start:start + run]
+                    else:
+                        for q in range(kw):
+                            col = (p * kw + q) * cg
+                            at = start + q * dw * cg
+                            patches[j, col:col + cg] = src[at:at + cg]
             abt(w2g[g], patches, out, False)
             for o in range(og):
                 bias = b[g * og + o]
@@ -119,13 +127,16 @@ def backward_input(dy, w, sh, sw, dh, dw, top, left, dxp, dx):
                     xrow = plane[i * sh + p * dh]
                     for q in range(kw):
                         wv = w[o, cl, p, q]
-                        off = q * dw
+                        # a view starting at the tap: the loop then indexes it with j alone
+                        # (a computed index j + q*dw keeps a negative-index check that stops
+                        # LLVM vectorising)
+                        dst = xrow[q * dw:]
                         if sw == 1:                             # contiguous: vectorised
                             for j in range(ow):
-                                xrow[j + off] += wv * drow[j]
+                                dst[j] += wv * drow[j]
                         else:
                             for j in range(ow):
-                                xrow[j * sw + off] += wv * drow[j]
+                                dst[j * sw] += wv * drow[j]
         for r in range(h):
             for s in range(wd):
                 dx[n, c, r, s] = plane[top + r, left + s]
@@ -152,13 +163,13 @@ def depthwise_forward(xp, w, b, sh, sw, dh, dw, y):
                 xrow = xp[n, c, i * sh + p * dh]
                 for q in range(kw):
                     wv = w[o, 0, p, q]
-                    off = q * dw
+                    src = xrow[q * dw:]             # indexed with j alone (see backward_input)
                     if sw == 1:                                 # contiguous: vectorised
                         for j in range(ow):
-                            row[j] += wv * xrow[j + off]
+                            row[j] += wv * src[j]
                     else:
                         for j in range(ow):
-                            row[j] += wv * xrow[j * sw + off]
+                            row[j] += wv * src[j * sw]
 
 
 @kernel
@@ -174,13 +185,16 @@ def depthwise_backward_weights(xp, dy, kh, kw, sh, sw, dh, dw, partial):
         c = o // mult
         for p in range(kh):
             for q in range(kw):
-                off = q * dw
                 acc = np.float32(0.0)
                 for i in range(oh):
                     drow = dy[n, o, i]
-                    xrow = xp[n, c, i * sh + p * dh]
-                    for j in range(ow):
-                        acc += drow[j] * xrow[j * sw + off]
+                    src = xp[n, c, i * sh + p * dh, q * dw:]    # indexed with j alone
+                    if sw == 1:                                 # contiguous: vectorised
+                        for j in range(ow):
+                            acc += drow[j] * src[j]
+                    else:
+                        for j in range(ow):
+                            acc += drow[j] * src[j * sw]
                 partial[n, o, p * kw + q] = acc
 
 

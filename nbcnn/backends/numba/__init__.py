@@ -137,9 +137,12 @@ class NumbaBackend(Backend):
         if x.ndim != 4 or w.ndim != 4:
             raise ValueError(f"conv2d expects x (N, C, H, W) and w (O, C // groups, KH, KW), got "
                              f"{x.shape} and {w.shape}")
+        if groups == 1 and x.shape[1] != w.shape[1]:
+            raise ValueError(f"conv2d: x has {x.shape[1]} channels but w expects {w.shape[1]}")
         if x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
             raise ValueError(f"conv2d: x has {x.shape[1]} channels and w {w.shape[0]} filters of "
-                             f"{w.shape[1]} channels, which does not fit groups={groups}")
+                             f"{w.shape[1]} channels, which does not fit groups={groups} "
+                             f"(expected {groups} * {w.shape[1]} channels)")
         top, bottom, left, right = padding
         oh = conv_output_size(x.shape[2], (w.shape[2] - 1) * dilation[0] + 1, stride[0], top,
                               bottom)

@@ -237,9 +237,12 @@ class OpenCLBackend(Backend):
     def _conv_geometry(x_shape, w_shape, stride, padding, dilation=(1, 1), groups=1):
         n, c, h, w = x_shape
         o, c2, kh, kw = w_shape
+        if groups == 1 and c != c2:
+            raise ValueError(f"conv2d: input has {c} channels but the weight expects {c2}")
         if c != c2 * groups or o % groups:
             raise ValueError(f"conv2d: input has {c} channels and the weight {o} filters of {c2} "
-                             f"channels, which does not fit groups={groups}")
+                             f"channels, which does not fit groups={groups} "
+                             f"(expected {groups} * {c2} channels)")
         sh, sw = stride
         top, bottom, left, right = padding
         oh = conv_output_size(h, (kh - 1) * dilation[0] + 1, sh, top, bottom)

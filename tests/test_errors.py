@@ -107,8 +107,8 @@ def test_bad_conv_options():
         layers.Conv2D(4, 3, groups=3)
     with pytest.raises(ValueError, match="groups must be a positive int, got 0"):
         layers.Conv2D(4, 3, groups=0)
-    with pytest.raises(ValueError, match=r"Conv2D\(8, 3x3\): groups=4 must divide both "
-                                         r"in_channels=6 and filters=8"):
+    with pytest.raises(ValueError, match=r"Conv2D\(8, 3x3, groups=4\): groups=4 must divide "
+                                         r"both in_channels=6 and filters=8"):
         nbcnn.build("conv(8,3,groups=4)", input_shape=(6, 8, 8))
     with pytest.raises(ValueError, match="padding must be >= 0"):
         layers.Conv2D(4, 3, padding=(1, 0, -1, 0))

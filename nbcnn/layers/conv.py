@@ -113,7 +113,9 @@ class Conv2D(Layer):
         return f"conv({','.join(args)})"
 
     def describe(self):
-        return f"Conv2D({self.filters}, {self.kernel_size[0]}x{self.kernel_size[1]})"
+        extra = "".join([f", dilation={_short(self.dilation)}" if self.dilation != (1, 1)
+                         else "", f", groups={self.groups}" if self.groups != 1 else ""])
+        return f"Conv2D({self.filters}, {self.kernel_size[0]}x{self.kernel_size[1]}{extra})"
 
 
 def _short(v):

@@ -364,7 +364,9 @@ class OpenCLBackend(Backend):
             self._grouped_fwd(dy, w, None, dx, n, (o, oh, ow, c, h, wd, kh, kw, 1, 1, fp[0],
                                                    fp[2], dh, dwd), groups, True)
         else:
-            self._launch(self._kernel("conv", "conv2d_grouped_bwd_dx"), (h * wd, c, n), None,
+            # (built with the plain gather kernel's defines: one program serves both)
+            self._launch(self._kernel("conv", "conv2d_grouped_bwd_dx", tune.DX_GATHER),
+                         (h * wd, c, n), None,
                          dy, w, dx, *geo, dh, dwd, groups)
         return dx
 
@@ -380,7 +382,8 @@ class OpenCLBackend(Backend):
         s = -(-n // nper)
         dw = self._empty((o, c // groups, kh, kw))
         target = dw if s == 1 else self._empty((s, items))
-        self._launch(self._kernel("conv", "conv2d_grouped_bwd_dw"), (per_filter, o, s), None,
+        self._launch(self._kernel("conv", "conv2d_grouped_bwd_dw", tune.DX_GATHER),
+                     (per_filter, o, s), None,
                      x, dy, target, n, nper, *geo, groups)
         if s > 1:
             self._launch(self._kernel("reduce", "sum_parts"), (items,), None, target, dw, s, items)

@@ -153,6 +153,22 @@ def test_conv2d_grouped_is_the_per_group_plain_convolution():
     close(y, np.concatenate(parts, axis=1))
 
 
+@pytest.mark.parametrize("variant", ["direct", "gemm"])
+def test_conv2d_grouped_ignores_the_plain_variant(variant):
+    """conv_variant chooses among the plain convolution's algorithms; grouped, dilated and
+    depthwise convolutions run grouped.py whatever it says."""
+    nb = backend_with(variant)
+    rng = np.random.default_rng(16)
+    x, dy = rand(rng, 2, 4, 7, 6), rand(rng, 2, 4, 7, 6)
+    for w, pad, opts in ((rand(rng, 4, 2, 3, 3), (1, 1, 2, 2), dict(groups=2, dilation=(1, 2))),
+                         (rand(rng, 4, 1, 3, 3), (1, 1, 1, 1), dict(groups=4))):
+        close(nb.conv2d_forward(x, w, None, (1, 1), pad, **opts),
+              REF64.conv2d_forward(*f64(x, w, None), (1, 1), pad, **opts))
+        for g, r in zip(nb.conv2d_backward(x, w, dy, (1, 1), pad, True, True, **opts),
+                        REF64.conv2d_backward(*f64(x, w, dy), (1, 1), pad, True, True, **opts)):
+            close(g, r)
+
+
 def test_conv2d_groups_shape_error():
     x = np.zeros((1, 6, 5, 5), np.float32)
     with pytest.raises(ValueError, match="groups=4"):

@@ -405,3 +405,239 @@ __kernel void conv2d_bwd_dw(__global const float *x, __global const float *dy,
         }
     }
 }
+
+/* ---- grouped, dilated and depthwise convolution ---------------------------------------------
+ *
+ *   y[n,o,i,j] = b[o] + sum_{c<Cg,p,q} w[o,c,p,q] * xpad[n, g*Cg+c, i*SH+p*DH, j*SW+q*DW]
+ *
+ * with G groups, Cg = C/G input channels and Og = O/G filters per group, g = o / Og; w is
+ * (O, Cg, KH, KW). The plain convolution (G = 1, no dilation) runs the kernels above.
+ *   forward : OB filters of one group x PX neighbouring output columns per work-item (as
+ *             conv2d_fwd), weights re-laid out per group by conv2d_grouped_wtrans
+ *   depthwise forward (G = C): one filter x PX columns per work-item, a sliding window over its
+ *             one channel (no reuse to block for)
+ *   dx      : stride 1 (not depthwise): the grouped forward on dy with the flipped kernel;
+ *             otherwise gather, one element per work-item, summing over its group's filters
+ *   dw      : one weight per work-item, reducing over images (optionally split into S chunks
+ *             of partial sums, added by reduce.cl) and the output pixels whose tap is inside */
+
+/* wt[(g*C*KH*KW + (c*KH + p)*KW + q)*OP + o] for the convolution computed, with O filters and
+ * C input channels per group (rows of OP >= O, zero padded). global = (OP, C*KH*KW, G).
+ * flip == 0: = w[g*O + o, c, p, q]                    (w is (G*O, C, KH, KW))
+ * flip == 1: = w[g*C + c, o, KH-1-p, KW-1-q]          (w is (G*C, O, KH, KW): the stride-1
+ *            input gradient, dy convolved group by group with the flipped kernel) */
+__kernel void conv2d_grouped_wtrans(__global const float *w, __global float *wt, const int O,
+                                    const int C, const int KH, const int KW, const int OP,
+                                    const int flip)
+{
+    const int o = get_global_id(0), r = get_global_id(1), g = get_global_id(2);
+    const int KK = KH * KW;
+    if (o >= OP || r >= C * KK)
+        return;
+    float v = 0.0f;
+    if (o < O) {
+        const int c = r / KK, pq = r - c * KK;
+        v = flip ? w[(((size_t)g * C + c) * O + o) * KK + (KK - 1 - pq)]
+                 : w[(((size_t)g * O + o) * C + c) * KK + pq];
+    }
+    wt[((size_t)g * C * KK + r) * OP + o] = v;
+}
+
+/* Grouped forward.  global = (OH * ceil(OW/PX), G * OP/OB, N), OP = Og rounded up to OB.
+ * Work-item (g0, g1, n) computes y[n, g*Og + o0 .. +OB-1, i, j0 .. j0+PX-1] for group
+ * g = g1 / (OP/OB), o0 = OB * (g1 % (OP/OB)). wt from conv2d_grouped_wtrans. */
+__kernel void conv2d_grouped_fwd(__global const float *x, __global const float *wt,
+                                 __global const float *b, const int has_bias,
+                                 __global float *y,
+                                 const int C, const int H, const int W,
+                                 const int O, const int OH, const int OW,
+                                 const int KH, const int KW, const int SH, const int SW,
+                                 const int PT, const int PL, const int DH, const int DW,
+                                 const int G, const int OP)
+{
+    const int nbx = (OW + PX - 1) / PX;
+    const int nob = OP / OB;
+    const int g0 = get_global_id(0);
+    const int grp = get_global_id(1) / nob;
+    const int o0 = (get_global_id(1) - grp * nob) * OB;
+    const int n = get_global_id(2);
+    const int Cg = C / G, Og = O / G;
+    if (g0 >= OH * nbx || grp >= G)
+        return;
+    const int i = g0 / nbx;
+    const int j0 = (g0 - i * nbx) * PX;
+
+    VF acc[OB];
+#pragma unroll
+    for (int k = 0; k < OB; ++k)
+        acc[k] = (VF)(0.0f);
+
+    const int ih0 = i * SH - PT;
+    const int iw0 = j0 * SW - PL;
+    __global const float *xg = x + ((size_t)n * C + (size_t)grp * Cg) * H * W;
+    __global const float *wg = wt + (size_t)grp * Cg * KH * KW * OP + o0;
+    for (int c = 0; c < Cg; ++c) {
+        __global const float *xc = xg + (size_t)c * H * W;
+        for (int p = 0; p < KH; ++p) {
+            const int ih = ih0 + p * DH;
+            if (ih < 0 || ih >= H)
+                continue;
+            __global const float *xr = xc + ih * W;
+            __global const float *wr = wg + ((c * KH + p) * KW) * OP;
+            for (int q = 0; q < KW; ++q) {
+                const VF xv = load_cols(xr, iw0 + q * DW, SW, W);
+                __global const float *wq = wr + q * OP;
+#pragma unroll
+                for (int k = 0; k < OB; ++k)
+                    acc[k] = mad((VF)(wq[k]), xv, acc[k]);
+            }
+        }
+    }
+
+    const int plane = OH * OW;
+    __global float *yr = y + ((size_t)n * O + (size_t)grp * Og) * plane + i * OW + j0;
+#pragma unroll
+    for (int k = 0; k < OB; ++k) {
+        const int o = o0 + k;
+        if (o < Og) {
+            VF v = acc[k];
+            if (has_bias)
+                v += (VF)(b[grp * Og + o]);
+            __global float *dst = yr + (size_t)o * plane;
+            if (j0 + PX - 1 < OW) {
+                VSTORE(v, 0, dst);
+            } else {
+                float t[PX];
+                VSTORE(v, 0, t);
+                for (int e = 0; e < PX && j0 + e < OW; ++e)
+                    dst[e] = t[e];
+            }
+        }
+    }
+}
+
+/* Depthwise forward (G = C, O = m*C: filter o reads channel o / m).
+ * global = (OH * ceil(OW/PX), O, N); work-item (g0, o, n) computes y[n, o, i, j0 .. j0+PX-1]. */
+__kernel void conv2d_depthwise_fwd(__global const float *x, __global const float *w,
+                                   __global const float *b, const int has_bias,
+                                   __global float *y,
+                                   const int C, const int H, const int W,
+                                   const int O, const int OH, const int OW,
+                                   const int KH, const int KW, const int SH, const int SW,
+                                   const int PT, const int PL, const int DH, const int DW)
+{
+    const int nbx = (OW + PX - 1) / PX;
+    const int g0 = get_global_id(0);
+    const int o = get_global_id(1);
+    const int n = get_global_id(2);
+    if (g0 >= OH * nbx || o >= O)
+        return;
+    const int i = g0 / nbx;
+    const int j0 = (g0 - i * nbx) * PX;
+    const int c = o / (O / C);
+    const int ih0 = i * SH - PT;
+    const int iw0 = j0 * SW - PL;
+    __global const float *xc = x + ((size_t)n * C + c) * H * W;
+    __global const float *wo = w + (size_t)o * KH * KW;
+    VF acc = (VF)(has_bias ? b[o] : 0.0f);
+    for (int p = 0; p < KH; ++p) {
+        const int ih = ih0 + p * DH;
+        if (ih < 0 || ih >= H)
+            continue;
+        __global const float *xr = xc + ih * W;
+        for (int q = 0; q < KW; ++q)
+            acc = mad((VF)(wo[p * KW + q]), load_cols(xr, iw0 + q * DW, SW, W), acc);
+    }
+    __global float *dst = y + ((size_t)n * O + o) * OH * OW + i * OW + j0;
+    if (j0 + PX - 1 < OW) {
+        VSTORE(acc, 0, dst);
+    } else {
+        float t[PX];
+        VSTORE(acc, 0, t);
+        for (int e = 0; e < PX && j0 + e < OW; ++e)
+            dst[e] = t[e];
+    }
+}
+
+/* Grouped / depthwise gradient with respect to the input (gather form).
+ * dx[n,c,h,x] = sum_{o in c's group, p, q} dy[n,o,i,j] * w[o, c - g*Cg, p, q]
+ *               over i*SH = h+PT-p*DH, j*SW = x+PL-q*DW
+ * global = (H*W, C, N), one element per work-item. */
+__kernel void conv2d_grouped_bwd_dx(__global const float *dy, __global const float *w,
+                                    __global float *dx,
+                                    const int C, const int H, const int W,
+                                    const int O, const int OH, const int OW,
+                                    const int KH, const int KW, const int SH, const int SW,
+                                    const int PT, const int PL, const int DH, const int DW,
+                                    const int G)
+{
+    const int e = get_global_id(0), c = get_global_id(1), n = get_global_id(2);
+    if (e >= H * W || c >= C)
+        return;
+    const int h = e / W, xc = e - h * W;
+    const int Cg = C / G, Og = O / G;
+    const int grp = c / Cg, cl = c - grp * Cg;
+    const int KK = KH * KW;
+    __global const float *dyg = dy + ((size_t)n * O + (size_t)grp * Og) * OH * OW;
+    __global const float *wg = w + ((size_t)grp * Og * Cg + cl) * KK;
+    float acc = 0.0f;
+    for (int p = 0; p < KH; ++p) {
+        const int ii = h + PT - p * DH;
+        if (ii < 0 || ii % SH != 0 || ii / SH >= OH)
+            continue;
+        const int i = ii / SH;
+        for (int q = 0; q < KW; ++q) {
+            const int jj = xc + PL - q * DW;
+            if (jj < 0 || jj % SW != 0 || jj / SW >= OW)
+                continue;
+            const int j = jj / SW;
+            __global const float *d = dyg + i * OW + j;
+            __global const float *wq = wg + p * KW + q;
+            for (int o = 0; o < Og; ++o)
+                acc = mad(d[(size_t)o * OH * OW], wq[(size_t)o * Cg * KK], acc);
+        }
+    }
+    dx[((size_t)n * C + c) * H * W + e] = acc;
+}
+
+/* Grouped / depthwise gradient with respect to the weights.
+ * dw[o,c,p,q] = sum_{n,i,j} dy[n,o,i,j] * xpad[n, g*Cg+c, i*SH+p*DH, j*SW+q*DW]
+ * global = (Cg*KH*KW, O, S); work-item (r, o, s) computes one weight (r = (c*KH + p)*KW + q)
+ * over images n = s*NPER .. min(N, (s+1)*NPER)-1 into part[s, o, r] (S == 1: part is dw). */
+__kernel void conv2d_grouped_bwd_dw(__global const float *x, __global const float *dy,
+                                    __global float *part,
+                                    const int N, const int NPER,
+                                    const int C, const int H, const int W,
+                                    const int O, const int OH, const int OW,
+                                    const int KH, const int KW, const int SH, const int SW,
+                                    const int PT, const int PL, const int DH, const int DW,
+                                    const int G)
+{
+    const int r = get_global_id(0), o = get_global_id(1), s = get_global_id(2);
+    const int Cg = C / G, KK = KH * KW;
+    if (r >= Cg * KK || o >= O)
+        return;
+    const int cl = r / KK, pq = r - cl * KK;
+    const int p = pq / KW, q = pq - p * KW;
+    const int c = (o / (O / G)) * Cg + cl;
+    /* output rows / columns whose tap lands inside the image */
+    const int ti = PT - p * DH, ri = H - 1 + PT - p * DH;
+    const int i_lo = max(0, (ti + SH - 1) / SH);
+    const int i_hi = ri < 0 ? 0 : min(OH, ri / SH + 1);
+    const int tj = PL - q * DW, rj = W - 1 + PL - q * DW;
+    const int j_lo = max(0, (tj + SW - 1) / SW);
+    const int j_hi = rj < 0 ? 0 : min(OW, rj / SW + 1);
+    float acc = 0.0f;
+    const int n_lo = s * NPER, n_hi = min(N, n_lo + NPER);
+    for (int n = n_lo; n < n_hi; ++n) {
+        __global const float *xc = x + ((size_t)n * C + c) * H * W;
+        __global const float *dyo = dy + ((size_t)n * O + o) * OH * OW;
+        for (int i = i_lo; i < i_hi; ++i) {
+            __global const float *xr = xc + (i * SH - ti) * W - tj;
+            __global const float *dr = dyo + i * OW;
+            for (int j = j_lo; j < j_hi; ++j)
+                acc = mad(dr[j], xr[j * SW], acc);
+        }
+    }
+    part[((size_t)s * O + o) * Cg * KK + r] = acc;
+}

@@ -5,7 +5,10 @@ An architecture is written as layers joined by ``-``, each a name with optional 
     conv(8,3,same)-relu-maxpool(2)-flatten-dense(10)
     conv(1,2,stride=3)-flatten-dense(30)-leaky_relu-dense(20)-leaky_relu(0.1)-dense(10)
 
-A pair is written with a colon, e.g. ``conv(16,(3:5))``.
+A pair is written with a colon, e.g. ``conv(16,(3:5))``, and so is a 4-tuple padding
+(top:bottom:left:right); keyword arguments follow the positional ones::
+
+    conv(16,3,same,dilation=2,groups=4)-relu-conv(16,3,(1:2:0:1),dilation=(2:1))
 """
 
 from __future__ import annotations
@@ -26,6 +29,17 @@ PRESETS = {
                "dense(84)-relu-dense(10)"),
     "cifar-small": ("conv(32,3,same)-relu-maxpool(2)-conv(64,3,same)-relu-maxpool(2)-flatten-"
                     "dense(128)-relu-dense(10)"),
+    # depthwise-separable (MobileNet-style) blocks: a depthwise 3x3 (groups == channels) and a
+    # pointwise 1x1, each followed by batch norm and ReLU; 28x28 or 32x32 inputs end at 4x4
+    "mobilenet-small": ("conv(16,3,same,bias=false)-batchnorm-relu-"
+                        "conv(16,3,same,groups=16,bias=false)-batchnorm-relu-"
+                        "conv(32,1,bias=false)-batchnorm-relu-"
+                        "conv(32,3,same,stride=2,groups=32,bias=false)-batchnorm-relu-"
+                        "conv(64,1,bias=false)-batchnorm-relu-"
+                        "conv(64,3,same,stride=2,groups=64,bias=false)-batchnorm-relu-"
+                        "conv(128,1,bias=false)-batchnorm-relu-"
+                        "conv(128,3,same,stride=2,groups=128,bias=false)-batchnorm-relu-"
+                        "conv(128,1,bias=false)-batchnorm-relu-flatten-dense(10)"),
 }
 
 #: spec name -> (layer class, positional argument names)

@@ -20,6 +20,14 @@ CONV_CASES = [
     (5, 3, 6, 6, 9, 3, 3, (1, 1), (1, 1, 1, 1), False),
     (2, 16, 9, 9, 17, 3, 3, (1, 1), (1, 1, 1, 1), True),
 ]
+# (N, C, H, W, filters, kh, kw, stride, padding, dilation, groups, bias)
+GROUPED_CASES = [
+    (2, 3, 9, 8, 4, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 1, True),       # dilation 2
+    (1, 4, 10, 7, 6, 3, 3, (2, 1), (1, 0, 2, 1), (2, 1), 2, False),     # dilation (2, 1), groups 2
+    (3, 8, 9, 9, 8, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 4, True),       # groups 4, stride 2
+    (2, 6, 8, 11, 6, 3, 3, (2, 2), (1, 2, 1, 0), (1, 1), 6, True),      # depthwise, stride 2
+    (1, 4, 9, 7, 8, 5, 3, (1, 1), (4, 4, 1, 1), (2, 1), 4, False),      # depthwise x2, dilated
+]
 # (N, C, H, W, kernel, stride)
 POOL_CASES = [
     (1, 1, 4, 4, (2, 2), (2, 2)),
@@ -74,6 +82,28 @@ def test_conv2d(fast, ref, rng, case):
                 assert g is None, f"{name} should be None"
             else:
                 assert_close(fast.to_numpy(g), r, what=f"conv {name}")
+
+
+@pytest.mark.parametrize("case", GROUPED_CASES, ids=_ids(GROUPED_CASES))
+def test_conv2d_grouped_dilated(fast, ref, rng, case):
+    n, c, h, w, o, kh, kw, stride, padding, dilation, groups, bias = case
+    opts = dict(dilation=dilation, groups=groups)
+    x, wt = randn(rng, n, c, h, w), randn(rng, o, c // groups, kh, kw)
+    b = randn(rng, o) if bias else None
+    y_ref = ref.conv2d_forward(x, wt, b, stride, padding, **opts)
+    y = fast.conv2d_forward(fast.from_numpy(x), fast.from_numpy(wt),
+                            None if b is None else fast.from_numpy(b), stride, padding, **opts)
+    assert_close(fast.to_numpy(y), y_ref, what="grouped conv forward")
+    dy = randn(rng, *y_ref.shape)
+    for need_dx in (True, False):
+        want = ref.conv2d_backward(x, wt, dy, stride, padding, bias, need_dx, **opts)
+        got = fast.conv2d_backward(fast.from_numpy(x), fast.from_numpy(wt), fast.from_numpy(dy),
+                                   stride, padding, bias, need_dx, **opts)
+        for name, g, r in zip(("dx", "dw", "db"), got, want):
+            if r is None:
+                assert g is None, f"{name} should be None"
+            else:
+                assert_close(fast.to_numpy(g), r, what=f"grouped conv {name}")
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=_ids(POOL_CASES))

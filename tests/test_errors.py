@@ -116,6 +116,26 @@ def test_bad_layer_arguments():
         layers.Dropout(1.0)
 
 
+def test_bad_conv_options():
+    with pytest.raises(ValueError, match=r"Conv2D dilation must be >= 1, got \(0, 0\)"):
+        layers.Conv2D(4, 3, dilation=0)
+    with pytest.raises(ValueError, match="dilation"):
+        nbcnn.build("conv(4,3,dilation=(2:0))", input_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match="groups=3 must divide filters=4"):
+        layers.Conv2D(4, 3, groups=3)
+    with pytest.raises(ValueError, match="groups must be a positive int, got 0"):
+        layers.Conv2D(4, 3, groups=0)
+    with pytest.raises(ValueError, match=r"Conv2D\(8, 3x3, groups=4\): groups=4 must divide "
+                                         r"both in_channels=6 and filters=8"):
+        nbcnn.build("conv(8,3,groups=4)", input_shape=(6, 8, 8))
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        layers.Conv2D(4, 3, padding=(1, 0, -1, 0))
+    with pytest.raises(TypeError, match="4-tuple"):
+        layers.Conv2D(4, 3, padding=(1, 2, 3))
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        nbcnn.build("conv(4,3,dilation=4)", input_shape=(1, 8, 8))     # spans 9 rows
+
+
 def test_unknown_backend():
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         nbcnn.build("mnist-tiny", input_shape=(1, 12, 12), backend="cuda")

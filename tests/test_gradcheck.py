@@ -52,6 +52,9 @@ def check_layer(layer, x_shape, seed=0, training=True):
     (dict(filters=2, kernel_size=(3, 2), stride=(1, 2), padding="same"), (2, 3, 5, 6)),
     (dict(filters=4, kernel_size=1, padding="valid", bias=False), (2, 3, 4, 3)),
     (dict(filters=2, kernel_size=5, stride=1, padding=2), (1, 1, 6, 5)),
+    (dict(filters=4, kernel_size=3, padding=(2, 1, 0, 2), dilation=(2, 1), groups=2), (2, 4, 7, 6)),
+    (dict(filters=6, kernel_size=(3, 2), stride=2, padding="same", dilation=2, groups=3),
+     (1, 3, 8, 7)),                                                 # depthwise x2, dilated
 ])
 def test_conv2d(kwargs, x_shape):
     check_layer(layers.Conv2D(**kwargs, backend=REF64), x_shape)

@@ -99,6 +99,83 @@ def test_conv2d_forward_backward(case, variant):
     close(dw2, rdw)
 
 
+# (N, C, H, W, O, kernel, stride, padding, dilation, groups): grouped, dilated and depthwise
+GROUPED_CASES = [
+    (2, 3, 11, 9, 4, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),      # dilation 2, groups 1
+    (3, 4, 10, 13, 5, (3, 3), (2, 1), (1, 2, 0, 1), (2, 1), 1),     # dilation (2, 1), asymmetric
+    (1, 1, 12, 9, 3, (3, 2), (1, 1), (0, 0, 0, 0), (2, 3), 1),      # one channel: the depthwise path
+    (2, 4, 9, 7, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2),       # groups 2
+    (3, 8, 9, 10, 8, (3, 3), (2, 2), (1, 2, 1, 0), (1, 1), 4),      # groups 4, stride 2
+    (1, 8, 11, 8, 12, (3, 5), (1, 2), (2, 2, 3, 3), (2, 1), 4),     # groups 4, dilated, batch 1
+    (2, 6, 9, 9, 6, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 6),       # depthwise
+    (3, 5, 10, 7, 5, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 5),      # depthwise, stride 2
+    (2, 3, 9, 11, 6, (3, 3), (2, 1), (0, 2, 1, 2), (2, 2), 3),      # depthwise x2, dilated
+    (2, 4, 7, 7, 4, (3, 3), (1, 1), (4, 0, 0, 3), (1, 1), 2),       # padding > span-1 on a side
+]
+
+
+def _grouped_id(c):
+    return _case_id(c) + f"d{c[8]}g{c[9]}"
+
+
+@pytest.mark.parametrize("case", GROUPED_CASES, ids=_grouped_id)
+def test_conv2d_grouped_dilated(case):
+    n, c, h, w_, o, kernel, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x, w, b = rand(rng, n, c, h, w_), rand(rng, o, c // groups, *kernel), rand(rng, o)
+    opts = dict(dilation=dilation, groups=groups)
+    for bias in (b, None):
+        y = NB.conv2d_forward(x, w, bias, stride, padding, **opts)
+        assert is_f32c(y)
+        close(y, REF64.conv2d_forward(*f64(x, w, bias), stride, padding, **opts))
+    dy = rand(rng, *y.shape)
+    for with_bias in (True, False):
+        for need_dx in (True, False):
+            got = NB.conv2d_backward(x, w, dy, stride, padding, with_bias, need_dx, **opts)
+            want = REF64.conv2d_backward(*f64(x, w, dy), stride, padding, with_bias, need_dx,
+                                         **opts)
+            for g, r in zip(got, want):
+                if r is None:
+                    assert g is None
+                else:
+                    assert is_f32c(g)
+                    close(g, r)
+
+
+def test_conv2d_grouped_is_the_per_group_plain_convolution():
+    """A grouped convolution equals the plain convolutions of each group concatenated (the two
+    run on different kernels)."""
+    rng = np.random.default_rng(15)
+    x, w, b = rand(rng, 2, 6, 8, 9), rand(rng, 4, 3, 3, 3), rand(rng, 4)
+    y = NB.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1), groups=2)
+    parts = [NB.conv2d_forward(x[:, 3 * g:3 * g + 3], w[2 * g:2 * g + 2], b[2 * g:2 * g + 2],
+                               (1, 1), (1, 1, 1, 1)) for g in range(2)]
+    close(y, np.concatenate(parts, axis=1))
+
+
+@pytest.mark.parametrize("variant", ["direct", "gemm"])
+def test_conv2d_grouped_ignores_the_plain_variant(variant):
+    """conv_variant chooses among the plain convolution's algorithms; grouped, dilated and
+    depthwise convolutions run grouped.py whatever it says."""
+    nb = backend_with(variant)
+    rng = np.random.default_rng(16)
+    x, dy = rand(rng, 2, 4, 7, 6), rand(rng, 2, 4, 7, 6)
+    for w, pad, opts in ((rand(rng, 4, 2, 3, 3), (1, 1, 2, 2), dict(groups=2, dilation=(1, 2))),
+                         (rand(rng, 4, 1, 3, 3), (1, 1, 1, 1), dict(groups=4))):
+        close(nb.conv2d_forward(x, w, None, (1, 1), pad, **opts),
+              REF64.conv2d_forward(*f64(x, w, None), (1, 1), pad, **opts))
+        for g, r in zip(nb.conv2d_backward(x, w, dy, (1, 1), pad, True, True, **opts),
+                        REF64.conv2d_backward(*f64(x, w, dy), (1, 1), pad, True, True, **opts)):
+            close(g, r)
+
+
+def test_conv2d_groups_shape_error():
+    x = np.zeros((1, 6, 5, 5), np.float32)
+    with pytest.raises(ValueError, match="groups=4"):
+        NB.conv2d_forward(x, np.zeros((4, 2, 3, 3), np.float32), None, (1, 1), (0, 0, 0, 0),
+                          groups=4)
+
+
 def test_conv2d_chunked_gemm():
     """The im2col + BLAS path split into several batch chunks (with a ragged last chunk)."""
     nb = backend_with("gemm")
@@ -445,7 +522,13 @@ def _training_step_outputs():
                                            np.zeros(6, np.float32), np.ones(6, np.float32),
                                            0.1, 1e-5)
     bn = NB.batchnorm2d_backward(rand(rng, *yb.shape), bst, np.ones(6, np.float32))
-    return [h, a, p, z, np.float32(loss), dz, dflat, dp, da, dx, dw, db, yb, *bn]
+    grouped = []
+    for wg, opts in ((rand(rng, 6, 3, 3, 3), dict(groups=2, dilation=(2, 1))),
+                     (rand(rng, 6, 1, 3, 3), dict(groups=6))):                 # depthwise
+        yg = NB.conv2d_forward(yb, wg, None, (1, 1), (1, 1, 1, 1), **opts)
+        grouped += [yg, *NB.conv2d_backward(yb, wg, rand(rng, *yg.shape), (1, 1), (1, 1, 1, 1),
+                                            True, True, **opts)]
+    return [h, a, p, z, np.float32(loss), dz, dflat, dp, da, dx, dw, db, yb, *bn, *grouped]
 
 
 def test_deterministic_and_thread_count_independent(parallel_paths):

@@ -89,11 +89,31 @@ def test_argument_types_survive_the_trip_to_a_worker():
         precompile.encode_types((numba.typeof((1, 2)),))
 
 
-def test_first_step_is_the_same_with_and_without_the_dry_run():
+#: grouped, dilated and depthwise convolutions (their own kernels, grouped.py)
+GROUPED_SPEC = ("conv(4,3,same)-conv(8,3,same,dilation=2,groups=2)-relu-"
+                "conv(8,3,stride=2,groups=8)-conv(4,3,padding=(2:1:0:1),dilation=(2:1),groups=4)-"
+                "flatten-dense(3)")
+
+
+def test_dry_run_records_the_grouped_kernels():
+    x, _ = batch()
+    model = nbcnn.build(GROUPED_SPEC, x.shape[1:], backend="numba", seed=1)
+
+    def run():
+        model.forward(x, training=True)
+        model.backward(np.ones((len(x), 3), np.float32))
+
+    names = {fn.py_func.__name__ for fn, _ in precompile.kernels_of(run)}
+    assert {"grouped_forward", "grouped_backward_weights", "depthwise_forward",
+            "depthwise_backward_weights", "backward_input"} <= names
+
+
+@pytest.mark.parametrize("spec", [SPEC, GROUPED_SPEC], ids=["plain", "grouped"])
+def test_first_step_is_the_same_with_and_without_the_dry_run(spec):
     x, y = batch()
     results = []
     for prepare in (True, False):
-        model = nbcnn.build(SPEC, x.shape[1:], backend="numba", seed=3)
+        model = nbcnn.build(spec, x.shape[1:], backend="numba", seed=3)
         model._prepared = not prepare           # False: the dry run happens on this first step
         opt = nbcnn.optim.Adam(lr=0.01)
         loss, correct = model.train_step(x, y, opt)

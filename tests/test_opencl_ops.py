@@ -109,6 +109,56 @@ def test_conv2d_forward_backward(be, case):
     close(np_(be, dw), dw_r, rtol=2e-4, atol=2e-4)
 
 
+GROUPED_CASES = [
+    # (N, C, H, W, O, kh, kw, stride, padding, dilation, groups)
+    (2, 3, 11, 9, 4, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 1),       # dilation 2
+    (3, 4, 10, 13, 5, 3, 3, (2, 1), (1, 2, 0, 1), (2, 1), 1),      # dilation (2, 1), asymmetric
+    (1, 1, 12, 9, 3, 3, 2, (1, 1), (0, 0, 0, 0), (2, 3), 1),       # one channel: depthwise kernel
+    (2, 4, 9, 7, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),        # groups 2
+    (3, 8, 9, 10, 8, 3, 3, (2, 2), (1, 2, 1, 0), (1, 1), 4),       # groups 4, stride 2
+    (1, 8, 11, 8, 12, 3, 5, (1, 2), (2, 2, 3, 3), (2, 1), 4),      # groups 4, dilated, batch 1
+    (2, 4, 13, 17, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),     # 20 filters a group: OB 8
+    (2, 6, 9, 9, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 6),        # depthwise
+    (3, 5, 10, 7, 5, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 5),       # depthwise, stride 2
+    (2, 3, 9, 11, 6, 3, 3, (2, 1), (0, 2, 1, 2), (2, 2), 3),       # depthwise x2, dilated
+    (2, 4, 7, 7, 4, 3, 3, (1, 1), (4, 0, 0, 3), (1, 1), 2),        # padding > span-1 on a side
+]
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-chunk", "split-images"])
+@pytest.mark.parametrize("case", GROUPED_CASES,
+                         ids=lambda c: "x".join(map(str, c[:7])) + f"-s{c[7]}-p{c[8]}-d{c[9]}-g{c[10]}")
+def test_conv2d_grouped_dilated(be, case, split, monkeypatch):
+    """Every option against numpy_ref, the weight gradient both in one pass over the images and
+    split into chunks of partial sums."""
+    monkeypatch.setattr(be, "target_items", 1 << 20 if split else 1)
+    n, c, h, w, o, kh, kw, stride, padding, dilation, groups = case
+    opts = dict(dilation=dilation, groups=groups)
+    x, wt, b = rand(n, c, h, w, seed=1), rand(o, c // groups, kh, kw, seed=2), rand(o, seed=3)
+    for bias in (b, None):
+        y_ref = REF.conv2d_forward(x, wt, bias, stride, padding, **opts)
+        y = be.conv2d_forward(be.from_numpy(x), be.from_numpy(wt),
+                              None if bias is None else be.from_numpy(bias), stride, padding, **opts)
+        close(np_(be, y), y_ref)
+    dy = rand(*y_ref.shape, seed=4)
+    for with_bias in (True, False):
+        for need_dx in (True, False):
+            want = REF.conv2d_backward(x, wt, dy, stride, padding, with_bias, need_dx, **opts)
+            got = be.conv2d_backward(be.from_numpy(x), be.from_numpy(wt), be.from_numpy(dy),
+                                     stride, padding, with_bias, need_dx, **opts)
+            for g, r in zip(got, want):
+                if r is None:
+                    assert g is None
+                else:
+                    close(np_(be, g), r, rtol=2e-4, atol=2e-4)
+
+
+def test_conv2d_groups_mismatch(be):
+    with pytest.raises(ValueError, match="groups=4"):
+        be.conv2d_forward(be.zeros((1, 6, 5, 5)), be.zeros((4, 2, 3, 3)), None, (1, 1),
+                          (0, 0, 0, 0), groups=4)
+
+
 def test_conv2d_bad_channels(be):
     with pytest.raises(ValueError, match="channels"):
         be.conv2d_forward(be.zeros((1, 2, 5, 5)), be.zeros((3, 1, 3, 3)), None, (1, 1), (0, 0, 0, 0))

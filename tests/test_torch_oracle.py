@@ -43,6 +43,54 @@ def test_conv2d(backend, n, c, h, w, o, k, stride, pad):
     assert_close(backend.to_numpy(db), bt.grad.numpy())
 
 
+@pytest.mark.parametrize("n,c,h,w,o,k,stride,pad,dilation,groups", [
+    (2, 3, 11, 9, 4, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),        # dilation 2
+    (3, 4, 10, 13, 6, (3, 3), (2, 1), (1, 2, 0, 1), (2, 1), 2),       # (2, 1), groups 2, asymmetric
+    (1, 8, 9, 10, 8, (3, 5), (2, 2), (1, 2, 2, 1), (1, 1), 4),        # groups 4, stride 2, batch 1
+    (2, 6, 9, 8, 6, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 6),         # depthwise, stride 2
+    (2, 3, 10, 9, 6, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 3),        # depthwise x2, dilated
+])
+def test_conv2d_dilation_groups(backend, n, c, h, w, o, k, stride, pad, dilation, groups):
+    """torch pads symmetrically: the asymmetric padding is applied to its input with F.pad, so
+    its input gradient is that of the padded input, cut back to the image."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, c, h, w), dtype=np.float32)
+    wt = rng.standard_normal((o, c // groups) + k, dtype=np.float32)
+    b = rng.standard_normal(o, dtype=np.float32)
+    xt, wtt, bt = t(x), t(wt), t(b)
+    top, bottom, left, right = pad
+    yt = F.conv2d(F.pad(xt, (left, right, top, bottom)), wtt, bt, stride=stride,
+                  dilation=dilation, groups=groups)
+    dy = rng.standard_normal(tuple(yt.shape), dtype=np.float32)
+    yt.backward(torch.tensor(dy))
+    opts = dict(dilation=dilation, groups=groups)
+    y = backend.conv2d_forward(backend.from_numpy(x), backend.from_numpy(wt), backend.from_numpy(b),
+                               stride, pad, **opts)
+    assert_close(backend.to_numpy(y), yt.detach().numpy())
+    dx, dw, db = backend.conv2d_backward(backend.from_numpy(x), backend.from_numpy(wt),
+                                         backend.from_numpy(dy), stride, pad, True, True, **opts)
+    assert_close(backend.to_numpy(dx), xt.grad.numpy())
+    assert_close(backend.to_numpy(dw), wtt.grad.numpy())
+    assert_close(backend.to_numpy(db), bt.grad.numpy())
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")    # torch: an odd total padding
+def test_conv2d_layer_same_padding_matches_torch():
+    """Conv2D(padding="same") with a dilation, as a layer, equals torch's padding="same" (stride 1),
+    weights copied."""
+    import nbcnn
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 9, 8), dtype=np.float32)
+    layer = nbcnn.layers.Conv2D(6, (3, 4), padding="same", dilation=(2, 3), groups=2,
+                                backend="numpy", seed=0)
+    y = layer.forward(x)
+    ref = torch.nn.Conv2d(4, 6, (3, 4), padding="same", dilation=(2, 3), groups=2)
+    with torch.no_grad():
+        ref.weight.copy_(torch.tensor(layer.get_weights()["weight"]))
+        ref.bias.copy_(torch.tensor(layer.get_weights()["bias"]))
+    assert_close(y, ref(torch.tensor(x)).detach().numpy())
+
+
 @pytest.mark.parametrize("kind", ["max", "avg"])
 @pytest.mark.parametrize("k,s", [(2, 2), (3, 2), ((2, 3), (1, 2))])
 def test_pooling(backend, kind, k, s):

@@ -10,6 +10,10 @@ Geometry is resolved by the layers before it reaches a backend, so every op gets
 * ``kernel`` = (kh, kw), ``stride`` = (sh, sw)
 * ``padding`` = (top, bottom, left, right), zero padding; the output size is
   ``(H + top + bottom - kh) // sh + 1`` (and the same for the width).
+* convolutions also take ``dilation`` = (dh, dw), the spacing of the kernel taps (a tap (p, q)
+  reads the input at offset (p*dh, q*dw), so the window spans (kh-1)*dh+1 rows), and ``groups``:
+  the channels split into ``groups`` equal groups, output channel o seeing only the input
+  channels of its group (weights (O, C // groups, kh, kw), as in PyTorch).
 
 Pooling also takes ``output_size`` = (OH, OW), resolved by the layer too: ``None`` is the size
 above; PyTorch's ``ceil_mode`` gives one more window where the input leaves a partial one
@@ -131,11 +135,17 @@ class Backend(abc.ABC):
 
     # ---- convolution ----------------------------------------------------------------------
     @abc.abstractmethod
-    def conv2d_forward(self, x, w, b, stride, padding):
-        """y[n,o,i,j] = b[o] + sum_{c,p,q} w[o,c,p,q] * xpad[n,c,i*sh+p,j*sw+q]; ``b`` may be None."""
+    def conv2d_forward(self, x, w, b, stride, padding, dilation=(1, 1), groups=1):
+        """y[n,o,i,j] = b[o] + sum_{c,p,q} w[o,c,p,q] * xpad[n, g*Cg + c, i*sh + p*dh, j*sw + q*dw]
+
+        with x (N, C, H, W), w (O, Cg, kh, kw), Cg = C // groups, g = o // (O // groups) the
+        group of filter o, and c running over the Cg channels of that group; ``b`` may be None.
+        The output is (N, O, OH, OW) with OH = (H + top + bottom - ((kh-1)*dh + 1)) // sh + 1
+        (the same for OW). groups == C is a depthwise convolution."""
 
     @abc.abstractmethod
-    def conv2d_backward(self, x, w, dy, stride, padding, with_bias: bool, need_dx: bool):
+    def conv2d_backward(self, x, w, dy, stride, padding, with_bias: bool, need_dx: bool,
+                        dilation=(1, 1), groups=1):
         """Gradients of ``conv2d_forward``: returns (dx or None, dw, db or None)."""
 
     # ---- pooling --------------------------------------------------------------------------

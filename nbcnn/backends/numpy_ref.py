@@ -2,7 +2,7 @@
 
 Clarity wins over speed here. Convolution and pooling are written with *windows*: a strided view
 that, for every output pixel, shows the patch of input it looks at. With those windows a
-convolution is a single ``einsum``, and its gradients are ``einsum`` too. No Python loop runs over
+convolution is one ``einsum`` per group of channels, and its gradients are ``einsum`` too. No Python loop runs over
 pixels; the only loops run over the few kernel offsets when gradients are scattered back.
 
 It keeps the dtype it is given (float32 by default, float64 for finite-difference checks).
@@ -51,15 +51,27 @@ def _windows(xp, kernel, stride):
     return sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
 
 
-def _scatter_windows(dwin, x_shape, kernel, stride):
-    """The adjoint of ``_windows``: add every window's values back onto the input positions it
-    was read from (windows overlap when stride < kernel, so positions accumulate)."""
+def _conv_windows(xp, kernel, stride, dilation):
+    """Like ``_windows``, for a dilated kernel: tap (p, q) of window [n, c, i, j] is
+    ``xp[n, c, i*sh + p*dh, j*sw + q*dw]``. The view first takes the whole span of the window,
+    (kh-1)*dh + 1 rows by (kw-1)*dw + 1 columns, then keeps every dh-th row and dw-th column."""
+    (kh, kw), (dh, dw) = kernel, dilation
+    span = ((kh - 1) * dh + 1, (kw - 1) * dw + 1)
+    return _windows(xp, span, stride)[..., ::dh, ::dw]
+
+
+def _scatter_windows(dwin, x_shape, kernel, stride, dilation=(1, 1)):
+    """The adjoint of ``_windows`` (and of ``_conv_windows`` with ``dilation``): add every
+    window's values back onto the input positions it was read from (windows overlap when
+    stride < kernel, so positions accumulate)."""
     n, c, oh, ow, kh, kw = dwin.shape
     sh, sw = stride
+    dh, dw = dilation
     dx = np.zeros(x_shape, dtype=dwin.dtype)
     for p in range(kh):                 # loop over kernel offsets, not pixels
         for q in range(kw):
-            dx[:, :, p:p + sh * oh:sh, q:q + sw * ow:sw] += dwin[:, :, :, :, p, q]
+            # tap (p, q) sits at offset (p*dh, q*dw) inside each window
+            dx[:, :, p * dh:p * dh + sh * oh:sh, q * dw:q * dw + sw * ow:sw] += dwin[:, :, :, :, p, q]
     return dx
 
 
@@ -90,26 +102,39 @@ class NumpyBackend(Backend):
         return bool(np.isfinite(a).all())
 
     # ---- convolution ----------------------------------------------------------------------
-    def conv2d_forward(self, x, w, b, stride, padding):
-        win = _windows(_pad(x, padding), w.shape[2:], stride)          # (N, C, OH, OW, kh, kw)
-        # every output pixel is the dot product of its window with each filter
-        y = np.einsum("ncijpq,ocpq->noij", win, w, optimize=True)
+    def conv2d_forward(self, x, w, b, stride, padding, dilation=(1, 1), groups=1):
+        cg, og = x.shape[1] // groups, w.shape[0] // groups     # channels / filters per group
+        win = _conv_windows(_pad(x, padding), w.shape[2:], stride, dilation)  # (N,C,OH,OW,kh,kw)
+        y = np.empty((x.shape[0], w.shape[0]) + win.shape[2:4], dtype=x.dtype)
+        for g in range(groups):
+            # group g: its filters see only its own input channels. Every output pixel is the
+            # dot product of its window with each filter.
+            xs, ws = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
+            y[:, ws] = np.einsum("ncijpq,ocpq->noij", win[:, xs], w[ws], optimize=True)
         if b is not None:
             y += b[None, :, None, None]
         return np.ascontiguousarray(y, dtype=x.dtype)
 
-    def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx):
+    def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx, dilation=(1, 1),
+                        groups=1):
         top, bottom, left, right = padding
+        cg, og = x.shape[1] // groups, w.shape[0] // groups
         xp = _pad(x, padding)
-        win = _windows(xp, w.shape[2:], stride)
-        # dL/dw[o,c,p,q]: each filter weight met every window position it multiplied
-        dw = np.einsum("ncijpq,noij->ocpq", win, dy, optimize=True).astype(x.dtype)
+        win = _conv_windows(xp, w.shape[2:], stride, dilation)
+        dw = np.empty(w.shape, dtype=x.dtype)
+        dwin = np.empty(win.shape, dtype=x.dtype) if need_dx else None
+        for g in range(groups):
+            xs, ws = slice(g * cg, (g + 1) * cg), slice(g * og, (g + 1) * og)
+            # dL/dw[o,c,p,q]: each filter weight met every window position it multiplied
+            dw[ws] = np.einsum("ncijpq,noij->ocpq", win[:, xs], dy[:, ws], optimize=True)
+            if need_dx:
+                # each window's gradient is the sum over the group's filters of dy * filter
+                dwin[:, xs] = np.einsum("noij,ocpq->ncijpq", dy[:, ws], w[ws], optimize=True)
         db = dy.sum(axis=(0, 2, 3)).astype(x.dtype) if with_bias else None
         dx = None
         if need_dx:
-            # each window's gradient is sum over filters of dy * filter; add the windows back
-            dwin = np.einsum("noij,ocpq->ncijpq", dy, w, optimize=True)
-            dxp = _scatter_windows(dwin, xp.shape, w.shape[2:], stride)
+            # add the windows back onto the input positions they were read from
+            dxp = _scatter_windows(dwin, xp.shape, w.shape[2:], stride, dilation)
             dx = np.ascontiguousarray(dxp[:, :, top:top + x.shape[2], left:left + x.shape[3]])
         return dx, dw, db
 

@@ -12,21 +12,32 @@ from .geometry import expect_rank, pair, resolve_padding, windowed_output
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
-    ``weight`` has shape (filters, in_channels, kh, kw) and ``bias`` (filters,), as in PyTorch.
-    ``padding`` is an int, a pair, ``"same"`` or ``"valid"``. ``init`` is 'he', 'glorot' or 'auto'
+    ``weight`` has shape (filters, in_channels // groups, kh, kw) and ``bias`` (filters,), as in
+    PyTorch. ``padding`` is an int, a pair (rows, columns), a 4-tuple (top, bottom, left, right),
+    ``"same"`` or ``"valid"``. ``dilation`` (an int or a pair) spaces the kernel taps: tap (p, q)
+    reads the input at offset (p*dh, q*dw), so a 3x3 kernel with dilation 2 spans 5x5 ("same"
+    counts that span). ``groups`` splits the input channels and the filters into that many groups,
+    each filter seeing only its group's channels; both counts must be divisible by it, and
+    ``groups == in_channels`` is a depthwise convolution. ``init`` is 'he', 'glorot' or 'auto'
     (a Sequential picks He when a ReLU-family activation follows, Glorot otherwise).
     """
 
-    def __init__(self, filters: int, kernel_size=3, stride=1, padding=0, bias: bool = True,
-                 init: str = "auto", **kwargs):
+    def __init__(self, filters: int, kernel_size=3, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, init: str = "auto", **kwargs):
         super().__init__(**kwargs)
         if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
             raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
         self.filters = filters
         self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
         self.stride = pair(stride, "Conv2D stride")
-        resolve_padding(padding, (1, 1), self.kernel_size, self.stride)   # validate early
-        self.padding = padding
+        self.dilation = pair(dilation, "Conv2D dilation")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"Conv2D: groups must be a positive int, got {groups!r}")
+        if filters % groups:
+            raise ValueError(f"Conv2D: groups={groups} must divide filters={filters}")
+        self.groups = groups
+        resolve_padding(padding, (1, 1), self.kernel_size, self.stride, self.dilation)  # validate
+        self.padding = tuple(padding) if isinstance(padding, list) else padding
         self.use_bias = bool(bias)
         self.init = init
         self.negative_slope = 0.0        # set by Sequential when a LeakyReLU follows
@@ -34,15 +45,24 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shape):
         expect_rank(self.describe(), input_shape, 3, "C, H, W")
-        self.pads = resolve_padding(self.padding, input_shape[1:], self.kernel_size, self.stride)
-        oh, ow = windowed_output(self.describe(), input_shape[1:], self.kernel_size, self.stride,
+        if input_shape[0] % self.groups:
+            raise ValueError(f"{self.describe()}: groups={self.groups} must divide both "
+                             f"in_channels={input_shape[0]} and filters={self.filters}")
+        self.pads = resolve_padding(self.padding, input_shape[1:], self.kernel_size, self.stride,
+                                    self.dilation)
+        oh, ow = windowed_output(self.describe(), input_shape[1:], self._span(), self.stride,
                                  self.pads)
         return (self.filters, oh, ow)
 
+    def _span(self):
+        """Rows and columns one (dilated) window covers: (k - 1)*d + 1."""
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation))
+
     def _initial_params(self, input_shape, rng):
-        c, (kh, kw) = input_shape[0], self.kernel_size
+        cg, (kh, kw) = input_shape[0] // self.groups, self.kernel_size
         scheme = "glorot" if self.init == "auto" else self.init
-        w = initial_weight(scheme, (self.filters, c, kh, kw), c * kh * kw,
+        # fans as PyTorch counts them: a filter sees cg channels; fan-out spans every filter
+        w = initial_weight(scheme, (self.filters, cg, kh, kw), cg * kh * kw,
                            self.filters * kh * kw, rng, self.negative_slope)
         params = {"weight": w}
         if self.use_bias:
@@ -52,12 +72,21 @@ class Conv2D(Layer):
     def _forward(self, x, training):
         self._cache = x
         return self.backend.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                           self.stride, self.pads)
+                                           self.stride, self.pads, **self._options())
+
+    def _options(self):
+        """dilation and groups for the backend, left out when they are the defaults."""
+        opts = {}
+        if self.dilation != (1, 1):
+            opts["dilation"] = self.dilation
+        if self.groups != 1:
+            opts["groups"] = self.groups
+        return opts
 
     def _backward(self, dy):
         dx, dw, db = self.backend.conv2d_backward(self._cache, self.params["weight"], dy,
                                                   self.stride, self.pads, self.use_bias,
-                                                  self.need_input_grad)
+                                                  self.need_input_grad, **self._options())
         self.grads = {"weight": dw, **({"bias": db} if self.use_bias else {})}
         return dx
 
@@ -65,22 +94,33 @@ class Conv2D(Layer):
         return {"filters": self.filters, "kernel_size": list(self.kernel_size),
                 "stride": list(self.stride),
                 "padding": self.padding if isinstance(self.padding, (int, str)) else list(self.padding),
+                "dilation": list(self.dilation), "groups": self.groups,
                 "bias": self.use_bias, "init": self.init}
 
     def spec(self):
-        k = self.kernel_size[0] if self.kernel_size[0] == self.kernel_size[1] else self.kernel_size
-        s = self.stride[0] if self.stride[0] == self.stride[1] else self.stride
+        k = _short(self.kernel_size)
         args = [str(self.filters), _fmt(k)]
         if self.padding not in (0, "valid"):
             args.append(_fmt(self.padding))
-        if s != 1:
-            args.append(f"stride={_fmt(s)}")
+        if self.stride != (1, 1):
+            args.append(f"stride={_fmt(_short(self.stride))}")
+        if self.dilation != (1, 1):
+            args.append(f"dilation={_fmt(_short(self.dilation))}")
+        if self.groups != 1:
+            args.append(f"groups={self.groups}")
         if not self.use_bias:
             args.append("bias=false")
         return f"conv({','.join(args)})"
 
     def describe(self):
-        return f"Conv2D({self.filters}, {self.kernel_size[0]}x{self.kernel_size[1]})"
+        extra = "".join([f", dilation={_short(self.dilation)}" if self.dilation != (1, 1)
+                         else "", f", groups={self.groups}" if self.groups != 1 else ""])
+        return f"Conv2D({self.filters}, {self.kernel_size[0]}x{self.kernel_size[1]}{extra})"
+
+
+def _short(v):
+    """(3, 3) -> 3; (3, 5) stays a pair."""
+    return v[0] if v[0] == v[1] else v
 
 
 def _fmt(v) -> str:

@@ -19,12 +19,13 @@ def pair(value, what: str) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
-def resolve_padding(padding, size, kernel, stride) -> tuple[int, int, int, int]:
+def resolve_padding(padding, size, kernel, stride, dilation=(1, 1)) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) zero padding.
 
     ``"valid"`` is no padding. ``"same"`` gives ceil(size / stride) outputs, splitting the padding
     evenly and putting an odd extra row/column at the bottom/right (TensorFlow's and PyTorch's
-    rule). An int pads all sides; (ph, pw) pads top/bottom by ph and left/right by pw.
+    rule); a dilated kernel counts with its span (k-1)*d + 1. An int pads all sides; (ph, pw)
+    pads top/bottom by ph and left/right by pw; (top, bottom, left, right) pads each side.
     """
     if isinstance(padding, str):
         mode = padding.lower()
@@ -32,17 +33,24 @@ def resolve_padding(padding, size, kernel, stride) -> tuple[int, int, int, int]:
             return (0, 0, 0, 0)
         if mode == "same":
             pads = []
-            for n, k, s in zip(size, kernel, stride):
-                total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            for n, k, s, d in zip(size, kernel, stride, dilation):
+                total = max((math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n, 0)
                 pads += [total // 2, total - total // 2]
             return tuple(pads)
-        raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-    if isinstance(padding, bool) or not isinstance(padding, (int, tuple, list)):
-        raise TypeError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-    ph, pw = (padding, padding) if isinstance(padding, int) else tuple(padding)
-    if min(ph, pw) < 0:
+        raise ValueError(f"padding must be an int, a pair, a 4-tuple, 'same' or 'valid', "
+                         f"got {padding!r}")
+    if isinstance(padding, int) and not isinstance(padding, bool):
+        padding = (padding, padding)
+    if (not isinstance(padding, (tuple, list)) or len(padding) not in (2, 4)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in padding)):
+        raise TypeError(f"padding must be an int, a pair, a 4-tuple (top, bottom, left, right), "
+                        f"'same' or 'valid', got {padding!r}")
+    if min(padding) < 0:
         raise ValueError(f"padding must be >= 0, got {padding!r}")
-    return (ph, ph, pw, pw)
+    if len(padding) == 2:
+        ph, pw = padding
+        return (ph, ph, pw, pw)
+    return tuple(int(v) for v in padding)
 
 
 def windowed_output(what, size, kernel, stride, padding=(0, 0, 0, 0)) -> tuple[int, int]:

@@ -1,8 +1,9 @@
 """The Numba backend: JIT-compiled, parallel CPU kernels on numpy float32 arrays.
 
 Kernels live in one module per op family (``conv``, ``blocked`` (the register-blocked dot-product
-kernel behind convolution and dense layers), ``pool``, ``dense``, ``activations``, ``loss``,
-``dropout``, ``batchnorm``, ``optim``, ``augment``); this class is the thin host layer that checks
+kernel behind convolution and dense layers), ``grouped`` (grouped, dilated and depthwise
+convolution), ``pool``, ``dense``, ``activations``, ``loss``, ``dropout``, ``batchnorm``,
+``optim``, ``augment``); this class is the thin host layer that checks
 and converts inputs, allocates outputs and calls them. Every kernel is ``@njit(parallel=True,
 cache=True)``: it compiles on its first call (lazily, so only the ops a model uses are
 compiled) and the machine code is cached on disk for the next process. Threads: Numba's pool,
@@ -29,6 +30,7 @@ from . import batchnorm as _bn
 from . import blocked as _blk
 from . import conv as _conv
 from . import dense as _dense
+from . import grouped as _grp
 from . import dropout as _drop
 from . import loss as _loss
 from . import optim as _optim
@@ -76,7 +78,9 @@ class NumbaBackend(Backend):
     dtype = np.dtype(np.float32)
     #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``, except the
     #: forward pass of layers whose window has < ``direct_window`` values, which runs
-    #: "direct"), "direct" (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``)
+    #: "direct"), "direct" (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``).
+    #: It chooses for the plain convolution only: grouped, dilated and depthwise convolutions
+    #: always run the kernels of ``grouped.py``.
     conv_variant = "auto"
     #: windows (C*KH*KW values) shorter than this go "direct" in the "auto" forward pass
     direct_window = 24
@@ -130,15 +134,21 @@ class NumbaBackend(Backend):
         return xp
 
     @staticmethod
-    def _conv_geometry(x, w, stride, padding):
+    def _conv_geometry(x, w, stride, padding, dilation=(1, 1), groups=1):
         if x.ndim != 4 or w.ndim != 4:
-            raise ValueError(f"conv2d expects x (N, C, H, W) and w (O, C, KH, KW), got "
+            raise ValueError(f"conv2d expects x (N, C, H, W) and w (O, C // groups, KH, KW), got "
                              f"{x.shape} and {w.shape}")
-        if x.shape[1] != w.shape[1]:
+        if groups == 1 and x.shape[1] != w.shape[1]:
             raise ValueError(f"conv2d: x has {x.shape[1]} channels but w expects {w.shape[1]}")
+        if x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+            raise ValueError(f"conv2d: x has {x.shape[1]} channels and w {w.shape[0]} filters of "
+                             f"{w.shape[1]} channels, which does not fit groups={groups} "
+                             f"(expected {groups} * {w.shape[1]} channels)")
         top, bottom, left, right = padding
-        oh = conv_output_size(x.shape[2], w.shape[2], stride[0], top, bottom)
-        ow = conv_output_size(x.shape[3], w.shape[3], stride[1], left, right)
+        oh = conv_output_size(x.shape[2], (w.shape[2] - 1) * dilation[0] + 1, stride[0], top,
+                              bottom)
+        ow = conv_output_size(x.shape[3], (w.shape[3] - 1) * dilation[1] + 1, stride[1], left,
+                              right)
         if oh < 1 or ow < 1:
             raise ValueError(f"conv2d: input {x.shape[2:]} with padding {padding} is smaller "
                              f"than the kernel {w.shape[2:]}")
@@ -150,11 +160,21 @@ class NumbaBackend(Backend):
         per = max(1, min(n, self.cols_bytes // max(1, 4 * rows * pix)))
         return [(i, min(n, i + per)) for i in range(0, n, per)]
 
-    def conv2d_forward(self, x, w, b, stride, padding):
+    def conv2d_forward(self, x, w, b, stride, padding, dilation=(1, 1), groups=1):
         x, w = _f32(x), _f32(w)
-        oh, ow = self._conv_geometry(x, w, stride, padding)
+        dilation = tuple(dilation)
+        oh, ow = self._conv_geometry(x, w, stride, padding, dilation, groups)
         b = np.zeros(w.shape[0], _F32) if b is None else _f32(b)
         y = np.empty((x.shape[0], w.shape[0], oh, ow), _F32)
+        if groups == x.shape[1]:
+            if groups > 1 or dilation != (1, 1):    # depthwise: one channel per filter
+                _call(_grp.depthwise_forward, y.size * w[0].size // 8, self._padded(x, padding),
+                      w, b, stride[0], stride[1], dilation[0], dilation[1], y)
+                return y
+        elif groups > 1 or dilation != (1, 1):
+            self._grouped_forward(x, _grp.grouped_filters(w, groups), b, w.shape[2], w.shape[3],
+                                  stride, padding, dilation, y)
+            return y
         variant = self.conv_variant
         if variant == "auto" and w[0].size < self.direct_window:
             variant = "direct"        # a short window (first layers): too short to
@@ -178,6 +198,19 @@ class NumbaBackend(Backend):
         _call(_blk.conv_forward, y.size * w2.shape[1] // 16, xpn, w2, b, kh, kw, stride[0],
               stride[1], y)
 
+    def _grouped_forward(self, x, w2g, b, kh, kw, stride, padding, dilation, y, key="xpn"):
+        """``grouped.grouped_forward`` on x moved into a reused, zero-bordered buffer, channels
+        last within each group: x viewed as (N*G, C/G, H, W) becomes (N*G, Hp, Wp, C/G)."""
+        n, c, h, wd = x.shape
+        groups = w2g.shape[0]
+        top, bottom, left, right = padding
+        xpn = self._ws.get((key, padding), (n * groups, h + top + bottom, wd + left + right,
+                                            c // groups), zero=True)
+        _call(_blk.to_padded_nhwc, x.size, x.reshape(n * groups, c // groups, h, wd), top, left,
+              xpn)
+        _call(_grp.grouped_forward, y.size * w2g.shape[2] // 16, xpn, w2g, b, kh, kw, stride[0],
+              stride[1], dilation[0], dilation[1], y)
+
     def _conv_forward_gemm(self, xp, w, b, stride, y):
         n, o, oh, ow = y.shape
         kh, kw = w.shape[2], w.shape[3]
@@ -192,9 +225,11 @@ class NumbaBackend(Backend):
             np.matmul(w2, cols, out=ymat)                       # BLAS sgemm
             _call(_conv.cols_to_nchw, ymat.size, ymat, b, y[n0:n1])
 
-    def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx):
+    def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx, dilation=(1, 1),
+                        groups=1):
         x, w, dy = _f32(x), _f32(w), _f32(dy)
-        oh, ow = self._conv_geometry(x, w, stride, padding)
+        dilation = tuple(dilation)
+        oh, ow = self._conv_geometry(x, w, stride, padding, dilation, groups)
         if dy.shape != (x.shape[0], w.shape[0], oh, ow):
             raise ValueError(f"conv2d_backward: dy has shape {dy.shape}, expected "
                              f"{(x.shape[0], w.shape[0], oh, ow)}")
@@ -202,6 +237,10 @@ class NumbaBackend(Backend):
         dw = np.empty(w.shape, _F32)
         db = np.empty(w.shape[0], _F32)
         dx = np.empty(x.shape, _F32) if need_dx else None
+        if groups > 1 or dilation != (1, 1):
+            self._grouped_backward(x, xp, w, dy, stride, padding, dilation, groups, with_bias,
+                                   dw, db, dx)
+            return dx, dw, (db if with_bias else None)
         variant = self.conv_variant
         if variant == "gemm":
             self._conv_backward_gemm(xp, w, dy, stride, padding, dw, db, dx)
@@ -235,6 +274,39 @@ class NumbaBackend(Backend):
                 _call(_conv.conv_backward_input_direct, dy.size * w[0].size // 8, dy, w,
                       stride[0], stride[1], top, left, dxp, dx)
         return dx, dw, (db if with_bias else None)
+
+    def _grouped_backward(self, x, xp, w, dy, stride, padding, dilation, groups, with_bias, dw,
+                          db, dx):
+        """Gradients of a grouped, dilated or depthwise convolution (``grouped.py``) into the
+        given dw, db (when ``with_bias``) and dx (when not None)."""
+        n, o = dy.shape[:2]
+        kh, kw = w.shape[2:]
+        (sh, sw), (dh, dwd) = stride, dilation
+        partial = self._ws.get("dw_partial", (n, o, w[0].size))
+        if groups == x.shape[1]:                    # depthwise
+            _call(_grp.depthwise_backward_weights, dy.size * w[0].size // 8, xp, dy, kh, kw,
+                  sh, sw, dh, dwd, partial)
+        else:
+            _call(_grp.grouped_backward_weights, dy.size * w[0].size // 16, xp, dy, kh, kw, sh,
+                  sw, dh, dwd, groups, partial)
+        np.sum(partial, axis=0, out=dw.reshape(o, -1))
+        if with_bias:
+            np.sum(dy, axis=(0, 2, 3), dtype=_F32, out=db)
+        if dx is None:
+            return
+        top, bottom, left, right = padding
+        span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dwd + 1
+        flip_pad = (span_h - 1 - top, span_h - 1 - bottom, span_w - 1 - left, span_w - 1 - right)
+        if groups != x.shape[1] and stride == (1, 1) and min(flip_pad) >= 0:
+            # dx = dy (padded by (k-1)*d - pad) convolved, group by group, with the flipped,
+            # transposed filters
+            self._grouped_forward(dy, _grp.grouped_input_grad_filters(w, groups),
+                                  np.zeros(x.shape[1], _F32), kh, kw, (1, 1), flip_pad,
+                                  dilation, dx, key="dypn")
+        else:
+            dxp = self._ws.get("dxp", xp.shape)
+            _call(_grp.backward_input, dy.size * w[0].size // 8, dy, w, sh, sw, dh, dwd, top,
+                  left, dxp, dx)
 
     def _conv_backward_gemm(self, xp, w, dy, stride, padding, dw, db, dx):
         n, o, oh, ow = dy.shape

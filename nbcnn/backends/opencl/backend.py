@@ -235,15 +235,19 @@ class OpenCLBackend(Backend):
 
     # ---- convolution ----------------------------------------------------------------------
     @staticmethod
-    def _conv_geometry(x_shape, w_shape, stride, padding):
+    def _conv_geometry(x_shape, w_shape, stride, padding, dilation=(1, 1), groups=1):
         n, c, h, w = x_shape
         o, c2, kh, kw = w_shape
-        if c != c2:
+        if groups == 1 and c != c2:
             raise ValueError(f"conv2d: input has {c} channels but the weight expects {c2}")
+        if c != c2 * groups or o % groups:
+            raise ValueError(f"conv2d: input has {c} channels and the weight {o} filters of {c2} "
+                             f"channels, which does not fit groups={groups} "
+                             f"(expected {groups} * {c2} channels)")
         sh, sw = stride
         top, bottom, left, right = padding
-        oh = conv_output_size(h, kh, sh, top, bottom)
-        ow = conv_output_size(w, kw, sw, left, right)
+        oh = conv_output_size(h, (kh - 1) * dilation[0] + 1, sh, top, bottom)
+        ow = conv_output_size(w, (kw - 1) * dilation[1] + 1, sw, left, right)
         if oh <= 0 or ow <= 0:
             raise ValueError(f"conv2d: kernel {kh}x{kw} does not fit input {h}x{w} with padding {padding}")
         return n, c, h, w, o, kh, kw, sh, sw, top, left, oh, ow
@@ -264,21 +268,69 @@ class OpenCLBackend(Backend):
                      x, wt, bias if has_b else self._dummy, int(has_b), y,
                      c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, op)
 
-    def conv2d_forward(self, x, w, b, stride, padding):
+    def conv2d_forward(self, x, w, b, stride, padding, dilation=(1, 1), groups=1):
         x, w = self._in(x), self._in(w)
+        dilation = tuple(dilation)
         n, c, h, wd, o, kh, kw, sh, sw, top, left, oh, ow = self._conv_geometry(
-            x.shape, w.shape, stride, padding)
+            x.shape, w.shape, stride, padding, dilation, groups)
         y = self._empty((n, o, oh, ow))
-        self._conv_fwd(x, w, None if b is None else self._in(b), y,
-                       n, c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, False)
+        bias = None if b is None else self._in(b)
+        if groups > 1 or dilation != (1, 1):
+            geo = (c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, *dilation)
+            if groups == c:
+                self._depthwise_fwd(x, w, bias, y, n, geo)
+            else:
+                self._grouped_fwd(x, w, bias, y, n, geo, groups, False)
+            return y
+        self._conv_fwd(x, w, bias, y, n, c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, False)
         return y
 
-    def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx):
+    def _fwd_px(self, ow):
+        """Output columns per work-item of the grouped and depthwise forward kernels."""
+        return 4 if self.is_gpu or ow < 8 else 8
+
+    def _grouped_fwd(self, x, w, bias, y, n, geo, groups, flip):
+        """Enqueue the grouped forward kernel: y = grouped conv(x, w) (+ bias), geometry ``geo``
+        = (C, H, W, O, OH, OW, KH, KW, SH, SW, PT, PL, DH, DW) of the convolution computed. With
+        ``flip`` the weight (G*C, O/G, KH, KW) is read flipped, in/out swapped (the stride-1
+        input gradient). Not auto-tuned: OB filters x PX columns per work-item."""
+        c, h, wd, o, oh, ow, kh, kw = geo[:8]
+        cg, og = c // groups, o // groups
+        t = {"OB": 4 if og <= 4 else 8, "PX": self._fwd_px(ow)}
+        op = _round_up(og, t["OB"])
+        wt = self._empty((groups, cg * kh * kw, op))
+        self._launch(self._kernel("conv", "conv2d_grouped_wtrans", t), (op, cg * kh * kw, groups),
+                     None, w, wt, og, cg, kh, kw, op, int(flip))
+        has_b = bias is not None
+        self._launch(self._kernel("conv", "conv2d_grouped_fwd", t),
+                     (oh * -(-ow // t["PX"]), groups * (op // t["OB"]), n), None,
+                     x, wt, bias if has_b else self._dummy, int(has_b), y, *geo, groups, op)
+
+    def _depthwise_fwd(self, x, w, bias, y, n, geo):
+        """Enqueue the depthwise forward kernel (groups == C): one filter's sliding window over
+        its channel, PX columns per work-item."""
+        o, oh, ow = geo[3:6]
+        px = self._fwd_px(ow)
+        has_b = bias is not None
+        self._launch(self._kernel("conv", "conv2d_depthwise_fwd", {"PX": px}),
+                     (oh * -(-ow // px), o, n), None,
+                     x, w, bias if has_b else self._dummy, int(has_b), y, *geo)
+
+    def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx, dilation=(1, 1),
+                        groups=1):
         x, w, dy = self._in(x), self._in(w), self._in(dy)
+        dilation = tuple(dilation)
         n, c, h, wd, o, kh, kw, sh, sw, top, left, oh, ow = self._conv_geometry(
-            x.shape, w.shape, stride, padding)
+            x.shape, w.shape, stride, padding, dilation, groups)
         if tuple(dy.shape) != (n, o, oh, ow):
             raise ValueError(f"conv2d_backward: dy has shape {tuple(dy.shape)}, expected {(n, o, oh, ow)}")
+        if groups > 1 or dilation != (1, 1):
+            dx = self._grouped_dx(dy, w, n, (c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left),
+                                  padding, dilation, groups) if need_dx else None
+            dw = self._grouped_dw(x, dy, n, (c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left,
+                                             *dilation), groups)
+            db = self._sum_axes02(dy, n, o, oh * ow) if with_bias else None
+            return dx, dw, db
         geo = (c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left)
         dx = None
         if need_dx:
@@ -298,6 +350,45 @@ class OpenCLBackend(Backend):
         dw = self._conv_dw(x, dy, n, geo)
         db = self._sum_axes02(dy, n, o, oh * ow) if with_bias else None
         return dx, dw, db
+
+    def _grouped_dx(self, dy, w, n, geo, padding, dilation, groups):
+        """Input gradient of a grouped, dilated or depthwise convolution: for stride 1 (not
+        depthwise) the grouped forward of dy, padded by (k-1)*d - pad, with the flipped kernel;
+        otherwise the gather kernel."""
+        c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left = geo
+        dh, dwd = dilation
+        _, bottom, _, right = padding
+        span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dwd + 1
+        fp = (span_h - 1 - top, span_h - 1 - bottom, span_w - 1 - left, span_w - 1 - right)
+        dx = self._empty((n, c, h, wd))
+        if groups != c and sh == 1 and sw == 1 and min(fp) >= 0:
+            self._grouped_fwd(dy, w, None, dx, n, (o, oh, ow, c, h, wd, kh, kw, 1, 1, fp[0],
+                                                   fp[2], dh, dwd), groups, True)
+        else:
+            # (built with the plain gather kernel's defines: one program serves both)
+            self._launch(self._kernel("conv", "conv2d_grouped_bwd_dx", tune.DX_GATHER),
+                         (h * wd, c, n), None,
+                         dy, w, dx, *geo, dh, dwd, groups)
+        return dx
+
+    def _grouped_dw(self, x, dy, n, geo, groups):
+        """Weight gradient of a grouped, dilated or depthwise convolution, one weight per
+        work-item; the images are split into S chunks (partial sums, then added) when the
+        weights alone are too few work-items for the device."""
+        c, h, wd, o, oh, ow, kh, kw = geo[:8]
+        per_filter = c // groups * kh * kw
+        items = o * per_filter
+        s = max(1, min(n, -(-self.target_items // items)))
+        nper = -(-n // s)
+        s = -(-n // nper)
+        dw = self._empty((o, c // groups, kh, kw))
+        target = dw if s == 1 else self._empty((s, items))
+        self._launch(self._kernel("conv", "conv2d_grouped_bwd_dw", tune.DX_GATHER),
+                     (per_filter, o, s), None,
+                     x, dy, target, n, nper, *geo, groups)
+        if s > 1:
+            self._launch(self._kernel("reduce", "sum_parts"), (items,), None, target, dw, s, items)
+        return dw
 
     def _conv_dw(self, x, dy, n, geo, t=None):
         """Weight gradient; splits the images into S chunks (partial sums, then added) when the

@@ -149,6 +149,14 @@ class Backend(abc.ABC):
     def dropout_backward(self, dy, mask):
         """dx = dy * mask."""
 
+    # ---- element-wise sum (residual connections) ------------------------------------------
+    @abc.abstractmethod
+    def add(self, a, b, out=None):
+        """a + b for two arrays of the same shape. With ``out`` (an array of this backend of that
+        shape, which may be ``a`` or ``b`` itself) the sum is written there and ``out`` is
+        returned, so a residual block can accumulate into an array it owns instead of
+        allocating one."""
+
     # ---- batch normalisation --------------------------------------------------------------
     @abc.abstractmethod
     def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var,

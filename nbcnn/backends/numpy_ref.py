@@ -190,6 +190,14 @@ class NumpyBackend(Backend):
     def dropout_backward(self, dy, mask):
         return dy * mask
 
+    # ---- element-wise sum ------------------------------------------------------------------
+    def add(self, a, b, out=None):
+        # a residual block's output (body + shortcut) and its input gradient (the sum of both
+        # paths' input gradients); with out=a or out=b the sum overwrites that array in place
+        if a.shape != b.shape:
+            raise ValueError(f"add: shapes {a.shape} and {b.shape} differ")
+        return np.add(a, b, out=out)
+
     # ---- batch normalisation --------------------------------------------------------------
     def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):
         axes = (0, 2, 3)                                   # statistics per channel

@@ -2,8 +2,8 @@
 
 Kernels live in one module per op family (``conv``, ``blocked`` (the register-blocked dot-product
 kernel behind convolution and dense layers), ``pool``, ``dense``, ``activations``, ``loss``,
-``dropout``, ``batchnorm``, ``optim``); this class is the thin host layer that checks
-and converts inputs, allocates outputs and calls them. Every kernel is ``@njit(parallel=True,
+``dropout``, ``batchnorm``, ``optim``, ``elementwise``); this class is the thin host layer that
+checks and converts inputs, allocates outputs and calls them. Every kernel is ``@njit(parallel=True,
 cache=True)``: it compiles on its first call (lazily, so only the ops a model uses are
 compiled) and the machine code is cached on disk for the next process. Threads: Numba's pool,
 sized by ``numba.set_num_threads``; ops with little work run on the calling thread alone
@@ -29,6 +29,7 @@ from . import blocked as _blk
 from . import conv as _conv
 from . import dense as _dense
 from . import dropout as _drop
+from . import elementwise as _ew
 from . import loss as _loss
 from . import optim as _optim
 from . import pool as _pool
@@ -398,6 +399,18 @@ class NumbaBackend(Backend):
         dx = np.empty_like(dy)
         _call(_drop.multiply, dy.size, dy.reshape(-1), _f32(mask).reshape(-1), dx.reshape(-1))
         return dx
+
+    # ---- element-wise sum ------------------------------------------------------------------
+    def add(self, a, b, out=None):
+        a, b = _f32(a), _f32(b)
+        if a.shape != b.shape:
+            raise ValueError(f"add: shapes {a.shape} and {b.shape} differ")
+        if out is None:
+            out = np.empty_like(a)
+        elif _inplace(out, "add's out").shape != a.shape:
+            raise ValueError(f"add: out has shape {out.shape}, expected {a.shape}")
+        _call(_ew.add, a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1))
+        return out
 
     # ---- batch normalisation --------------------------------------------------------------
     def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):

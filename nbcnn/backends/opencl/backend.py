@@ -32,6 +32,7 @@ _FAST = ("-cl-fast-relaxed-math",)
 _OPTIONS = {
     "conv": _FAST, "dense": _FAST, "pool": _FAST,
     "activations": (), "loss": (), "dropout": (), "batchnorm": (), "optim": (), "reduce": (),
+    "elementwise": (),
 }
 
 
@@ -497,6 +498,21 @@ class OpenCLBackend(Backend):
         if dy.size:
             self._launch(self._kernel("dropout", "dropout_bwd"), (dy.size,), None, dy, mask, dx, dy.size)
         return dx
+
+    # ---- element-wise sum ------------------------------------------------------------------
+    def add(self, a, b, out=None):
+        a, b = self._in(a), self._in(b)
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"add: shapes {tuple(a.shape)} and {tuple(b.shape)} differ")
+        if out is None:
+            out = self._empty(a.shape)
+        elif tuple(self._require_device(out, "add's out").shape) != tuple(a.shape):
+            raise ValueError(f"add: out has shape {tuple(out.shape)}, expected {tuple(a.shape)}")
+        if a.size >= 2 ** 31:
+            raise ValueError("add: more than 2**31 elements in one array")
+        if a.size:
+            self._launch(self._kernel("elementwise", "add"), (a.size,), None, a, b, out, a.size)
+        return out
 
     # ---- batch normalisation --------------------------------------------------------------
     def _require_device(self, a, what):

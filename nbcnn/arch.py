@@ -5,7 +5,13 @@ An architecture is written as layers joined by ``-``, each a name with optional 
     conv(8,3,same)-relu-maxpool(2)-flatten-dense(10)
     conv(1,2,stride=3)-flatten-dense(30)-leaky_relu-dense(20)-leaky_relu(0.1)-dense(10)
 
-A pair is written with a colon, e.g. ``conv(16,(3:5))``.
+A pair is written with a colon, e.g. ``conv(16,(3:5))``. A residual block takes architecture
+strings as its arguments, its body and optionally its shortcut (the identity when left out)::
+
+    residual(conv(16,3,same)-batchnorm-relu-conv(16,3,same)-batchnorm)-relu
+    residual(conv(32,3,1,stride=2)-batchnorm-relu-conv(32,3,same)-batchnorm, conv(32,1,stride=2)-batchnorm)
+
+and blocks nest. Errors in a string name the character offset where it goes wrong.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ LAYER_NAMES = {
     "flatten": (L.Flatten, ()),
     "dropout": (L.Dropout, ("p",)),
     "batchnorm": (L.BatchNorm2D, ("momentum", "eps")),
+    "residual": (L.Residual, ("body", "shortcut")),    # arguments: architecture strings
 }
 _ALIASES = {"conv2d": "conv", "bn": "batchnorm", "linear": "dense", "fc": "dense",
             "leakyrelu": "leaky_relu", "maxpool2d": "maxpool", "avgpool2d": "avgpool",
@@ -58,7 +65,8 @@ def parse(arch: str) -> list[L.Layer]:
     """New (unbuilt) layers for an architecture string or preset name."""
     if not isinstance(arch, str) or not arch.strip():
         raise ValueError(f"architecture must be a non-empty string, got {arch!r}")
-    return [_layer(token, arch) for token in _split(resolve(arch))]
+    spec = resolve(arch)
+    return _sequence(spec, 0, len(spec), _parentheses(spec))
 
 
 def build(arch: str, input_shape, backend: str | Backend | None = None, seed: int = 0) -> Sequential:
@@ -66,27 +74,84 @@ def build(arch: str, input_shape, backend: str | Backend | None = None, seed: in
     return Sequential(*parse(arch), input_shape=input_shape, backend=backend, seed=seed)
 
 
-def _split(spec: str) -> list[str]:
-    """Split on '-' outside parentheses (so negative numbers inside arguments survive)."""
-    parts, depth, current = [], 0, ""
-    for ch in spec:
+def _parentheses(spec: str) -> dict[int, int]:
+    """The offset of the ')' that closes each '(', by the offset of the '('; a ValueError
+    naming the offset of the first parenthesis that has no partner."""
+    opened, closing = [], {}
+    for k, ch in enumerate(spec):
+        if ch == "(":
+            opened.append(k)
+        elif ch == ")":
+            if not opened:
+                raise ValueError(f"architecture {spec!r}: unbalanced ')' at offset {k}")
+            closing[opened.pop()] = k
+    if opened:
+        raise ValueError(f"architecture {spec!r}: unbalanced '(' at offset {opened[-1]} "
+                         "(never closed)")
+    return closing
+
+
+def _split(spec: str, start: int, end: int, sep: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of the parts of spec[start:end] between ``sep`` characters outside
+    parentheses (so the '-' of negative numbers and the ',' of arguments stay inside their
+    layer, and a residual block's inner strings inside the block)."""
+    parts, depth, begin = [], 0, start
+    for k in range(start, end):
+        ch = spec[k]
         if ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
-            if depth < 0:
-                raise ValueError(f"architecture {spec!r}: unbalanced ')'")
-        if ch == "-" and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    if depth:
-        raise ValueError(f"architecture {spec!r}: unbalanced '('")
-    parts.append(current)
-    if any(not p.strip() for p in parts):
-        raise ValueError(f"architecture {spec!r}: empty layer (two '-' in a row, or a '-' at an end)")
+        elif ch == sep and depth == 0:
+            parts.append((begin, k))
+            begin = k + 1
+    parts.append((begin, end))
     return parts
+
+
+def _sequence(spec: str, start: int, end: int, closing: dict) -> list[L.Layer]:
+    """The layers of spec[start:end], layers joined by '-'."""
+    layers = []
+    for a, b in _split(spec, start, end, "-"):
+        if not spec[a:b].strip():
+            raise ValueError(f"architecture {spec!r}: empty layer at offset {a} (two '-' in a "
+                             "row, or a '-' at an end)")
+        layers.append(_block_or_layer(spec, a, b, closing))
+    return layers
+
+
+_BLOCK = re.compile(r"\s*residual\b\s*(\()?", re.IGNORECASE)
+
+
+def _block_or_layer(spec: str, start: int, end: int, closing: dict) -> L.Layer:
+    """A residual block for spec[start:end] = 'residual(BODY[, SHORTCUT])', else one layer."""
+    match = _BLOCK.match(spec, start, end)
+    if not match:
+        try:
+            return _layer(spec[start:end], spec)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (the layer at offset {start})") from None
+    if not match.group(1):
+        raise ValueError(f"architecture {spec!r}: residual at offset {start} needs its layers: "
+                         "residual(BODY) or residual(BODY,SHORTCUT)")
+    opening = match.end() - 1
+    close = closing[opening]
+    if spec[close + 1:end].strip():
+        raise ValueError(f"architecture {spec!r}: unexpected text after residual(...) at offset "
+                         f"{close + 1} (join layers with '-')")
+    parts = _split(spec, opening + 1, close, ",")
+    if len(parts) > 2:
+        raise ValueError(f"architecture {spec!r}: residual at offset {start} takes a body and at "
+                         f"most one shortcut, but a third argument starts at offset {parts[2][0]}")
+    for (a, b), role in zip(parts, ("body", "shortcut")):
+        if not spec[a:b].strip():
+            hint = " (a trailing ',': leave the shortcut out for the identity)" \
+                if role == "shortcut" else ""
+            raise ValueError(f"architecture {spec!r}: empty {role} of the residual at offset "
+                             f"{start}, at offset {a}{hint}")
+    body = _sequence(spec, *parts[0], closing)
+    shortcut = _sequence(spec, *parts[1], closing) if len(parts) == 2 else None
+    return L.Residual(body, shortcut)
 
 
 def _layer(token: str, spec: str) -> L.Layer:

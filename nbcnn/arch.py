@@ -5,13 +5,7 @@ An architecture is written as layers joined by ``-``, each a name with optional 
     conv(8,3,same)-relu-maxpool(2)-flatten-dense(10)
     conv(1,2,stride=3)-flatten-dense(30)-leaky_relu-dense(20)-leaky_relu(0.1)-dense(10)
 
-A pair is written with a colon, e.g. ``conv(16,(3:5))``. A residual block takes architecture
-strings as its arguments, its body and optionally its shortcut (the identity when left out)::
-
-    residual(conv(16,3,same)-batchnorm-relu-conv(16,3,same)-batchnorm)-relu
-    residual(conv(32,3,1,stride=2)-batchnorm-relu-conv(32,3,same)-batchnorm, conv(32,1,stride=2)-batchnorm)
-
-and blocks nest. Errors in a string name the character offset where it goes wrong.
+A pair is written with a colon, e.g. ``conv(16,(3:5))``.
 """
 
 from __future__ import annotations
@@ -62,7 +56,17 @@ def resolve(arch: str) -> str:
 
 
 def parse(arch: str) -> list[L.Layer]:
-    """New (unbuilt) layers for an architecture string or preset name."""
+    """New (unbuilt) layers for an architecture string or preset name.
+
+    A residual block takes architecture strings as its arguments: its body and, optionally,
+    its shortcut (the identity when left out); blocks nest::
+
+        residual(conv(16,3,same)-batchnorm-relu-conv(16,3,same)-batchnorm)-relu
+        residual(conv(32,3,1,stride=2)-batchnorm-relu-conv(32,3,same)-batchnorm, conv(32,1,stride=2)-batchnorm)
+
+    A malformed string is a ValueError naming the character offset where it goes wrong
+    (unbalanced parentheses, an empty layer, body or shortcut, a third argument).
+    """
     if not isinstance(arch, str) or not arch.strip():
         raise ValueError(f"architecture must be a non-empty string, got {arch!r}")
     spec = resolve(arch)
@@ -203,3 +207,25 @@ def _value(text: str):
         except ValueError:
             pass
     return low
+
+
+def _cifar_resnet(blocks: int) -> str:
+    """He et al. 2016's CIFAR ResNet-(6*blocks+2) (section 4.2): a 3x3 conv with 16 filters,
+    batch norm and ReLU; three stages of ``blocks`` basic blocks (conv3x3-BN-ReLU-conv3x3-BN plus
+    the shortcut, then ReLU) with 16, 32 and 64 channels, the first block of stages 2 and 3
+    halving the maps with stride 2; global average pooling and dense(10). Convolutions carry no
+    bias (batch norm's shift replaces it) and pad by 1, as the paper's. Where the shape changes
+    the shortcut is a projection (1x1 stride-2 conv + BN, the paper's option B); the paper's
+    CIFAR nets use option A there instead (parameter-free zero-padded identity shortcuts), so
+    ours have 2,752 parameters more: 272,474 for ResNet-20 against its 269,722 ("0.27M")."""
+    def block(c, stride=1):
+        first = f"conv({c},3,1,stride=2,bias=false)" if stride == 2 else f"conv({c},3,1,bias=false)"
+        body = f"{first}-batchnorm-relu-conv({c},3,1,bias=false)-batchnorm"
+        shortcut = f",conv({c},1,stride=2,bias=false)-batchnorm" if stride == 2 else ""
+        return f"residual({body}{shortcut})-relu"
+    stages = [block(c, 2 if c > 16 and i == 0 else 1) for c in (16, 32, 64) for i in range(blocks)]
+    return "-".join(["conv(16,3,1,bias=false)-batchnorm-relu", *stages, "globalavgpool-dense(10)"])
+
+
+PRESETS["cifar-resnet20"] = _cifar_resnet(3)
+PRESETS["cifar-resnet8"] = _cifar_resnet(1)          # the same with one block per stage: 78,042

@@ -115,6 +115,14 @@ def test_shape_mismatch_is_an_error_naming_both_shapes():
                          L.Flatten(), L.Dense(2), input_shape=(3, 8, 8))
 
 
+def test_paths_as_a_layer_a_list_or_a_sequential():
+    block = L.Residual(nbcnn.Sequential(L.Conv2D(2, 3, padding=1), L.ReLU()), L.Conv2D(2, 1))
+    assert [type(layer) for layer in block.body] == [L.Conv2D, L.ReLU]
+    assert [type(layer) for layer in block.shortcut] == [L.Conv2D]
+    assert block.spec() == "residual(conv(2,3,1)-relu,conv(2,1))"
+    assert L.Residual((L.ReLU(),), []).shortcut == []          # an empty shortcut: the identity
+
+
 def test_bad_blocks():
     with pytest.raises(ValueError, match="body needs at least one layer"):
         L.Residual([])
@@ -227,6 +235,21 @@ def test_training_updates_inner_parameters_and_batchnorm_buffers_deterministical
     _, again = train(0)
     for key, value in after.items():
         np.testing.assert_array_equal(again[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ["numba", "opencl"])
+def test_training_a_residual_model_matches_the_reference(name):
+    backend_or_skip(name)
+    rng = np.random.default_rng(1)
+    x, y = rng.random((24, 3, 8, 8), dtype=np.float32), rng.integers(0, 2, 24)
+    spec = ("conv(4,3,same)-residual(conv(4,3,same)-batchnorm-relu-conv(4,3,same)-batchnorm,"
+            "conv(4,1)-batchnorm)-relu-residual(conv(4,3,same))-globalavgpool-dense(2)")
+
+    def history(backend):
+        model = nbcnn.build(spec, input_shape=(3, 8, 8), backend=backend, seed=2)
+        return model.fit((x, y), epochs=2, batch_size=8, verbose=False,
+                         optimizer=optim.SGD(lr=0.05, momentum=0.9))["train_loss"]
+    np.testing.assert_allclose(history(name), history("numpy"), rtol=1e-3)
 
 
 def test_save_and_load_a_residual_model(tmp_path):

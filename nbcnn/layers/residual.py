@@ -19,6 +19,8 @@ class Residual(Layer):
     needs a projection shortcut, e.g. a 1x1 stride-2 ``Conv2D`` and ``BatchNorm2D``): a
     mismatch is a ValueError naming both shapes when the block is built.
 
+    Shapes: x (N, *input_shape) -> y (N, *body output shape); dy like y, dx like x.
+
     Backward: both paths receive the output's gradient dy; the block's input gradient is the
     sum of theirs, dx = d(body)/dx . dy + d(shortcut)/dx . dy (dy itself for the identity).
     The sums use the backend's ``add`` op, accumulating in place into an array a path has just

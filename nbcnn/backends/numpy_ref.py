@@ -142,6 +142,14 @@ class NumpyBackend(Backend):
         dx = dy @ w if need_dx else None
         return dx, dw, db
 
+    # ---- element-wise sum ------------------------------------------------------------------
+    def add(self, a, b, out=None):
+        # a residual block's output (body + shortcut) and its input gradient (the sum of both
+        # paths' input gradients); with out=a or out=b the sum overwrites that array in place
+        if a.shape != b.shape:
+            raise ValueError(f"add: shapes {a.shape} and {b.shape} differ")
+        return np.add(a, b, out=out)
+
     # ---- activations ----------------------------------------------------------------------
     def activation_forward(self, kind, x, alpha):
         if kind == "relu":
@@ -189,14 +197,6 @@ class NumpyBackend(Backend):
 
     def dropout_backward(self, dy, mask):
         return dy * mask
-
-    # ---- element-wise sum ------------------------------------------------------------------
-    def add(self, a, b, out=None):
-        # a residual block's output (body + shortcut) and its input gradient (the sum of both
-        # paths' input gradients); with out=a or out=b the sum overwrites that array in place
-        if a.shape != b.shape:
-            raise ValueError(f"add: shapes {a.shape} and {b.shape} differ")
-        return np.add(a, b, out=out)
 
     # ---- batch normalisation --------------------------------------------------------------
     def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):

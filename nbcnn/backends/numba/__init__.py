@@ -2,8 +2,8 @@
 
 Kernels live in one module per op family (``conv``, ``blocked`` (the register-blocked dot-product
 kernel behind convolution and dense layers), ``pool``, ``dense``, ``activations``, ``loss``,
-``dropout``, ``batchnorm``, ``optim``, ``elementwise``); this class is the thin host layer that
-checks and converts inputs, allocates outputs and calls them. Every kernel is ``@njit(parallel=True,
+``dropout``, ``batchnorm``, ``optim``); this class is the thin host layer that checks
+and converts inputs, allocates outputs and calls them. Every kernel is ``@njit(parallel=True,
 cache=True)``: it compiles on its first call (lazily, so only the ops a model uses are
 compiled) and the machine code is cached on disk for the next process. Threads: Numba's pool,
 sized by ``numba.set_num_threads``; ops with little work run on the calling thread alone
@@ -11,7 +11,8 @@ sized by ``numba.set_num_threads``; ops with little work run on the calling thre
 
 Arrays are float32, C-contiguous numpy arrays, NCHW. Inputs of another dtype or layout are
 converted at the op boundary; every output is a fresh float32 C-contiguous array (scratch buffers
-that never leave an op are reused per shape, per calling thread).
+that never leave an op are reused per shape, per calling thread). The exception is ``add`` given
+an ``out`` (a residual block's sum, kernel in ``elementwise``): it writes into that array.
 """
 
 from __future__ import annotations
@@ -331,6 +332,18 @@ class NumbaBackend(Backend):
     def dense_backward(self, x, w, dy, with_bias, need_dx):
         return _dense.backward(_f32(x), _f32(w), _f32(dy), with_bias, need_dx)
 
+    # ---- element-wise sum ------------------------------------------------------------------
+    def add(self, a, b, out=None):
+        a, b = _f32(a), _f32(b)
+        if a.shape != b.shape:
+            raise ValueError(f"add: shapes {a.shape} and {b.shape} differ")
+        if out is None:
+            out = np.empty_like(a)
+        elif _inplace(out, "add's out").shape != a.shape:
+            raise ValueError(f"add: out has shape {out.shape}, expected {a.shape}")
+        _call(_ew.add, a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1))
+        return out
+
     # ---- activations ----------------------------------------------------------------------
     def activation_forward(self, kind, x, alpha):
         x = _f32(x)
@@ -399,18 +412,6 @@ class NumbaBackend(Backend):
         dx = np.empty_like(dy)
         _call(_drop.multiply, dy.size, dy.reshape(-1), _f32(mask).reshape(-1), dx.reshape(-1))
         return dx
-
-    # ---- element-wise sum ------------------------------------------------------------------
-    def add(self, a, b, out=None):
-        a, b = _f32(a), _f32(b)
-        if a.shape != b.shape:
-            raise ValueError(f"add: shapes {a.shape} and {b.shape} differ")
-        if out is None:
-            out = np.empty_like(a)
-        elif _inplace(out, "add's out").shape != a.shape:
-            raise ValueError(f"add: out has shape {out.shape}, expected {a.shape}")
-        _call(_ew.add, a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1))
-        return out
 
     # ---- batch normalisation --------------------------------------------------------------
     def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):

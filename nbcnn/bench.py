@@ -25,9 +25,9 @@ import nbcnn
 from . import layers as L
 from .arch import build
 
-ARCHS = ["mnist-simple", "mnist-complex", "cifar-small"]
+ARCHS = ["mnist-simple", "mnist-complex", "cifar-small", "cifar-resnet20"]
 BATCH_SIZES = [10, 64, 256]
-INPUT_SHAPES = {"cifar-small": (3, 32, 32)}
+INPUT_SHAPES = {"cifar-small": (3, 32, 32), "cifar-resnet20": (3, 32, 32)}
 DEFAULT_SHAPE = (1, 28, 28)
 
 
@@ -36,20 +36,27 @@ def input_shape(arch: str) -> tuple:
 
 
 def multiply_adds(model) -> tuple[int, int]:
-    """(multiply-adds of one image's forward pass, those of the first layer with weights)."""
-    total, first, shape = 0, None, model.input_shape
-    for layer in model.layers:
+    """(multiply-adds of one image's forward pass, those of the first layer with weights); the
+    layers inside residual blocks count as the model's own."""
+    counts = _multiply_adds(model.layers, model.input_shape)
+    return sum(counts), next((macs for macs in counts if macs), 0)
+
+
+def _multiply_adds(layers, shape) -> list[int]:
+    """Multiply-adds of each conv and dense layer in ``layers`` (0 for the others), in order."""
+    counts = []
+    for layer in layers:
         out = layer.output_shape(shape)
-        macs = 0
-        if isinstance(layer, L.Conv2D):
-            macs = int(np.prod(out)) * shape[0] * layer.kernel_size[0] * layer.kernel_size[1]
+        if isinstance(layer, L.Residual):
+            counts += _multiply_adds(layer.body, shape) + _multiply_adds(layer.shortcut, shape)
+        elif isinstance(layer, L.Conv2D):
+            counts.append(int(np.prod(out)) * shape[0] * layer.kernel_size[0] * layer.kernel_size[1])
         elif isinstance(layer, L.Dense):
-            macs = shape[0] * layer.units
-        if macs and first is None:
-            first = macs
-        total += macs
+            counts.append(shape[0] * layer.units)
+        else:
+            counts.append(0)
         shape = out
-    return total, first or 0
+    return counts
 
 
 def flops_per_image(model, mode: str) -> float:
@@ -108,10 +115,18 @@ class TorchRunner:
 
 def to_torch(model):
     """A torch.nn.Sequential equivalent to an nbcnn model, with its weights."""
+    return _torch_sequential(model.layers)
+
+
+def _torch_sequential(layers):
     import torch
     nn = torch.nn
     mods = []
-    for layer in model.layers:
+    for layer in layers:
+        if isinstance(layer, L.Residual):
+            mods.append(_TorchResidual.make(_torch_sequential(layer.body),
+                                            _torch_sequential(layer.shortcut)))
+            continue
         w = {k: torch.tensor(v) for k, v in layer.get_weights().items()}
         if isinstance(layer, L.Conv2D):
             top, bottom, left, right = layer.pads
@@ -132,6 +147,8 @@ def to_torch(model):
             m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         elif isinstance(layer, L.BatchNorm2D):
             m = nn.BatchNorm2d(layer.input_shape[0], layer.eps, layer.momentum)
+        elif isinstance(layer, L.GlobalAvgPool2D):
+            m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         else:
             m = {L.ReLU: nn.ReLU, L.Sigmoid: nn.Sigmoid, L.Tanh: nn.Tanh, L.Flatten: nn.Flatten,
                  L.LeakyReLU: lambda: nn.LeakyReLU(layer.alpha),
@@ -141,6 +158,29 @@ def to_torch(model):
                 getattr(m, name).copy_(value)
         mods.append(m)
     return nn.Sequential(*mods)
+
+
+class _TorchResidual:
+    """``make(body, shortcut)``: a torch module computing body(x) + shortcut(x) (an empty
+    shortcut is the identity); the class is created on first use, so torch is imported only
+    by whoever benchmarks against it."""
+    _cls = None
+
+    @classmethod
+    def make(cls, body, shortcut):
+        if cls._cls is None:
+            import torch
+
+            class Residual(torch.nn.Module):
+                def __init__(self, body, shortcut):
+                    super().__init__()
+                    self.body, self.shortcut = body, shortcut
+
+                def forward(self, x):
+                    return self.body(x) + self.shortcut(x)
+
+            cls._cls = Residual
+        return cls._cls(body, shortcut)
 
 
 # ---- timing -----------------------------------------------------------------------------------

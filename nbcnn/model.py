@@ -9,6 +9,8 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
+import zlib
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ from . import __version__
 from . import checkpoint as ckpt
 from .backends import Backend, get_backend
 from .callbacks import EarlyStopping, explosion_warning
-from .layers import REGISTRY, Layer, LeakyReLU, ReLU
+from .layers import REGISTRY, Layer, LeakyReLU, ReLU, Residual
 from .layers.activations import Activation
 from .losses import check_label_smoothing, check_labels
 from .optim import SGD, Optimizer
@@ -80,17 +82,9 @@ class Sequential:
         self.layers[0].need_input_grad = False
 
     def _choose_inits(self) -> None:
-        """'auto' init: He when the next activation is in the ReLU family, Glorot otherwise."""
-        for i, layer in enumerate(self.layers):
-            if getattr(layer, "init", None) != "auto":
-                continue
-            following = next((nxt for nxt in self.layers[i + 1:]
-                              if isinstance(nxt, Activation) or hasattr(nxt, "init")), None)
-            if isinstance(following, (ReLU, LeakyReLU)):
-                layer.init = "he"
-                layer.negative_slope = following.alpha
-            else:
-                layer.init = "glorot"
+        """'auto' init: He when the next activation is in the ReLU family, Glorot otherwise
+        (inside residual blocks too; see ``_choose_inits``)."""
+        _choose_inits(self.layers, None)
 
     @property
     def built(self) -> bool:
@@ -100,9 +94,17 @@ class Sequential:
     def num_classes(self) -> int:
         return self.output_shape[0]
 
+    def named_layers(self) -> list[tuple[str, Layer]]:
+        """(key, layer) for every layer that is not a block, depth first, in execution order:
+        key '<i>' for the top-level layer i, '<i>.body.<j>' / '<i>.shortcut.<j>' for the layers
+        of a residual block at index i (nested further for a block inside a block). The keys are
+        the prefixes of ``get_weights``'s names."""
+        return _named_leaves(self.layers, "")
+
     def parameters(self):
-        """(layer, name) for every trainable parameter, in a fixed order."""
-        return [(layer, name) for layer in self.layers for name in layer.params]
+        """(layer, name) for every trainable parameter, in a fixed order (residual blocks'
+        inner layers included, in ``named_layers`` order)."""
+        return [(layer, name) for _, layer in self.named_layers() for name in layer.params]
 
     def count_params(self) -> int:
         return sum(int(np.prod(layer.params[name].shape)) for layer, name in self.parameters())
@@ -112,17 +114,16 @@ class Sequential:
         return "-".join(layer.spec() for layer in self.layers)
 
     def summary(self) -> str:
-        """A table of layers, output shapes and parameter counts."""
+        """A table of layers, output shapes and parameter counts. A residual block's row gives
+        its output shape and all its parameters; its inner layers follow, indented and named by
+        their path in the block (``body.0``, ``shortcut.0``; an identity shortcut is a row of its
+        own)."""
         self._require_built()
-        rows, shape = [], self.input_shape
-        for layer in self.layers:
-            shape = layer.output_shape(shape)
-            n = sum(int(np.prod(p.shape)) for p in layer.params.values())
-            rows.append((layer.describe(), "(N, " + ", ".join(map(str, shape)) + ")", n))
+        rows = _summary_rows(self.layers, self.input_shape)
         w0 = max(len("layer"), *(len(r[0]) for r in rows))
         w1 = max(len("output shape"), *(len(r[1]) for r in rows))
         lines = [f"{'layer':<{w0}}  {'output shape':<{w1}}  {'params':>10}", "-" * (w0 + w1 + 14)]
-        lines += [f"{a:<{w0}}  {b:<{w1}}  {c:>10,}" for a, b, c in rows]
+        lines += [f"{a:<{w0}}  {b:<{w1}}  {c:>10,}" if b else a for a, b, c in rows]
         lines += ["-" * (w0 + w1 + 14),
                   f"input (N, {', '.join(map(str, self.input_shape))}) on {self.backend.name}; "
                   f"{self.count_params():,} trainable parameters"]
@@ -406,17 +407,29 @@ class Sequential:
 
     # ---- weights and files ----------------------------------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:
-        """Every parameter and buffer as numpy, keyed '<layer index>.<name>'."""
+        """Every parameter and buffer as numpy, keyed as a nested PyTorch ``state_dict``:
+        '<layer index>.<name>' (``0.weight``, ``1.running_mean``), and for the layers of a
+        residual block at index i '<i>.body.<j>.<name>' / '<i>.shortcut.<j>.<name>', nested
+        further for a block inside a block (``3.body.1.body.0.weight``)."""
         return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
                 for k, v in layer.get_weights().items()}
 
     def set_weights(self, weights: dict) -> None:
+        """Replace parameters and buffers from numpy arrays keyed as ``get_weights`` names them
+        (any subset of them); an unknown name or a wrong shape is a ValueError naming it."""
         per_layer: dict[int, dict] = {}
         for key, value in weights.items():
-            i, _, name = key.partition(".")
+            i, _, name = str(key).partition(".")
+            if not (i.isdecimal() and int(i) < len(self.layers) and name):
+                raise ValueError(f"unknown weight name {key!r}: expected '<layer index>.<name>' "
+                                 f"with a layer index below {len(self.layers)}, as get_weights "
+                                 "gives")
             per_layer.setdefault(int(i), {})[name] = value
         for i, w in per_layer.items():
-            self.layers[i].set_weights(w)
+            try:
+                self.layers[i].set_weights(w)
+            except ValueError as exc:
+                raise ValueError(f"layer {i}: {exc}") from None
 
     def config(self) -> dict:
         return {"format": _FORMAT, "version": 1, "nbcnn_version": __version__,
@@ -442,32 +455,208 @@ class Sequential:
 
     @classmethod
     def load(cls, path, backend: str | Backend | None = None) -> "Sequential":
-        """Rebuild a model saved by ``save`` (never unpickles anything)."""
-        with np.load(path, allow_pickle=False) as f:
-            if "config" not in f.files:
-                raise ValueError(f"{path}: not an nbcnn model file (no 'config' entry)")
-            config = json.loads(str(f["config"]))
-            weights = {k.split(":", 1)[1]: f[k] for k in f.files if k.startswith("weight:")}
-        if config.get("format") != _FORMAT:
-            raise ValueError(f"{path}: not an nbcnn model file (format {config.get('format')!r})")
+        """Rebuild a model saved by ``save``. Nothing in the file is trusted: it is never
+        unpickled, and it is refused, with a ValueError naming the file and the array or
+        config field, when it cannot be read (truncated, corrupt, not an ``.npz``), when its
+        JSON config is malformed (not JSON, a missing or mistyped field, an unknown layer type,
+        layer arguments the layer refuses), or when its arrays do not match the model the config
+        describes one for one (a missing or an extra array, a wrong shape, a non-float dtype,
+        NaN or infinite values)."""
+        path = os.fspath(path)
+        config, arrays = _read_model_file(path)
         try:
+            input_shape, seed = _check_config(config)
             layers = _layers_from_config(config)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
-        model = cls(*layers, input_shape=tuple(config["input_shape"]), backend=backend,
-                    seed=config["seed"])
-        model.set_weights(weights)
+        model = cls(*layers, backend=backend, seed=seed)
+        try:
+            model.build(input_shape)
+        except ValueError as exc:
+            raise ValueError(f"{path}: the layers of 'config' do not fit its input_shape "
+                             f"{list(input_shape)}: {exc}") from None
+        model.set_weights(_check_weights(path, arrays, model.get_weights()))
         return model
 
 
+def _read_model_file(path: str) -> tuple[dict, dict]:
+    """The parsed JSON config and the other arrays of a model file, every read error turned
+    into a ValueError naming the file (and the array). A missing file stays FileNotFoundError."""
+    bad = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except bad as exc:
+        raise ValueError(f"{path}: not a readable nbcnn model file, truncated or corrupt "
+                         f"({type(exc).__name__}: {exc})") from exc
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not an nbcnn model file (one .npy array, not an .npz archive)")
+    arrays = {}
+    with f:
+        if "config" not in f.files:
+            raise ValueError(f"{path}: not an nbcnn model file (no 'config' entry)")
+        for name in f.files:
+            try:
+                arrays[name] = f[name]
+            except bad as exc:
+                raise ValueError(f"{path}: array {name!r} cannot be read, the file is truncated "
+                                 f"or corrupt ({type(exc).__name__}: {exc})") from exc
+    raw = arrays.pop("config")
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise ValueError(f"{path}: entry 'config' must hold one JSON string, got an array of "
+                         f"dtype {raw.dtype} and shape {raw.shape}")
+    try:
+        config = json.loads(str(raw))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: entry 'config' is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("format") != _FORMAT:
+        got = config.get("format") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{path}: not an nbcnn model file (format {got!r})")
+    return config, arrays
+
+
+def _check_config(config: dict) -> tuple[tuple[int, ...], int]:
+    """(input_shape, seed) of a model file's config, or a ValueError naming the bad field."""
+    for key in ("input_shape", "seed", "layers"):
+        if key not in config:
+            raise ValueError(f"config field {key!r} is missing")
+    shape, seed = config["input_shape"], config["seed"]
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)):
+        raise ValueError(f"config field 'input_shape' must be a list of positive ints, got {shape!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"config field 'seed' must be a non-negative int, got {seed!r}")
+    return tuple(shape), seed
+
+
+def _check_weights(path: str, arrays: dict, expected: dict) -> dict:
+    """The file's arrays as the model's weights, once they match ``expected`` (the built model's
+    own ``get_weights``) one for one: same names, shapes, a float dtype, finite values."""
+    weights = {}
+    for name, value in arrays.items():
+        key = name[len("weight:"):] if name.startswith("weight:") else None
+        if key not in expected:
+            raise ValueError(f"{path}: unexpected array {name!r}: the model its config describes "
+                             "has no such parameter or buffer")
+        weights[key] = value
+    missing = [f"weight:{k}" for k in expected if k not in weights]
+    if missing:
+        raise ValueError(f"{path}: array {missing[0]!r} is missing"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                         + "; the model its config describes needs every parameter and buffer")
+    for key, value in weights.items():
+        name, want = f"weight:{key}", expected[key].shape
+        if value.shape != want:
+            raise ValueError(f"{path}: array {name!r} has shape {value.shape}, expected {want}")
+        if value.dtype.kind != "f":
+            raise ValueError(f"{path}: array {name!r} has dtype {value.dtype}, expected floating "
+                             "point")
+        if not np.isfinite(value).all():
+            raise ValueError(f"{path}: array {name!r} holds NaN or infinite values")
+    return weights
+
+
 def _layers_from_config(config: dict) -> list[Layer]:
-    """New layers (without weights) as described by ``Sequential.config()``."""
-    layers = []
-    for entry in config["layers"]:
-        if entry["type"] not in REGISTRY:
-            raise ValueError(f"unknown layer type {entry['type']!r}")
-        layers.append(REGISTRY[entry["type"]](**entry["config"]))
-    return layers
+    """New layers (without weights) as described by ``Sequential.config()``; a ValueError names
+    the field that is wrong, e.g. ``layers[2].config`` or ``layers[3].config.body[0].type``."""
+    entries = config.get("layers")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"config field 'layers' must be a non-empty list, got {entries!r:.80}")
+    return _layer_list(entries, "layers")
+
+
+def _layer_list(entries, field: str) -> list[Layer]:
+    if not isinstance(entries, list):
+        raise ValueError(f"config field {field!r} must be a list of layers, got "
+                         f"{type(entries).__name__}")
+    return [_layer_from_entry(entry, f"{field}[{j}]") for j, entry in enumerate(entries)]
+
+
+def _layer_from_entry(entry, field: str) -> Layer:
+    if not isinstance(entry, dict) or set(entry) != {"type", "config"}:
+        got = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+        raise ValueError(f"config field {field!r} must be an object with the keys 'type' and "
+                         f"'config', got {got}")
+    kind, kwargs = entry["type"], entry["config"]
+    if not isinstance(kind, str) or kind not in REGISTRY:
+        raise ValueError(f"config field '{field}.type': unknown layer type {kind!r}; known "
+                         f"types: {', '.join(REGISTRY)}")
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"config field '{field}.config' must be an object, got "
+                         f"{type(kwargs).__name__}")
+    if REGISTRY[kind] is Residual:
+        if set(kwargs) != {"body", "shortcut"}:
+            raise ValueError(f"config field '{field}.config' of a Residual must have the keys "
+                             f"'body' and 'shortcut', got {sorted(kwargs)}")
+        kwargs = {"body": _layer_list(kwargs["body"], f"{field}.config.body"),
+                  "shortcut": _layer_list(kwargs["shortcut"], f"{field}.config.shortcut") or None}
+    try:
+        return REGISTRY[kind](**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config field '{field}.config' ({kind}): {exc}") from None
+
+
+def _choose_inits(layers, following) -> None:
+    """Resolve ``init="auto"`` of every layer in ``layers`` (and of the layers in its residual
+    blocks): He, with the slope of a LeakyReLU, when the next activation-or-weighted layer is in
+    the ReLU family, Glorot otherwise. ``following`` is that next layer after the whole of
+    ``layers`` (for a block's paths: what follows the block, since the add passes its output
+    on), None at the end of the model."""
+    for i, layer in enumerate(layers):
+        after = next((lead for lead in map(_lead, layers[i + 1:]) if lead is not None), following)
+        if isinstance(layer, Residual):
+            _choose_inits(layer.body, after)
+            _choose_inits(layer.shortcut, after)
+        elif getattr(layer, "init", None) == "auto":
+            if isinstance(after, (ReLU, LeakyReLU)):
+                layer.init = "he"
+                layer.negative_slope = after.alpha
+            else:
+                layer.init = "glorot"
+
+
+def _lead(layer):
+    """The activation or weighted layer that ``layer``'s input meets first: the layer itself,
+    or inside a residual block the first such layer of its body (else of its shortcut); None
+    when there is none (then the layers after it decide)."""
+    if isinstance(layer, Residual):
+        return next((lead for lead in map(_lead, layer.body + layer.shortcut)
+                     if lead is not None), None)
+    return layer if isinstance(layer, Activation) or hasattr(layer, "init") else None
+
+
+def _named_leaves(layers, prefix: str) -> list[tuple[str, Layer]]:
+    out = []
+    for i, layer in enumerate(layers):
+        key = f"{prefix}{i}"
+        if isinstance(layer, Residual):
+            out += _named_leaves(layer.body, f"{key}.body.")
+            out += _named_leaves(layer.shortcut, f"{key}.shortcut.")
+        else:
+            out.append((key, layer))
+    return out
+
+
+def _summary_rows(layers, shape, indent: str = "", path: str = "") -> list[tuple[str, str, int]]:
+    """(name, output shape, parameter count) for each layer; a block's inner layers follow its
+    own row, indented and named by their place in the block (``body.0: Conv2D(...)``)."""
+    rows = []
+    for j, layer in enumerate(layers):
+        n = sum(int(np.prod(v.shape)) for _, leaf in _named_leaves([layer], "")
+                for v in leaf.params.values())
+        out = layer.output_shape(shape)
+        name = f"{indent}{path}.{j}: {layer.describe()}" if path else layer.describe()
+        rows.append((name, "(N, " + ", ".join(map(str, out)) + ")", n))
+        if isinstance(layer, Residual):
+            inner = indent + "  "
+            rows += _summary_rows(layer.body, shape, inner, "body")
+            if layer.shortcut:
+                rows += _summary_rows(layer.shortcut, shape, inner, "shortcut")
+            else:
+                rows.append((f"{inner}shortcut: identity", "", 0))
+        shape = out
+    return rows
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

@@ -301,6 +301,24 @@ def test_rmsprop_step(fast, ref, rng, momentum, wd):
             assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (5, 3, 7, 9), (2, 17)])
+@pytest.mark.parametrize("into", [None, "a", "b"])
+def test_add(fast, ref, rng, shape, into):
+    a, b = randn(rng, *shape), randn(rng, *shape)
+    a.flat[0] = np.nan                              # NaN propagates as in the reference
+    want = ref.add(a, b)
+    fa, fb = fast.from_numpy(a), fast.from_numpy(b)
+    out = {"a": fa, "b": fb, None: None}[into]
+    got = fast.add(fa, fb, out=out)
+    assert out is None or got is out                # accumulated in place, no new array
+    assert_close(fast.to_numpy(got), want, what="add")
+    assert np.isnan(fast.to_numpy(got).flat[0])
+    if into != "b":
+        np.testing.assert_array_equal(fast.to_numpy(fb), b)
+    with pytest.raises(ValueError, match="add: shapes"):
+        fast.add(fa, fast.from_numpy(randn(rng, 3)))
+
+
 def test_array_helpers(fast, rng):
     a = randn(rng, 3, 4)
     d = fast.from_numpy(a)

@@ -44,3 +44,23 @@ def test_torch_peer_is_the_same_network(spec):
     with torch.no_grad():
         theirs = bench.to_torch(model)(torch.tensor(x)).numpy()
     np.testing.assert_allclose(model.predict(x), theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_multiply_adds_count_the_layers_inside_residual_blocks():
+    model = nbcnn.build("conv(4,3,same)-residual(conv(4,3,same),conv(4,1))-flatten-dense(2)",
+                        (1, 5, 5), backend="numpy")
+    assert bench.multiply_adds(model) == (25 * 4 * 9 + 25 * 4 * 4 * 9 + 25 * 4 * 4 + 100 * 2,
+                                          25 * 4 * 9)
+
+
+def test_torch_peer_of_a_resnet_is_the_same_network():
+    torch = pytest.importorskip("torch")
+    assert "cifar-resnet20" in bench.ARCHS and bench.input_shape("cifar-resnet20") == (3, 32, 32)
+    model = nbcnn.build("cifar-resnet8", (3, 12, 12), backend="numpy", seed=2)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 3, 12, 12), dtype=np.float32)
+    model.fit((x, rng.integers(0, 10, 4)), epochs=1, batch_size=2, verbose=False)  # BN statistics
+    net = bench.to_torch(model).eval()
+    with torch.no_grad():
+        theirs = net(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(model.predict(x), theirs, rtol=1e-4, atol=1e-5)

@@ -42,9 +42,18 @@ def check_layer(layer, x_shape, seed=0, training=True):
     layer.forward(x)
     dx = layer.backward(g_out)
     np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-5, atol=1e-7, err_msg="dx")
-    for name, p in layer.params.items():
-        np.testing.assert_allclose(layer.grads[name], numeric_grad(loss, p), rtol=1e-5, atol=1e-7,
-                                   err_msg=name)
+    for label, owner, name in parameters(layer):
+        np.testing.assert_allclose(owner.grads[name], numeric_grad(loss, owner.params[name]),
+                                   rtol=1e-5, atol=1e-7, err_msg=label)
+
+
+def parameters(layer):
+    """(label, owning layer, name) for every parameter of ``layer``, those of the layers inside
+    a residual block included (labelled as its get_weights names them)."""
+    if isinstance(layer, layers.Residual):
+        return [(f"{prefix}.{label}", owner, name) for prefix, inner in layer.named_layers()
+                for label, owner, name in parameters(inner)]
+    return [(name, layer, name) for name in layer.params]
 
 
 @pytest.mark.parametrize("kwargs,x_shape", [
@@ -141,3 +150,37 @@ def test_softmax_cross_entropy():
     loss, d, _ = REF64.softmax_cross_entropy(logits, labels)
     numeric = numeric_grad(lambda: REF64.softmax_cross_entropy(logits, labels)[0], logits)
     np.testing.assert_allclose(d, numeric, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("body,shortcut,x_shape,n_params", [
+    # identity shortcut; the body ends in a conv, so the sum accumulates into its output
+    (lambda: [layers.Conv2D(3, 3, padding=1), layers.BatchNorm2D(), layers.ReLU(),
+              layers.Conv2D(3, 3, padding=1, bias=False)], lambda: None, (2, 3, 5, 4), 5),
+    # projection shortcut (stride 2, channels 3 -> 4); the body ends in an activation
+    (lambda: [layers.Conv2D(4, 3, stride=2, padding=1), layers.Tanh()],
+     lambda: [layers.Conv2D(4, 1, stride=2), layers.BatchNorm2D()], (2, 3, 5, 4), 6),
+    # a block inside a block, the inner one an identity shortcut around a sigmoid
+    (lambda: [layers.Residual([layers.Sigmoid()]), layers.Conv2D(2, (3, 2), padding="same")],
+     lambda: [layers.Conv2D(2, 1, bias=False)], (1, 3, 4, 5), 3),
+], ids=["identity", "projection", "nested"])
+def test_residual(body, shortcut, x_shape, n_params):
+    block = layers.Residual(body(), shortcut(), backend=REF64)
+    check_layer(block, x_shape)
+    assert len(parameters(block)) == n_params
+
+
+def test_residual_without_input_gradient_still_fills_every_parameter_gradient():
+    block = layers.Residual([layers.Conv2D(2, 3, padding=1)], [layers.Conv2D(2, 1)], backend=REF64)
+    rng = np.random.default_rng(0)
+    x, g_out = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((2, 2, 4, 4))
+    block.forward(x)
+    assert block.backward(g_out).shape == x.shape
+    grads = block.get_grads()
+    block.need_input_grad = False
+    assert block.body[0].need_input_grad is False and block.shortcut[0].need_input_grad is False
+    block.forward(x)
+    assert block.backward(g_out) is None
+    assert sorted(block.get_grads()) == sorted(grads) == ["body.0.bias", "body.0.weight",
+                                                          "shortcut.0.bias", "shortcut.0.weight"]
+    for key, value in block.get_grads().items():
+        np.testing.assert_array_equal(value, grads[key], err_msg=key)

@@ -450,6 +450,21 @@ def test_batchnorm(shape):
     close(ye, REF64.batchnorm2d_forward_eval(*f64(x, gamma, beta, rm, rv), 1e-5))
 
 
+@pytest.mark.parametrize("into", [None, 0, 1])
+def test_add(into):
+    rng = np.random.default_rng(0)
+    a, b = rand(rng, 3, 5, 7, 2), rand(rng, 3, 5, 7, 2)
+    want = a.astype(np.float64) + b
+    args = [NB.from_numpy(a), NB.from_numpy(b)]
+    out = None if into is None else args[into]
+    got = NB.add(*args, out=out)
+    assert is_f32c(got) and (out is None or got is out)
+    close(got, want)
+    close(NB.add(a.T, b.T.astype(np.float64)), want.T)     # converted at the boundary
+    with pytest.raises(TypeError, match="add's out"):
+        NB.add(a, b, out=np.zeros(a.shape))                 # float64: cannot take the sum in place
+
+
 def _opt_state(rng, shape=(4, 3, 3, 3)):
     return rand(rng, *shape), rand(rng, *shape)
 

@@ -163,3 +163,19 @@ def test_workers_fill_the_cache_the_training_process_loads(tmp_path):
     assert {"matmul_abt", "matmul_atb", "softmax_xent", "relu_forward", "sgd_plain"} <= set(stats)
     for name, (hits, misses) in stats.items():
         assert (hits, misses) == (1, 0), name
+
+
+def test_dry_run_of_a_residual_model_records_the_sum(monkeypatch):
+    """The dry run's twin is rebuilt from the model's config, blocks included, and the block's
+    sum is among the kernels it records."""
+    x, y = batch()
+    model = nbcnn.build("conv(4,3,same)-residual(conv(4,3,same)-relu,conv(4,1))-relu-flatten-"
+                        "dense(3)", x.shape[1:], backend="numba", seed=1)
+    seen = {}
+    monkeypatch.setattr(model.backend, "prepare_training",
+                        lambda dry_step: seen.update(calls=precompile.kernels_of(dry_step)))
+    before = model.get_weights()
+    model.train_step(x, y, nbcnn.optim.SGD(lr=0.1))
+    assert "add" in [fn.py_func.__name__ for fn, _ in seen["calls"]]
+    assert not np.array_equal(model.get_weights()["1.shortcut.0.weight"],
+                              before["1.shortcut.0.weight"])

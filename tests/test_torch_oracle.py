@@ -233,3 +233,48 @@ def test_optimizers_match_torch(backend, opt):
         pt.grad = torch.tensor(g)
         theirs.step()
     assert_close(backend.to_numpy(p), pt.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("projection", [False, True], ids=["identity", "projection"])
+def test_residual_block_matches_the_same_block_in_torch(backend, projection):
+    """A ResNet basic block (stride 2 and 3 -> 6 channels through a 1x1 conv + BN projection, or
+    the identity), written again with torch.nn.functional and the same weights: the output,
+    the input gradient, every parameter gradient and the running statistics agree."""
+    from nbcnn import layers as L
+    rng = np.random.default_rng(7)
+    c_in, c, stride = (3, 6, 2) if projection else (4, 4, 1)
+    x = rng.standard_normal((2, c_in, 9, 7), dtype=np.float32)
+    shortcut = [L.Conv2D(c, 1, stride=stride, bias=False), L.BatchNorm2D()] if projection else None
+    block = L.Residual([L.Conv2D(c, 3, stride=stride, padding=1, bias=False), L.BatchNorm2D(),
+                        L.ReLU(), L.Conv2D(c, 3, padding=1), L.BatchNorm2D()], shortcut,
+                       backend=backend, seed=3)
+    y = block.forward(x, training=True)
+    dy = rng.standard_normal(tuple(y.shape), dtype=np.float32)
+    dx = block.backward(dy)
+
+    w = {k: (torch.tensor(v) if "running" in k else t(v)) for k, v in block.get_weights().items()}
+    for k in w:                                       # the running statistics before the step
+        if "running_mean" in k:
+            w[k].zero_()
+        elif "running_var" in k:
+            w[k].fill_(1)
+
+    def bn(h, p):
+        return F.batch_norm(h, w[f"{p}.running_mean"], w[f"{p}.running_var"], w[f"{p}.weight"],
+                            w[f"{p}.bias"], training=True, momentum=0.1, eps=1e-5)
+    xt = t(x)
+    h = F.relu(bn(F.conv2d(xt, w["body.0.weight"], stride=stride, padding=1), "body.1"))
+    h = bn(F.conv2d(h, w["body.3.weight"], w["body.3.bias"], padding=1), "body.4")
+    s = bn(F.conv2d(xt, w["shortcut.0.weight"], stride=stride), "shortcut.1") if projection else xt
+    yt = h + s
+    yt.backward(torch.tensor(dy))
+
+    assert_close(backend.to_numpy(y), yt.detach().numpy(), rtol=2e-4)
+    assert_close(backend.to_numpy(dx), xt.grad.numpy(), rtol=5e-4, atol=5e-5)
+    grads = block.get_grads()
+    assert sorted(grads) == sorted(k for k in w if "running" not in k)
+    for k, g in grads.items():
+        assert_close(g, w[k].grad.numpy(), rtol=5e-4, atol=5e-5, what=k)
+    for k, v in block.get_weights().items():
+        if "running" in k:
+            assert_close(v, w[k].numpy(), what=k)

@@ -192,6 +192,14 @@ class Backend(abc.ABC):
     def dense_backward(self, x, w, dy, with_bias: bool, need_dx: bool):
         """Returns (dx or None, dw, db or None)."""
 
+    # ---- element-wise sum (residual connections) ------------------------------------------
+    @abc.abstractmethod
+    def add(self, a, b, out=None):
+        """a + b for two arrays of the same shape. With ``out`` (an array of this backend of that
+        shape, which may be ``a`` or ``b`` itself) the sum is written there and ``out`` is
+        returned, so a residual block can accumulate into an array it owns instead of
+        allocating one."""
+
     # ---- activations ----------------------------------------------------------------------
     @abc.abstractmethod
     def activation_forward(self, kind: str, x, alpha: float):

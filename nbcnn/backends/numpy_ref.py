@@ -224,6 +224,14 @@ class NumpyBackend(Backend):
         dx = dy @ w if need_dx else None
         return dx, dw, db
 
+    # ---- element-wise sum ------------------------------------------------------------------
+    def add(self, a, b, out=None):
+        # a residual block's output (body + shortcut) and its input gradient (the sum of both
+        # paths' input gradients); with out=a or out=b the sum overwrites that array in place
+        if a.shape != b.shape:
+            raise ValueError(f"add: shapes {a.shape} and {b.shape} differ")
+        return np.add(a, b, out=out)
+
     # ---- activations ----------------------------------------------------------------------
     def activation_forward(self, kind, x, alpha):
         if kind == "relu":

@@ -9,7 +9,7 @@ from pathlib import Path
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="measure training and inference speed", description=__doc__,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--archs", nargs="+", default=None, help="presets (default: mnist-simple mnist-complex cifar-small)")
+    p.add_argument("--archs", nargs="+", default=None, help="presets (default: mnist-simple mnist-complex cifar-small cifar-resnet20)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="default: 10 64 256")
     p.add_argument("--backends", nargs="+", default=None, help="default: numba and opencl if present")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")

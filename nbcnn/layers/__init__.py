@@ -7,12 +7,14 @@ from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .pool import AvgPool2D, GlobalAvgPool2D, MaxPool2D
+from .residual import Residual
 from .shape import Flatten
 
 #: every layer class by name, for model files and architecture strings
 REGISTRY = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, Dense,
                                           ReLU, LeakyReLU, Sigmoid, Tanh, Flatten, Dropout,
-                                          BatchNorm2D)}
+                                          BatchNorm2D, Residual)}
 
 __all__ = ["Layer", "Activation", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "Dense",
-           "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "BatchNorm2D", "REGISTRY"]
+           "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Flatten", "Dropout", "BatchNorm2D", "Residual",
+           "REGISTRY"]

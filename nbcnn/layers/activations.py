@@ -43,7 +43,7 @@ class LeakyReLU(Activation):
         return {"alpha": self.alpha}
 
     def spec(self):
-        return f"leaky_relu({self.alpha:g})"
+        return f"leaky_relu({self.alpha!r})"
 
 
 class Sigmoid(Activation):

@@ -54,4 +54,6 @@ class BatchNorm2D(Layer):
         return {"momentum": self.momentum, "eps": self.eps}
 
     def spec(self):
-        return "batchnorm"
+        if (self.momentum, self.eps) == (0.1, 1e-5):
+            return "batchnorm"
+        return f"batchnorm({self.momentum!r},{self.eps!r})"

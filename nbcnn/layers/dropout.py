@@ -41,4 +41,4 @@ class Dropout(Layer):
         return {"p": self.p}
 
     def spec(self):
-        return f"dropout({self.p:g})"
+        return f"dropout({self.p!r})"

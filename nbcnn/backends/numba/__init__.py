@@ -12,7 +12,8 @@ sized by ``numba.set_num_threads``; ops with little work run on the calling thre
 
 Arrays are float32, C-contiguous numpy arrays, NCHW. Inputs of another dtype or layout are
 converted at the op boundary; every output is a fresh float32 C-contiguous array (scratch buffers
-that never leave an op are reused per shape, per calling thread).
+that never leave an op are reused per shape, per calling thread). The exception is ``add`` given
+an ``out`` (a residual block's sum, kernel in ``elementwise``): it writes into that array.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from . import conv as _conv
 from . import dense as _dense
 from . import grouped as _grp
 from . import dropout as _drop
+from . import elementwise as _ew
 from . import loss as _loss
 from . import optim as _optim
 from . import pool as _pool
@@ -415,6 +417,18 @@ class NumbaBackend(Backend):
 
     def dense_backward(self, x, w, dy, with_bias, need_dx):
         return _dense.backward(_f32(x), _f32(w), _f32(dy), with_bias, need_dx)
+
+    # ---- element-wise sum ------------------------------------------------------------------
+    def add(self, a, b, out=None):
+        a, b = _f32(a), _f32(b)
+        if a.shape != b.shape:
+            raise ValueError(f"add: shapes {a.shape} and {b.shape} differ")
+        if out is None:
+            out = np.empty_like(a)
+        elif _inplace(out, "add's out").shape != a.shape:
+            raise ValueError(f"add: out has shape {out.shape}, expected {a.shape}")
+        _call(_ew.add, a.size, a.reshape(-1), b.reshape(-1), out.reshape(-1))
+        return out
 
     # ---- activations ----------------------------------------------------------------------
     def activation_forward(self, kind, x, alpha):

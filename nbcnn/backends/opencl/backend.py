@@ -32,7 +32,7 @@ _FAST = ("-cl-fast-relaxed-math",)
 _OPTIONS = {
     "conv": _FAST, "dense": _FAST, "pool": _FAST,
     "activations": (), "loss": (), "dropout": (), "batchnorm": (), "optim": (), "reduce": (),
-    "augment": (),
+    "augment": (), "elementwise": (),
 }
 
 
@@ -541,6 +541,21 @@ class OpenCLBackend(Backend):
         db = self._sum_axes02(dy, n, fout, 1) if with_bias else None
         dx = self._gemm(dy, fout, 1, w, fin, 1, None, n, fin, fout) if need_dx else None  # dy @ w
         return dx, dw, db
+
+    # ---- element-wise sum ------------------------------------------------------------------
+    def add(self, a, b, out=None):
+        a, b = self._in(a), self._in(b)
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"add: shapes {tuple(a.shape)} and {tuple(b.shape)} differ")
+        if out is None:
+            out = self._empty(a.shape)
+        elif tuple(self._require_device(out, "add's out").shape) != tuple(a.shape):
+            raise ValueError(f"add: out has shape {tuple(out.shape)}, expected {tuple(a.shape)}")
+        if a.size >= 2 ** 31:
+            raise ValueError("add: more than 2**31 elements in one array")
+        if a.size:
+            self._launch(self._kernel("elementwise", "add"), (a.size,), None, a, b, out, a.size)
+        return out
 
     # ---- activations ----------------------------------------------------------------------
     @staticmethod

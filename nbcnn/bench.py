@@ -311,7 +311,7 @@ def plot(table: pd.DataFrame, path) -> None:
 
 # ---- the machine: CPU, vector width, measured peak ----------------------------------------------
 _SGEMM = """
-import json, time
+import json, os, time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 n, threads, repeats = {n}, {threads}, {repeats}
@@ -327,7 +327,8 @@ with threadpool_limits(limits=threads, user_api="blas"):
         seconds.append(time.perf_counter() - t0)
     blas = [f"{{i.get('internal_api')}} {{i.get('version')}} kernel {{i.get('architecture')}}, "
             f"{{i.get('num_threads')}} threads" for i in threadpool_info() if i.get("user_api") == "blas"]
-print(json.dumps({{"seconds": seconds, "blas": "; ".join(blas)}}))
+pins = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+print(json.dumps({{"seconds": seconds, "blas": "; ".join(blas), "pins": pins}}))
 """
 
 #: variables that pin OpenBLAS to a kernel or cache size other than the one it would detect
@@ -348,6 +349,8 @@ def measure_peak(n: int = 4096, threads: int | None = None, repeats: int = 3) ->
     if done.returncode != 0:
         raise RuntimeError(f"the sgemm peak subprocess failed: {done.stderr.strip()[-500:]}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
+    if out["pins"]:
+        raise RuntimeError(f"the sgemm peak subprocess still saw {out['pins']}")
     gflops = sorted(2.0 * n ** 3 / s / 1e9 for s in out["seconds"])
     return {"sgemm_n": n, "sgemm_threads": threads, "peak_gflops": gflops[-1],
             "peak_gflops_min": gflops[0], "peak_blas": out["blas"]}

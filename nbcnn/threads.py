@@ -20,6 +20,7 @@ same order whatever the number of threads), so sharing changes speed only.
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 import time
@@ -110,30 +111,40 @@ class CoreShare:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.chmod(f.name, 0o644)
             self._file = f
+            atexit.register(self._withdraw)
         os.utime(self._file.name)
 
     def running(self) -> int:
-        """Running nbcnn processes, this one included: files touched lately whose lock is held."""
+        """Running nbcnn processes, this one included: files touched lately whose lock is held
+        (a file whose lock is free belongs to a process that has ended: it is removed)."""
         import fcntl
         now, count = time.time(), 0
         for name in os.listdir(self.folder):
             path = os.path.join(self.folder, name)
             try:
-                if now - os.stat(path).st_mtime > self.active_for:
-                    continue
+                recent = now - os.stat(path).st_mtime <= self.active_for
                 if name == str(os.getpid()):
-                    count += 1
+                    count += recent
                     continue
                 with open(path) as f:
                     try:
                         fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
                     except OSError:
-                        count += 1                     # held: its process is alive
+                        count += recent                # held: its process is alive
                         continue
-                os.remove(path)                        # not held: its process has ended
+                os.remove(path)
             except OSError:                            # vanished meanwhile, or not ours to remove
                 continue
         return max(count, 1)
+
+    def _withdraw(self) -> None:
+        if self._file is not None:
+            try:
+                os.remove(self._file.name)
+            except OSError:
+                pass
+            self._file.close()
+            self._file = None
 
     def update(self) -> None:
         self.next_check = time.monotonic() + self.interval

@@ -1,8 +1,10 @@
 """Executors: run cells and hand each finished result to a callback, in the calling process.
 
-``local`` runs the cells one after another in this process. ``dask`` submits one task per cell to
-a ``dask.distributed`` cluster (a ``LocalCluster`` started here, or a running scheduler) and
-collects them with ``as_completed``; only this process (the client) writes files.
+``local`` runs the cells on this machine: ``plan_local`` chooses how many at once and with how
+many threads each; one at a time runs here, several at once run in that many worker processes.
+``dask`` submits one task per cell to a ``dask.distributed`` cluster (a ``LocalCluster`` started
+here, or a running scheduler) and collects them with ``as_completed``. Only this process writes
+files.
 """
 
 from __future__ import annotations
@@ -13,14 +15,102 @@ import uuid
 from ..threads import available_cores
 from .runner import run_cell
 
+#: a cell whose training batch needs fewer multiply-adds than this in its forward pass is
+#: "small": its kernels are too short for a second thread to pay (most run below the Numba
+#: backend's serial threshold, ``_jit.SERIAL_WORK``, on one thread anyway), so small cells run
+#: several at once with one thread each, which keeps every core busy. (mnist-simple at batch
+#: 10 needs 0.7 million, mnist-complex at batch 64 about 1.3 billion.)
+SMALL_BATCH_MACS = 20_000_000
+
+
+def cell_input_shape(settings) -> tuple | None:
+    """One image's shape (C, H, W) for a cell's data set, without loading it (None: unknown)."""
+    from ..data.sources import ALIASES, FILE_SETS
+    name = str(settings.get("dataset", "")).lower()
+    name = ALIASES.get(name, name)
+    if name in FILE_SETS:
+        return tuple(FILE_SETS[name].shape)
+    if name == "shapes":
+        size = int(settings.get("data.size", 28))
+        return (int(settings.get("data.channels", 1)), size, size)
+    return None
+
+
+def batch_multiply_adds(settings) -> int | None:
+    """Multiply-adds of one training batch's forward pass in a cell (None: unknown)."""
+    from ..arch import build
+    from ..bench import multiply_adds
+    shape = cell_input_shape(settings)
+    if shape is None:
+        return None
+    try:
+        model = build(settings["arch"], shape, backend="numpy")
+    except (ValueError, KeyError):                # the run itself will report the error
+        return None
+    return multiply_adds(model)[0] * int(settings.get("batch_size") or 32)
+
+
+def plan_local(cells, workers=None, threads=None, cores=None) -> tuple[int, int]:
+    """(cells run at once, threads per cell) for the local executor on ``cores`` cores.
+
+    ``workers`` and ``threads`` (``--workers``, ``--threads``) override the choice; given one,
+    the other fills the cores. Otherwise cells that set ``threads`` get it and as many run at
+    once as fit; else, when every cell is small (``SMALL_BATCH_MACS``), min(cores, cells) run
+    at once with one thread each; else one cell at a time with every core."""
+    cores = cores or available_cores()
+    n = max(len(cells), 1)
+    for name, value in (("workers", workers), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"--{name} must be an int >= 1, got {value!r}")
+    if workers is not None and threads is not None:
+        return min(workers, n), threads
+    if threads is not None:
+        return min(max(1, cores // threads), n), threads
+    if workers is not None:
+        workers = min(workers, n)
+        return workers, max(1, cores // workers)
+    declared = [c.settings.get("threads") for c in cells if c.settings.get("threads")]
+    if declared:
+        wanted = max(declared)
+        return min(max(1, cores // wanted), n), wanted
+    work = [batch_multiply_adds(c.settings) for c in cells]
+    if n > 1 and all(w is not None and w < SMALL_BATCH_MACS for w in work):
+        return min(cores, n), 1
+    return 1, cores
+
 
 def run_local(cells, on_result, *, study="", data_root=None, verbose=True, save_model=None,
-              save_predictions=True):
-    for cell in cells:
-        result = run_cell(cell.settings, cell.key, study=study, data_root=data_root,
-                          verbose=verbose, save_model=save_model,
-                          save_predictions=save_predictions)
-        on_result(cell, result)
+              save_predictions=True, workers=None, threads=None, log=print):
+    """Run ``cells`` as ``plan_local`` chooses: one at a time in this process, or several at
+    once in worker processes (started fresh: Numba's threads do not survive a fork)."""
+    workers, threads = plan_local(cells, workers, threads)
+    if workers == 1:
+        for cell in cells:
+            result = run_cell(cell.settings, cell.key, study=study, data_root=data_root,
+                              verbose=verbose, threads_hint=threads, save_model=save_model,
+                              save_predictions=save_predictions)
+            on_result(cell, result)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    log(f"running {workers} cells at once, {threads} thread(s) each ({available_cores()} cores)")
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_task, c.settings, c.key, study, data_root, threads, save_model,
+                               save_predictions): c for c in cells}
+        for fut in as_completed(futures):
+            cell = futures[fut]
+            try:
+                result = fut.result()
+            except Exception as exc:                   # the worker process died
+                result = _failed(cell, study, exc)
+            on_result(cell, result)
+
+
+def _failed(cell, study, exc) -> dict:
+    return {"key": cell.key, "study": study, "settings": cell.settings, "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}"[:500], "traceback": "", "metrics": {},
+            "epochs": [], "model": None, "predictions": None}
 
 
 def plan_local_cluster(cells, workers=None, cores=None) -> tuple[int, int]:
@@ -78,10 +168,7 @@ def run_dask(cells, on_result, *, study="", data_root=None, scheduler=None, work
             try:
                 result = fut.result()
             except Exception as exc:      # the worker died (KilledWorker), or could not unpickle
-                result = {"key": cell.key, "study": study, "settings": cell.settings,
-                          "status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500],
-                          "traceback": "", "metrics": {}, "epochs": [], "model": None,
-                          "predictions": None}
+                result = _failed(cell, study, exc)
             on_result(cell, result)
     finally:
         pending = [f for f in futures if not f.done()]

@@ -120,7 +120,8 @@ def test_thread_wait_decision():
 _WIDTH_CHECK = """
 import json
 import numpy as np
-import nbcnn
+import nbcnn                     # first: Numba reads the CPU features when it is imported
+import numba
 from nbcnn.backends import get_backend, numba_env
 from nbcnn.backends.numpy_ref import NumpyBackend
 from nbcnn.backends.numba import activations
@@ -136,7 +137,10 @@ for stride, pad in (((1, 1), (1, 1, 1, 1)), ((2, 2), (1, 1, 1, 1)), ((1, 2), (0,
     errors[f"conv {stride} {pad}"] = float(np.abs(got - want).max() / np.abs(want).max())
 y = nb.activation_forward("relu", x, 0.0)
 errors["relu"] = float(np.abs(y - ref.activation_forward("relu", x, 0.0)).max())
-asm = activations.relu_forward.inspect_asm(activations.relu_forward.signatures[0])
+# nbcnn's relu kernel compiled afresh (a kernel loaded from the disk cache has no assembly)
+fresh = numba.njit(parallel=True, fastmath=True)(activations.relu_forward.py_func)
+fresh(x.reshape(-1), np.empty(x.size, np.float32))
+asm = fresh.inspect_asm(fresh.signatures[0])
 print(json.dumps({"width": numba_env.width(), "errors": errors, "zmm": asm.count("%zmm"),
                   "ymm": asm.count("%ymm")}))
 """

@@ -1,5 +1,8 @@
 """Speed benchmark: training and inference images per second for presets x batch sizes x backends,
-with PyTorch (CPU, same thread count) as the peer when it is installed.
+with PyTorch (CPU, same thread count) as the peer when it is installed; a per-layer profile
+(``profile_layers``) against the machine's peak measured in the same run (``measure_peak``);
+and several trainings at once against one alone (``run_contention``). Every table carries the
+CPU model, its vector width and the measured peak (``machine``).
 
 Every row is measured in one process, after warm-up, as the median of several repeats (with the
 min and max as spread); the peers of one configuration take their repeats in turns, so a drift

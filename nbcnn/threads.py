@@ -177,5 +177,4 @@ def policy_description() -> str:
         return "thread count chosen explicitly: cores are not shared automatically"
     if not sharing.enabled():
         return "core sharing off (NBCNN_SHARE_CORES=0)"
-    return (f"cores shared with other running nbcnn processes (NBCNN_SHARE_CORES; "
-            f"{sharing.peers} running at the last look)")
+    return "cores shared with the other running nbcnn processes (NBCNN_SHARE_CORES)"

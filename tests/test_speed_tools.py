@@ -218,14 +218,18 @@ def test_profile_command_writes_the_tables(tmp_path, capsys):
     assert machine["cpu"] in out and "measured peak" in out and "Conv2D(8, 3x3)" in out
 
 
-def test_contention_table(tmp_path):
-    table = bench.run_contention(["mnist-tiny"], [4], copies=2, seconds=0.3)
+def test_contention_command_writes_its_table(tmp_path, capsys):
+    assert main(["bench", "--contention", "2", "--archs", "mnist-tiny", "--batch-sizes", "4",
+                 "--contention-seconds", "0.3", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "contention.csv")
     assert list(table.run) == ["alone", "together", "together"]
-    assert (table.images_per_second > 0).all()
+    assert (table.images_per_second > 0).all() and (table.cpu == cpu.this_cpu().model).all()
     together = table[table.run == "together"]
     assert together.total_images_per_second.iloc[0] == pytest.approx(together.images_per_second.sum())
     alone = table.images_per_second.iloc[0]
     assert together.ratio_to_alone.iloc[0] == pytest.approx(together.images_per_second.sum() / alone)
+    assert "NBCNN_SHARE_CORES" in table.policy.iloc[0]
+    assert "ratio_to_alone" in capsys.readouterr().out
     with pytest.raises(ValueError, match="at least 2 copies"):
         bench.run_contention(["mnist-tiny"], [4], copies=1)
 
@@ -349,3 +353,6 @@ def test_local_executor_runs_small_cells_at_once_and_obeys_overrides(tmp_path, c
     pd.testing.assert_series_equal(acc, one.set_index("key").test_accuracy.loc[acc.index])
     assert main(["grid", str(path), "--threads", "0"]) == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
+    assert main(["grid", str(path), "--results", str(tmp_path / "c"), "--dry-run",
+                 "--workers", "1", "--threads", "2"]) == 0
+    assert "local executor: 1 cell(s) at once, 2 thread(s) each" in capsys.readouterr().out

@@ -52,6 +52,14 @@ def run(args) -> int:
         if grid.description:
             print(grid.description.strip())
         print(table.to_string(index=False))
+        if args.executor == "local" and not args.scheduler:
+            from nbcnn.harness.executors import plan_local
+            todo = {k for k, st in zip(table["key"], table["status"]) if st != "ok"}
+            cells = [c for c in harness.filter_cells(grid.cells, args.only, grid.path)
+                     if c.key in todo]
+            if cells:
+                workers, threads = plan_local(cells, args.workers, args.threads)
+                print(f"local executor: {workers} cell(s) at once, {threads} thread(s) each")
         return 0
     runs = harness.run_grid(grid, args.results, only=args.only, executor=args.executor,
                             scheduler=args.scheduler, workers=args.workers,

@@ -100,6 +100,13 @@ def test_vector_width_decision():
         assert "NUMBA_CPU_FEATURES" not in updates and "user" in notes["vector_width_note"]
     updates, notes = numba_env.decide({}, True, True, lambda: host)
     assert updates == {} and "imported before" in notes["vector_width_note"]
+    # a child process inherits nbcnn's setting, and its own NBCNN_VECTOR_WIDTH still decides
+    child = numba_env.decide({}, False, True, lambda: host)[0]
+    child["NBCNN_VECTOR_WIDTH"] = "256"
+    updates, _ = numba_env.decide(child, False, True, lambda: host)
+    assert updates["NUMBA_CPU_FEATURES"] == host + ",+prefer-256-bit"
+    child = {**numba_env.decide({"NBCNN_VECTOR_WIDTH": "256"}, False, True, lambda: host)[0]}
+    assert numba_env.decide(child, False, False, lambda: "+avx2")[0]["NUMBA_CPU_FEATURES"] == "+avx2"
     with pytest.raises(ValueError, match="NBCNN_VECTOR_WIDTH.*auto, 256, 512.*'1024'"):
         numba_env.decide({"NBCNN_VECTOR_WIDTH": "1024"}, False, True, lambda: host)
 
@@ -149,8 +156,7 @@ print(json.dumps({"width": numba_env.width(), "errors": errors, "zmm": asm.count
 @pytest.mark.skipif(not cpu.has_avx512(), reason="this CPU has no AVX-512")
 @pytest.mark.parametrize("width", ["256", "512"])
 def test_both_vector_widths_compute_the_reference(width):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
-    env.update(NBCNN_VECTOR_WIDTH=width, PYTHONPATH=ROOT)
+    env = {**os.environ, "NBCNN_VECTOR_WIDTH": width, "PYTHONPATH": ROOT}
     done = subprocess.run([sys.executable, "-c", _WIDTH_CHECK], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -19,8 +19,8 @@ is per process, not per kernel: Numba has one code generator per process with on
 string, and no option of ``@njit`` reaches LLVM's function attributes (an IR attribute
 ``prefer-vector-width`` would be per function, but Numba's cache key, which holds the feature
 string, would not tell such variants apart). So other Numba code in the same process gets the
-same width. Nothing is written when ``NUMBA_CPU_FEATURES``, ``NUMBA_CPU_NAME`` or
-``NUMBA_ENABLE_AVX`` is set, or when Numba was imported before nbcnn (``width()`` then reports
+same width. Nothing is written when the user set ``NUMBA_CPU_FEATURES``, ``NUMBA_CPU_NAME`` or
+``NUMBA_ENABLE_AVX``, or when Numba was imported before nbcnn (``width()`` then reports
 what Numba actually uses). Numba's cache key includes the feature string: switching adds cache
 entries and invalidates none.
 
@@ -45,6 +45,9 @@ from .switches import choice
 
 VECTOR_WIDTHS = ("auto", "256", "512")
 _NUMBA_CPU_VARS = ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME", "NUMBA_ENABLE_AVX")
+#: the NUMBA_CPU_FEATURES value nbcnn wrote (children inherit both: they tell nbcnn's own
+#: setting, which a child's NBCNN_VECTOR_WIDTH may change, from the user's, which it may not)
+_MARK = "NBCNN_SET_NUMBA_CPU_FEATURES"
 
 #: what prepare() decided, for ``nbcnn info``
 decisions: dict = {}
@@ -90,17 +93,26 @@ def decide(env, numba_imported: bool, has_avx512: bool, host_features) -> tuple[
     notes = {"vector_width_asked": width, "thread_wait": wait}
     if numba_imported:
         notes["vector_width_note"] = "Numba was imported before nbcnn: its own features are used"
-    elif any(v in env for v in _NUMBA_CPU_VARS):
+    elif any(v in env for v in _NUMBA_CPU_VARS) and not _inherited_from_nbcnn(env):
         notes["vector_width_note"] = "the user's NUMBA_CPU_* settings are used"
     else:
         features = features_for_width(width, host_features(), has_avx512) \
             if (width == "256" or has_avx512) else None
         if features is not None:
-            updates["NUMBA_CPU_FEATURES"] = features
+            updates["NUMBA_CPU_FEATURES"] = updates[_MARK] = features
             notes["vector_width_note"] = "set by nbcnn through NUMBA_CPU_FEATURES"
         else:
             notes["vector_width_note"] = "no AVX-512: the CPU's widest vectors"
+            if _inherited_from_nbcnn(env):                  # a parent's choice, not this one's
+                updates["NUMBA_CPU_FEATURES"] = updates[_MARK] = host_features()
     return updates, notes
+
+
+def _inherited_from_nbcnn(env) -> bool:
+    """NUMBA_CPU_FEATURES came from nbcnn in a parent process (then this process's own
+    NBCNN_VECTOR_WIDTH decides again), not from the user."""
+    return "NUMBA_CPU_FEATURES" in env and env.get(_MARK) == env["NUMBA_CPU_FEATURES"] and \
+        "NUMBA_CPU_NAME" not in env and "NUMBA_ENABLE_AVX" not in env
 
 
 def _host_features() -> str:

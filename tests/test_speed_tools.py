@@ -89,7 +89,8 @@ def test_this_cpu_without_cpuinfo_still_names_something(tmp_path):
 def test_vector_width_decision():
     host = "+avx2,+avx512f,+fma"
     updates, notes = numba_env.decide({}, False, True, lambda: host)
-    assert updates == {"NUMBA_CPU_FEATURES": host + ",-prefer-256-bit"}
+    assert updates["NUMBA_CPU_FEATURES"] == host + ",-prefer-256-bit"
+    assert updates["NBCNN_SET_NUMBA_CPU_FEATURES"] == updates["NUMBA_CPU_FEATURES"]
     updates, _ = numba_env.decide({"NBCNN_VECTOR_WIDTH": "256"}, False, True, lambda: host)
     assert updates["NUMBA_CPU_FEATURES"] == host + ",+prefer-256-bit"
     updates, notes = numba_env.decide({}, False, False, lambda: "+avx2")     # no AVX-512

@@ -162,8 +162,18 @@ class CoreShare:
             numba.set_num_threads(wanted)
 
 
+    def _forget(self) -> None:
+        """In a forked child: the inherited file (and its lock) stay the parent's."""
+        if self._file is not None:
+            self._file.close()                         # the parent's copy keeps the lock
+            self._file = None
+        self.next_check = 0.0
+
+
 #: the one CoreShare of this process
 sharing = CoreShare()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=sharing._forget)
 
 
 def share_threads(cores: int, running: int) -> int:

@@ -265,6 +265,14 @@ def test_core_share_counts_running_processes(tmp_path, monkeypatch):
         os.utime(other.name)
         other.close()                                              # it ended: its file goes
         assert share.running() == 1 and not os.path.exists(tmp_path / "running" / "4194000")
+        share._announce()
+        pid = os.fork()                                # a forked child announces itself anew
+        if pid == 0:
+            share._forget()
+            share._announce()
+            os._exit(0 if share.running() == 2 and os.path.exists(share._file.name) else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert share.running() == 1 and os.path.exists(os.path.join(share.folder, str(os.getpid())))
         monkeypatch.setenv("NBCNN_SHARE_CORES", "0")
         assert not share.enabled()
         monkeypatch.setattr(threads, "_explicit", True)

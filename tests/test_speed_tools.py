@@ -314,22 +314,31 @@ def _cells(arch, n, **settings):
                                       **settings}) for _ in range(n)]
 
 
+def _plan(cells, **kw):
+    """plan_local with each group's cells replaced by their count."""
+    return [(len(g), at_once, threads) for g, at_once, threads in executors.plan_local(cells, **kw)]
+
+
 def test_local_plan():
     small, large = _cells("mnist-simple", 6), _cells("mnist-complex", 6, batch_size=64)
     assert executors.batch_multiply_adds(small[0].settings) < executors.SMALL_BATCH_MACS
     assert executors.batch_multiply_adds(large[0].settings) > executors.SMALL_BATCH_MACS
-    assert executors.plan_local(small, cores=4) == (4, 1)          # small: one thread each
-    assert executors.plan_local(small[:2], cores=4) == (2, 1)
-    assert executors.plan_local(small[:1], cores=4) == (1, 4)      # one cell: every core
-    assert executors.plan_local(large, cores=4) == (1, 4)          # large: one at a time
-    assert executors.plan_local(small + large[:1], cores=4) == (1, 4)
-    assert executors.plan_local(_cells("no-such-net(", 3), cores=4) == (1, 4)
-    assert executors.plan_local(_cells("mnist-simple", 3, threads=2), cores=4) == (2, 2)
+    assert _plan(small, cores=4) == [(6, 4, 1)]                    # small: one thread each
+    assert _plan(small[:2], cores=4) == [(2, 2, 1)]
+    assert _plan(small[:1], cores=4) == [(1, 1, 4)]                # one cell: every core
+    assert _plan(large, cores=4) == [(6, 1, 4)]                    # large: one at a time
+    assert _plan(small[:3] + large[:2], cores=4) == [(3, 3, 1), (2, 1, 4)]
+    groups = executors.plan_local(small[:3] + large[:2], cores=4)
+    assert [c.settings["arch"] for c in groups[1][0]] == ["mnist-complex"] * 2
+    assert _plan(small[:1] + large[:1], cores=4) == [(2, 1, 4)]
+    assert _plan(_cells("no-such-net(", 3), cores=4) == [(3, 1, 4)]   # unknown work: large
+    assert _plan(_cells("mnist-simple", 3, threads=2), cores=4) == [(3, 2, 2)]
+    assert _plan([], cores=4) == []
     # overrides
-    assert executors.plan_local(large, workers=2, cores=4) == (2, 2)
-    assert executors.plan_local(large, threads=1, cores=4) == (4, 1)
-    assert executors.plan_local(small, workers=3, threads=2, cores=4) == (3, 2)
-    assert executors.plan_local(small[:2], workers=5, cores=4) == (2, 2)
+    assert _plan(large, workers=2, cores=4) == [(6, 2, 2)]
+    assert _plan(large, threads=1, cores=4) == [(6, 4, 1)]
+    assert _plan(small, workers=3, threads=2, cores=4) == [(6, 3, 2)]
+    assert _plan(small[:2], workers=5, cores=4) == [(2, 2, 2)]
     with pytest.raises(ValueError, match="--threads must be an int >= 1, got 0"):
         executors.plan_local(small, threads=0)
     shapes = {"arch": "mnist-tiny", "dataset": "shapes", "data.size": 20, "data.channels": 3}
@@ -358,7 +367,7 @@ def test_local_executor_runs_small_cells_at_once_and_obeys_overrides(tmp_path, c
     runs = harness.run_grid(str(path), str(tmp_path / "a"), verbose=False, log=lines.append)
     assert (runs.status == "ok").all(), runs.error.tolist()
     if threads.available_cores() >= 2:
-        assert any("2 cells at once, 1 thread(s) each" in str(m) for m in lines), lines
+        assert any("2 cells, 2 at once, 1 thread(s) each" in str(m) for m in lines), lines
         assert (runs.num_threads == 1).all() and os.getpid() not in set(runs.pid)
     assert main(["grid", str(path), "--results", str(tmp_path / "b"), "--workers", "1",
                  "--threads", "1", "--quiet"]) == 0
@@ -370,4 +379,4 @@ def test_local_executor_runs_small_cells_at_once_and_obeys_overrides(tmp_path, c
     assert "--threads must be >= 1" in capsys.readouterr().err
     assert main(["grid", str(path), "--results", str(tmp_path / "c"), "--dry-run",
                  "--workers", "1", "--threads", "2"]) == 0
-    assert "local executor: 1 cell(s) at once, 2 thread(s) each" in capsys.readouterr().out
+    assert "local executor: 2 cell(s), 1 at once, 2 thread(s) each" in capsys.readouterr().out

@@ -57,9 +57,9 @@ def run(args) -> int:
             todo = {k for k, st in zip(table["key"], table["status"]) if st != "ok"}
             cells = [c for c in harness.filter_cells(grid.cells, args.only, grid.path)
                      if c.key in todo]
-            if cells:
-                workers, threads = plan_local(cells, args.workers, args.threads)
-                print(f"local executor: {workers} cell(s) at once, {threads} thread(s) each")
+            for group, at_once, threads in plan_local(cells, args.workers, args.threads):
+                print(f"local executor: {len(group)} cell(s), {at_once} at once, "
+                      f"{threads} thread(s) each")
         return 0
     runs = harness.run_grid(grid, args.results, only=args.only, executor=args.executor,
                             scheduler=args.scheduler, workers=args.workers,

@@ -1,7 +1,8 @@
 """Executors: run cells and hand each finished result to a callback, in the calling process.
 
 ``local`` runs the cells on this machine: ``plan_local`` chooses how many at once and with how
-many threads each; one at a time runs here, several at once run in that many worker processes.
+many threads each (small nets several at once on one thread each, larger ones one at a time on
+every core); one at a time runs here, several at once in as many worker processes.
 ``dask`` submits one task per cell to a ``dask.distributed`` cluster (a ``LocalCluster`` started
 here, or a running scheduler) and collects them with ``as_completed``. Only this process writes
 files.
@@ -16,10 +17,12 @@ from ..threads import available_cores
 from .runner import run_cell
 
 #: a cell whose training batch needs fewer multiply-adds than this in its forward pass is
-#: "small": its kernels are too short for a second thread to pay (most run below the Numba
+#: "small": its kernels are too short for a second thread to pay (many run below the Numba
 #: backend's serial threshold, ``_jit.SERIAL_WORK``, on one thread anyway), so small cells run
-#: several at once with one thread each, which keeps every core busy. (mnist-simple at batch
-#: 10 needs 0.7 million, mnist-complex at batch 64 about 1.3 billion.)
+#: several at once with one thread each, which keeps every core busy. mnist-simple needs 0.7
+#: million at batch 10 and 18 million at batch 256, lenet5 4 million at batch 10, cifar-small
+#: 390 million and mnist-complex 1.2 billion at batch 64. A reasoned starting point, not a
+#: measured optimum: ``--workers`` / ``--threads`` override it.
 SMALL_BATCH_MACS = 20_000_000
 
 
@@ -50,60 +53,79 @@ def batch_multiply_adds(settings) -> int | None:
     return multiply_adds(model)[0] * int(settings.get("batch_size") or 32)
 
 
-def plan_local(cells, workers=None, threads=None, cores=None) -> tuple[int, int]:
-    """(cells run at once, threads per cell) for the local executor on ``cores`` cores.
+def plan_local(cells, workers=None, threads=None, cores=None) -> list[tuple[list, int, int]]:
+    """How the local executor runs ``cells`` on ``cores`` cores: groups run one after another,
+    each as (its cells, how many run at once, threads per cell).
 
-    ``workers`` and ``threads`` (``--workers``, ``--threads``) override the choice; given one,
-    the other fills the cores. Otherwise cells that set ``threads`` get it and as many run at
-    once as fit; else, when every cell is small (``SMALL_BATCH_MACS``), min(cores, cells) run
-    at once with one thread each; else one cell at a time with every core."""
+    ``workers`` and ``threads`` (``--workers``, ``--threads``) override the choice for every
+    cell; given one, the other fills the cores. Otherwise cells that set ``threads`` get it,
+    with as many at once as fit; else the small cells (``SMALL_BATCH_MACS``; a cell whose work
+    is unknown counts as large) run min(cores, their number) at once with one thread each, and
+    then the others one at a time with every core."""
     cores = cores or available_cores()
-    n = max(len(cells), 1)
+    cells = list(cells)
     for name, value in (("workers", workers), ("threads", threads)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 1):
             raise ValueError(f"--{name} must be an int >= 1, got {value!r}")
+    if not cells:
+        return []
+    n = len(cells)
     if workers is not None and threads is not None:
-        return min(workers, n), threads
+        return [(cells, min(workers, n), threads)]
     if threads is not None:
-        return min(max(1, cores // threads), n), threads
+        return [(cells, min(max(1, cores // threads), n), threads)]
     if workers is not None:
         workers = min(workers, n)
-        return workers, max(1, cores // workers)
+        return [(cells, workers, max(1, cores // workers))]
     declared = [c.settings.get("threads") for c in cells if c.settings.get("threads")]
     if declared:
         wanted = max(declared)
-        return min(max(1, cores // wanted), n), wanted
+        return [(cells, min(max(1, cores // wanted), n), wanted)]
     work = [batch_multiply_adds(c.settings) for c in cells]
-    if n > 1 and all(w is not None and w < SMALL_BATCH_MACS for w in work):
-        return min(cores, n), 1
-    return 1, cores
+    small = [c for c, w in zip(cells, work) if w is not None and w < SMALL_BATCH_MACS]
+    large = [c for c, w in zip(cells, work) if w is None or w >= SMALL_BATCH_MACS]
+    groups = []
+    if len(small) > 1:
+        groups.append((small, min(cores, len(small)), 1))
+    else:
+        large = small + large
+    if large:
+        groups.append((large, 1, cores))
+    return groups
 
 
 def run_local(cells, on_result, *, study="", data_root=None, verbose=True, save_model=None,
               save_predictions=True, workers=None, threads=None, log=print):
-    """Run ``cells`` as ``plan_local`` chooses: one at a time in this process, or several at
-    once in worker processes (started fresh: Numba's threads do not survive a fork)."""
-    workers, threads = plan_local(cells, workers, threads)
-    if workers == 1:
-        for cell in cells:
-            result = run_cell(cell.settings, cell.key, study=study, data_root=data_root,
-                              verbose=verbose, threads_hint=threads, save_model=save_model,
-                              save_predictions=save_predictions)
-            on_result(cell, result)
-        return
+    """Run ``cells`` as ``plan_local`` chooses: a group of one at a time in this process, a
+    group of several at once in as many worker processes (started fresh: Numba's threads do
+    not survive a fork)."""
+    common = dict(study=study, data_root=data_root, save_model=save_model,
+                  save_predictions=save_predictions)
+    for group, at_once, per_cell in plan_local(cells, workers, threads):
+        if at_once == 1:
+            for cell in group:
+                on_result(cell, run_cell(cell.settings, cell.key, verbose=verbose,
+                                         threads_hint=per_cell, **common))
+        else:
+            log(f"running {len(group)} cells, {at_once} at once, {per_cell} thread(s) each "
+                f"({available_cores()} cores)")
+            _run_at_once(group, on_result, at_once, per_cell, common)
+
+
+def _run_at_once(cells, on_result, workers, threads, common):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    log(f"running {workers} cells at once, {threads} thread(s) each ({available_cores()} cores)")
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_task, c.settings, c.key, study, data_root, threads, save_model,
-                               save_predictions): c for c in cells}
+        futures = {pool.submit(_task, c.settings, c.key, common["study"], common["data_root"],
+                               threads, common["save_model"], common["save_predictions"]): c
+                   for c in cells}
         for fut in as_completed(futures):
             cell = futures[fut]
             try:
                 result = fut.result()
             except Exception as exc:                   # the worker process died
-                result = _failed(cell, study, exc)
+                result = _failed(cell, common["study"], exc)
             on_result(cell, result)
 
 

@@ -25,11 +25,18 @@ what Numba actually uses). Numba's cache key includes the feature string: switch
 entries and invalidates none.
 
 **Waiting threads** (``NBCNN_THREAD_WAIT=auto|spin|passive|N``, default ``auto``). Between two
-parallel loops Numba's pool threads (the OpenMP layer here) spin for a while, then sleep. A lone
-run wants the spin (the next kernel of a training step comes microseconds later); two runs on
-the same cores want no spinning. nbcnn's answer to two runs is to give each fewer threads
-(``nbcnn.threads``: processes left to their default thread count share the cores), so
-``auto`` keeps the OpenMP runtime's own spin-then-sleep default, which a lone run is tuned for.
+parallel loops Numba's pool threads spin for a while, then sleep. Numba picks the first of its
+threading layers that loads: TBB (its own spin-then-sleep scheduler), OpenMP, then workqueue
+(Numba's simple pool, documented as not thread-safe: two threads launching parallel kernels at
+once abort the process, so nbcnn does not choose it). GNU OpenMP (libgomp) spins 300,000 times
+before it sleeps unless told otherwise (``GOMP_SPINCOUNT``; 0 under ``OMP_WAIT_POLICY=PASSIVE``,
+30 billion under ``ACTIVE``), and only 100 when *one process* has more OpenMP threads than
+CPUs: two processes of one thread per core each look uncrowded to both, and both spin in full.
+Intel's OpenMP spins for ``KMP_BLOCKTIME`` (200 ms by default). A lone run wants the spin (the
+next kernel of a training step comes microseconds later); two runs on the same cores want none.
+nbcnn's answer to two runs is to give each fewer threads (``nbcnn.threads``: processes left at
+their default thread count share the cores), so ``auto`` keeps the runtime's own default, which
+a lone run is tuned for.
 ``passive`` sets ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once), ``spin`` ``OMP_WAIT_POLICY=ACTIVE``,
 and a number N spins about N iterations then sleeps (``GOMP_SPINCOUNT=N`` for GNU OpenMP,
 ``KMP_BLOCKTIME`` = N / 100000 ms, at least 1, for Intel's). Variables the user set win.

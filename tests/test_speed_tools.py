@@ -117,7 +117,7 @@ def test_thread_wait_decision():
     assert numba_env.decide({"NBCNN_THREAD_WAIT": "passive"}, False, False, str)[0] == \
         {"OMP_WAIT_POLICY": "PASSIVE"}
     assert numba_env.decide({"NBCNN_THREAD_WAIT": "20000"}, False, False, str)[0] == \
-        {"GOMP_SPINCOUNT": "20000", "KMP_BLOCKTIME": "1"}
+        {"GOMP_SPINCOUNT": "20000"}
     # what the user set wins
     env = {"NBCNN_THREAD_WAIT": "passive", "OMP_WAIT_POLICY": "ACTIVE"}
     assert numba_env.decide(env, False, False, str)[0] == {}

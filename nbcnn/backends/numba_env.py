@@ -38,8 +38,8 @@ nbcnn's answer to two runs is to give each fewer threads (``nbcnn.threads``: pro
 their default thread count share the cores), so ``auto`` keeps the runtime's own default, which
 a lone run is tuned for.
 ``passive`` sets ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once), ``spin`` ``OMP_WAIT_POLICY=ACTIVE``,
-and a number N spins about N iterations then sleeps (``GOMP_SPINCOUNT=N`` for GNU OpenMP,
-``KMP_BLOCKTIME`` = N / 100000 ms, at least 1, for Intel's). Variables the user set win.
+and a number N spins N times then sleeps (``GOMP_SPINCOUNT=N``, GNU OpenMP; for Intel's set
+``KMP_BLOCKTIME`` in milliseconds yourself). Variables the user set win.
 """
 
 from __future__ import annotations
@@ -79,8 +79,7 @@ def wait_environment(policy: str) -> dict:
         return {"OMP_WAIT_POLICY": "PASSIVE"}
     if policy == "spin":
         return {"OMP_WAIT_POLICY": "ACTIVE"}
-    spins = int(policy)
-    return {"GOMP_SPINCOUNT": str(spins), "KMP_BLOCKTIME": str(max(1, spins // 100000))}
+    return {"GOMP_SPINCOUNT": str(int(policy))}
 
 
 def _thread_wait_policy(env) -> str:

@@ -125,6 +125,22 @@ def test_thread_wait_decision():
         numba_env.decide({"NBCNN_THREAD_WAIT": "sometimes"}, False, False, str)
 
 
+def test_thread_wait_reaches_gnu_openmp():
+    """The spin count reaches libgomp when nbcnn is imported first (it prints its settings)."""
+    code = ("import nbcnn, numba; numba.get_num_threads(); "
+            "print('layer', numba.threading_layer())")
+    env = {**os.environ, "PYTHONPATH": ROOT, "NBCNN_THREAD_WAIT": "20000",
+           "OMP_DISPLAY_ENV": "VERBOSE"}
+    for var in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER"):
+        env.pop(var, None)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if "layer omp" not in done.stdout or "GOMP_SPINCOUNT" not in done.stderr:
+        pytest.skip("Numba's threading layer here is not GNU OpenMP")
+    assert "GOMP_SPINCOUNT = '20000'" in done.stderr
+
+
 _WIDTH_CHECK = """
 import json
 import numpy as np

@@ -6,6 +6,11 @@
 
 __version__ = "0.1.0"
 
+# before anything imports Numba: it reads the CPU features and thread settings only then
+from .backends import numba_env as _numba_env  # noqa: E402
+
+_numba_env.prepare()
+
 from . import layers, losses, optim, threads  # noqa: E402
 from .arch import PRESETS, build  # noqa: E402
 from .backends import get_backend, set_backend, to_numpy  # noqa: E402

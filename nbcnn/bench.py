@@ -1,5 +1,8 @@
 """Speed benchmark: training and inference images per second for presets x batch sizes x backends,
-with PyTorch (CPU, same thread count) as the peer when it is installed.
+with PyTorch (CPU, same thread count) as the peer when it is installed; a per-layer profile
+(``profile_layers``) against the machine's peak measured in the same run (``measure_peak``);
+and several trainings at once against one alone (``run_contention``). Every table carries the
+CPU model, its vector width and the measured peak (``machine``).
 
 Every row is measured in one process, after warm-up, as the median of several repeats (with the
 min and max as spread); the peers of one configuration take their repeats in turns, so a drift
@@ -35,6 +38,21 @@ def input_shape(arch: str) -> tuple:
     return INPUT_SHAPES.get(arch, DEFAULT_SHAPE)
 
 
+def layer_multiply_adds(layer, shape) -> int:
+    """Multiply-adds of one image's forward pass through ``layer`` (input shape ``shape``, no
+    batch axis): conv and dense layers; 0 for the others (no FLOP count is defined for them).
+    The input gradient and the weight gradient each take as many. A grouped convolution's output
+    sees only its group's ``C // groups`` input channels; dilation spreads a window, it does not
+    add to it."""
+    if isinstance(layer, L.Conv2D):
+        out = layer.output_shape(shape)
+        return (int(np.prod(out)) * (shape[0] // layer.groups)
+                * layer.kernel_size[0] * layer.kernel_size[1])
+    if isinstance(layer, L.Dense):
+        return shape[0] * layer.units
+    return 0
+
+
 def multiply_adds(model) -> tuple[int, int]:
     """(multiply-adds of one image's forward pass, those of the first layer with weights); the
     layers inside residual blocks count as the model's own."""
@@ -49,12 +67,8 @@ def _multiply_adds(layers, shape) -> list[int]:
         out = layer.output_shape(shape)
         if isinstance(layer, L.Residual):
             counts += _multiply_adds(layer.body, shape) + _multiply_adds(layer.shortcut, shape)
-        elif isinstance(layer, L.Conv2D):
-            counts.append(int(np.prod(out)) * shape[0] * layer.kernel_size[0] * layer.kernel_size[1])
-        elif isinstance(layer, L.Dense):
-            counts.append(shape[0] * layer.units)
         else:
-            counts.append(0)
+            counts.append(layer_multiply_adds(layer, shape))
         shape = out
     return counts
 
@@ -343,3 +357,277 @@ def plot(table: pd.DataFrame, path) -> None:
     grid.set_titles("{col_name}, batch {row_name}")
     grid.figure.suptitle(f"nbcnn bench ({int(table.threads.iloc[0])} threads)", y=1.01)
     grid.savefig(path, dpi=110, bbox_inches="tight")
+
+
+# ---- the machine: CPU, vector width, measured peak ----------------------------------------------
+_SGEMM = """
+import json, os, time
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+n, threads, repeats = {n}, {threads}, {repeats}
+rng = np.random.default_rng(0)
+a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+c = np.empty((n, n), np.float32)
+with threadpool_limits(limits=threads, user_api="blas"):
+    np.matmul(a, b, out=c)                                    # warm-up
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        seconds.append(time.perf_counter() - t0)
+    blas = [f"{{i.get('internal_api')}} {{i.get('version')}} kernel {{i.get('architecture')}}, "
+            f"{{i.get('num_threads')}} threads" for i in threadpool_info() if i.get("user_api") == "blas"]
+pins = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+print(json.dumps({{"seconds": seconds, "blas": "; ".join(blas), "pins": pins}}))
+"""
+
+#: variables that pin OpenBLAS to a kernel or cache size other than the one it would detect
+_BLAS_PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def measure_peak(n: int = 4096, threads: int | None = None, repeats: int = 3) -> dict:
+    """The machine's practical float32 peak: numpy's sgemm of two n x n matrices (2 n^3 FLOPs),
+    the best of ``repeats`` after one warm-up, in a fresh subprocess that runs ``threads`` BLAS
+    threads (default: this process's thread count) with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
+    removed from its environment alone, so OpenBLAS picks the kernel it detects for this CPU.
+    Returns GFLOP/s, the spread, and which BLAS kernel threadpoolctl says ran."""
+    threads = threads or nbcnn.get_num_threads()
+    env = {k: v for k, v in os.environ.items() if k not in _BLAS_PINS}
+    done = subprocess.run([sys.executable, "-c", _SGEMM.format(n=n, threads=threads,
+                                                               repeats=repeats)],
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the sgemm peak subprocess failed: {done.stderr.strip()[-500:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    if out["pins"]:
+        raise RuntimeError(f"the sgemm peak subprocess still saw {out['pins']}")
+    gflops = sorted(2.0 * n ** 3 / s / 1e9 for s in out["seconds"])
+    return {"sgemm_n": n, "sgemm_threads": threads, "peak_gflops": gflops[-1],
+            "peak_gflops_min": gflops[0], "peak_blas": out["blas"]}
+
+
+def machine(peak: dict | None = None) -> dict:
+    """This machine for the bench tables: CPU model, vector width, cores and threads, the
+    vector width of nbcnn's Numba kernels, the measured peak (``measure_peak``) when given and a
+    theoretical peak ESTIMATE from the CPU's flags and reported clock (``cpu.CPU``)."""
+    from .backends import numba_env
+    from .cpu import this_cpu
+    from .threads import available_cores
+    cpu, threads = this_cpu(), nbcnn.get_num_threads()
+    estimate = cpu.peak_estimate_gflops(threads)
+    return {"cpu": cpu.model, "vector_isa": cpu.vector_isa, "vector_bits": cpu.vector_bits,
+            "cores": available_cores(), "threads": threads, "cpu_mhz": cpu.mhz,
+            "numba_vector_width": numba_env.width(),
+            "peak_estimate_gflops": estimate,
+            "peak_estimate_note": ("estimate, not measured: threads x reported clock x FMA "
+                                   "lanes per cycle x 2 (cpu.CPU.fma_lanes_per_cycle)")
+            if estimate else "no estimate (clock or FMA width unknown)",
+            **(peak or {})}
+
+
+#: the machine columns every bench table carries (the details are in machine.json)
+MACHINE_COLUMNS = ("cpu", "vector_isa", "peak_gflops")
+
+
+def with_machine(table: pd.DataFrame, info: dict) -> pd.DataFrame:
+    """``table`` with the MACHINE_COLUMNS of ``info`` added (NaN for a peak not measured)."""
+    table = table.copy()
+    for col in MACHINE_COLUMNS:
+        table[col] = info.get(col, np.nan)
+    return table
+
+
+def machine_header(info: dict) -> str:
+    """One line naming the CPU, its vector width and the peak, for printed tables."""
+    peak = (f"measured peak {info['peak_gflops']:.0f} GFLOP/s (numpy sgemm {info['sgemm_n']}, "
+            f"{info['peak_blas']})" if info.get("peak_gflops") else "peak not measured")
+    est = (f"; estimate {info['peak_estimate_gflops']:.0f} GFLOP/s"
+           if info.get("peak_estimate_gflops") else "")
+    return (f"{info['cpu']} ({info['vector_isa'] or 'vector width unknown'}), "
+            f"{info['threads']} of {info['cores']} cores, Numba vectors "
+            f"{info['numba_vector_width']} bits; {peak}{est}")
+
+
+# ---- per-layer profile ------------------------------------------------------------------------
+PROFILE_COLUMNS = ["arch", "backend", "batch_size", "layer_index", "layer", "pass", "ms",
+                   "ms_min", "ms_max", "gflops", "fraction_of_peak", "derived", "repeats"]
+
+
+def _timed(fn, backend):
+    def run():
+        fn()
+        backend.synchronize()       # OpenCL returns with the work still queued
+    return run
+
+
+def _median_ms(fn, warmup, repeats, min_seconds) -> list[float]:
+    calls = calibrate(fn, warmup, min_seconds)
+    return sorted(1e3 * sample(fn, calls) for _ in range(repeats))
+
+
+def profile_layers(arch: str, backend: str, batch: int, peak_gflops: float | None = None,
+                   warmup=2, repeats=5, min_seconds=0.1, seed=0) -> pd.DataFrame:
+    """Every layer of ``arch`` on ``backend`` at batch ``batch``, through the layer's own API
+    (``forward`` / ``backward`` on backend arrays, the inputs a training step gives it):
+
+    - ``forward``: forward in training mode;
+    - ``backward``: backward as training runs it (every gradient the model needs);
+    - for conv and dense layers, ``weight_grad``: backward with the input gradient switched
+      off (``need_input_grad = False``), and ``input_grad``: backward minus weight_grad,
+      ``derived`` from the two medians (the op contract computes the input gradient only
+      together with the weights'); the model's first layer has no input gradient.
+
+    ms is the median of ``repeats`` samples (min / max as spread), GFLOP/s counts 2 FLOPs per
+    multiply-add (conv, dense; NaN for the others), as a fraction of ``peak_gflops``."""
+    model = build(arch, input_shape(arch), backend=backend, seed=seed)
+    be = model.backend
+    rng = np.random.default_rng(seed)
+    x = be.from_numpy(rng.random((batch, *input_shape(arch)), dtype=np.float32))
+    rows, shape = [], model.input_shape
+    for i, layer in enumerate(model.layers):
+        y = layer.forward(x, training=True)
+        dy = be.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+        macs = batch * layer_multiply_adds(layer, shape)
+        times = {"forward": _median_ms(_timed(lambda: layer.forward(x, training=True), be),
+                                       warmup, repeats, min_seconds)}
+        layer.forward(x, training=True)
+        times["backward"] = _median_ms(_timed(lambda: layer.backward(dy), be), warmup, repeats,
+                                       min_seconds)
+        flops = {"forward": 2.0 * macs,
+                 "backward": 2.0 * macs * (2 if layer.need_input_grad else 1)}
+        if macs:                                           # conv, dense: split the gradients
+            needed = layer.need_input_grad
+            layer.need_input_grad = False
+            try:
+                times["weight_grad"] = _median_ms(_timed(lambda: layer.backward(dy), be), warmup,
+                                                  repeats, min_seconds)
+            finally:
+                layer.need_input_grad = needed
+            flops["weight_grad"] = 2.0 * macs
+            if needed:
+                w_ms = statistics.median(times["weight_grad"])
+                times["input_grad"] = [t - w_ms for t in times["backward"]]
+                flops["input_grad"] = 2.0 * macs
+        for name, ms in times.items():
+            med = statistics.median(ms)
+            gflops = flops[name] / (med * 1e6) if macs and med > 0 else np.nan
+            rows.append({"arch": arch, "backend": backend, "batch_size": batch, "layer_index": i,
+                         "layer": layer.describe(), "pass": name, "ms": med, "ms_min": ms[0],
+                         "ms_max": ms[-1], "gflops": gflops,
+                         "fraction_of_peak": gflops / peak_gflops if peak_gflops else np.nan,
+                         "derived": name == "input_grad", "repeats": len(ms)})
+        x, shape = y, layer.output_shape(shape)
+    return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
+
+
+def run_profile(archs, batch_sizes, backends, peak_gflops=None, progress=True, **timing):
+    """``profile_layers`` for every (arch, batch size, backend), in one table."""
+    from tqdm.auto import tqdm
+    jobs = [(a, n, b) for a in archs for n in batch_sizes for b in backends]
+    return pd.concat([profile_layers(a, b, n, peak_gflops, **timing)
+                      for a, n, b in tqdm(jobs, desc="profile", unit="config",
+                                          disable=not progress)], ignore_index=True)
+
+
+def profile_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (arch, backend, batch, layer): forward and backward ms, their share of the step's
+    layer time, and GFLOP/s (fraction of peak) of each pass that has one."""
+    rows = []
+    for key, g in table.groupby(["arch", "backend", "batch_size", "layer_index"], sort=True):
+        by = g.set_index("pass")
+        row = {"arch": key[0], "backend": key[1], "batch": key[2], "layer": by.layer.iloc[0],
+               "fwd_ms": by.ms.get("forward"), "bwd_ms": by.ms.get("backward")}
+        for p, short in (("forward", "fwd"), ("input_grad", "dx"), ("weight_grad", "dw")):
+            frac = by.fraction_of_peak.get(p, np.nan)
+            row[f"{short}_gflops"] = by.gflops.get(p, np.nan)
+            row[f"{short}_peak"] = frac
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    total = out.groupby(["arch", "backend", "batch"])[["fwd_ms", "bwd_ms"]].transform("sum").sum(axis=1)
+    out.insert(6, "share", (out.fwd_ms + out.bwd_ms) / total)
+    return out
+
+
+# ---- two runs at once -------------------------------------------------------------------------
+_TRAIN_LOOP = """
+import json, sys, time
+import numpy as np, nbcnn
+m = nbcnn.build({arch!r}, {shape!r}, backend="numba", seed=0)
+rng = np.random.default_rng(0)
+x = m.backend.from_numpy(rng.random(({batch},) + {shape!r}, dtype=np.float32))
+y = m.backend.labels_from_numpy(rng.integers(0, 10, {batch}))
+opt = nbcnn.optim.SGD(lr=0.01, momentum=0.9)
+for _ in range(3):
+    m.train_step(x, y, opt)                   # compile (or load the cache) and warm up
+print("ready", flush=True)
+sys.stdin.readline()                          # every copy starts together
+steps, t0 = 0, time.perf_counter()
+while time.perf_counter() - t0 < {seconds}:
+    m.train_step(x, y, opt)
+    steps += 1
+seconds = time.perf_counter() - t0
+print(json.dumps({{"images_per_second": steps * {batch} / seconds,
+                  "threads": nbcnn.get_num_threads()}}), flush=True)
+"""
+
+
+def concurrent_training(arch: str, batch: int, copies: int, seconds: float,
+                        env: dict | None = None) -> list[dict]:
+    """Training images/s of each of ``copies`` processes training ``arch`` at once, for
+    ``seconds`` after every copy has warmed up (they start together), in the environment
+    ``env`` (default: this one's). Each also reports its thread count at the end."""
+    code = _TRAIN_LOOP.format(arch=arch, shape=input_shape(arch), batch=batch, seconds=seconds)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env or dict(os.environ)) for _ in range(copies)]
+    try:
+        for p in procs:
+            line = p.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"a training copy failed to start: {p.stderr.read()[-500:]}")
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        results = []
+        for p in procs:
+            out, err = p.communicate()
+            if p.returncode != 0:
+                raise RuntimeError(f"a training copy failed: {err[-500:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        return results
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def run_contention(archs, batch_sizes, copies: int = 2, seconds: float = 5.0,
+                   threads: int | None = None) -> pd.DataFrame:
+    """For each (arch, batch): one training alone, then ``copies`` at once; each copy's and the
+    total images/s, and the total against the one alone. ``threads`` fixes every copy's thread
+    count (NBCNN_NUM_THREADS, which turns off core sharing); default: each copy's default."""
+    if copies < 2:
+        raise ValueError(f"contention needs at least 2 copies, got {copies}")
+    env = dict(os.environ)
+    env.pop("NBCNN_NUM_THREADS", None)
+    if threads:
+        env["NBCNN_NUM_THREADS"] = str(threads)
+    policy = (f"{threads} threads each" if threads else
+              f"default threads, NBCNN_SHARE_CORES={env.get('NBCNN_SHARE_CORES', '1')}") + \
+        f", NBCNN_THREAD_WAIT={env.get('NBCNN_THREAD_WAIT', 'auto')}"
+    rows = []
+    for arch in archs:
+        for batch in batch_sizes:
+            alone = concurrent_training(arch, batch, 1, seconds, env)[0]
+            together = concurrent_training(arch, batch, copies, seconds, env)
+            for run, group in (("alone", [alone]), ("together", together)):
+                total = sum(r["images_per_second"] for r in group)
+                for i, r in enumerate(group):
+                    rows.append({"arch": arch, "batch_size": batch, "copies": len(group),
+                                 "run": run, "copy": i,
+                                 "images_per_second": r["images_per_second"],
+                                 "threads_at_end": r["threads"],
+                                 "total_images_per_second": total,
+                                 "ratio_to_alone": total / alone["images_per_second"],
+                                 "policy": policy, "seconds": seconds})
+    return pd.DataFrame(rows)

@@ -19,11 +19,17 @@ def add_parser(sub) -> None:
                         "all match, one key given twice matches either); 'key=PREFIX' picks cells "
                         "by their key")
     p.add_argument("--executor", choices=["local", "dask"], default="local",
-                   help="local: one cell after another here; dask: one task per cell")
+                   help="local: on this machine, as many cells at once as pays (see --workers); "
+                        "dask: one task per cell")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="a running Dask scheduler (implies --executor dask)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="workers of the local Dask cluster (default: cores / threads per cell)")
+                   help="cells run at once (local) or workers of the local Dask cluster; default "
+                        "local: small nets one per core, larger ones one at a time with all cores; "
+                        "dask: cores / threads per cell")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads per cell of the local executor (default: see --workers; a "
+                        "cell's own 'threads' setting wins)")
     p.add_argument("--data-root", default=None, metavar="DIR", help="folder searched first for data files")
     p.add_argument("--plot", action="store_true", help="draw the figures when done "
                    "(also when the grid file says plot = true)")
@@ -34,8 +40,10 @@ def run(args) -> int:
     from nbcnn import harness
 
     grid = harness.load_grid(args.file)
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    for name in ("workers", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
     if args.dry_run:
         table = harness.plan(grid, args.results, args.only)
         print(f"{grid.name}: {len(table)} cells"
@@ -44,9 +52,18 @@ def run(args) -> int:
         if grid.description:
             print(grid.description.strip())
         print(table.to_string(index=False))
+        if args.executor == "local" and not args.scheduler:
+            from nbcnn.harness.executors import plan_local
+            todo = {k for k, st in zip(table["key"], table["status"]) if st != "ok"}
+            cells = [c for c in harness.filter_cells(grid.cells, args.only, grid.path)
+                     if c.key in todo]
+            for group, at_once, threads in plan_local(cells, args.workers, args.threads):
+                print(f"local executor: {len(group)} cell(s), {at_once} at once, "
+                      f"{threads} thread(s) each")
         return 0
     runs = harness.run_grid(grid, args.results, only=args.only, executor=args.executor,
                             scheduler=args.scheduler, workers=args.workers,
+                            threads=args.threads,
                             data_root=args.data_root, verbose=not args.quiet)
     folder = harness.study_dir(grid, args.results)
     print()

@@ -33,8 +33,18 @@ def run(args) -> int:
     print(f"nbcnn {nbcnn.__version__} on Python {platform.python_version()} "
           f"({platform.machine()}, {os.cpu_count()} cores)")
     print(f"numpy {numpy.__version__}, numba {numba.__version__}")
+    from nbcnn.backends import numba_env
+    from nbcnn.cpu import this_cpu
+    cpu = this_cpu()
+    print(f"CPU: {cpu.describe()}")
     print(f"threads: {nbcnn.get_num_threads()} (max {nbcnn.threads.max_threads()}; "
-          "set with nbcnn.set_num_threads or NBCNN_NUM_THREADS)")
+          "set with nbcnn.set_num_threads or NBCNN_NUM_THREADS); "
+          f"{nbcnn.threads.policy_description()}")
+    print(f"Numba: {numba.threading_layer()} threading layer "
+          f"(NBCNN_THREAD_WAIT={numba_env.decisions.get('thread_wait', 'auto')}); "
+          f"vector width {numba_env.width()} bits "
+          f"(NBCNN_VECTOR_WIDTH={numba_env.decisions.get('vector_width_asked', 'auto')}: "
+          f"{numba_env.decisions.get('vector_width_note', '')})")
     for lib in threadpool_info():
         if lib.get("user_api") == "blas":
             print(f"BLAS: {lib.get('internal_api')} {lib.get('version')} "

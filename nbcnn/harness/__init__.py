@@ -47,13 +47,15 @@ def plan(grid: Grid, results=None, only=None) -> pd.DataFrame:
 
 
 def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "local",
-             scheduler=None, workers=None, data_root=None, verbose: bool = True,
+             scheduler=None, workers=None, threads=None, data_root=None, verbose: bool = True,
              log=None) -> pd.DataFrame:
     """Run the grid's cells not yet finished (status ok) and record each as it finishes.
 
     Returns the runs table (one row per selected cell, done before or now). ``executor``:
-    ``"local"`` (this process, one cell after another) or ``"dask"`` (a LocalCluster, or the
-    scheduler at ``scheduler``). Failed cells are recorded and retried on the next call.
+    ``"local"`` (this machine: ``executors.plan_local`` picks how many cells run at once and
+    with how many threads each; ``workers`` and ``threads`` override it) or ``"dask"`` (a
+    LocalCluster of ``workers``, or the scheduler at ``scheduler``). Failed cells are recorded
+    and retried on the next call.
     """
     from ..results import ResultStore, tables
     if isinstance(grid, (str, os.PathLike)):
@@ -101,7 +103,8 @@ def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "loca
         try:
             if todo and executor == "local":
                 from .executors import run_local
-                run_local(todo, on_result, verbose=verbose, **common)
+                run_local(todo, on_result, verbose=verbose, workers=workers, threads=threads,
+                          log=log, **common)
             elif todo:
                 from .executors import run_dask
                 run_dask(todo, on_result, scheduler=scheduler, workers=workers, log=log, **common)

@@ -1,8 +1,11 @@
 """Executors: run cells and hand each finished result to a callback, in the calling process.
 
-``local`` runs the cells one after another in this process. ``dask`` submits one task per cell to
-a ``dask.distributed`` cluster (a ``LocalCluster`` started here, or a running scheduler) and
-collects them with ``as_completed``; only this process (the client) writes files.
+``local`` runs the cells on this machine: ``plan_local`` chooses how many at once and with how
+many threads each (small nets several at once on one thread each, larger ones one at a time on
+every core); one at a time runs here, several at once in as many worker processes.
+``dask`` submits one task per cell to a ``dask.distributed`` cluster (a ``LocalCluster`` started
+here, or a running scheduler) and collects them with ``as_completed``. Only this process writes
+files.
 """
 
 from __future__ import annotations
@@ -13,16 +16,127 @@ import uuid
 from ..threads import available_cores
 from .runner import run_cell
 
+#: a cell whose training batch needs fewer multiply-adds than this in its forward pass is
+#: "small": its kernels are too short for a second thread to pay (many run below the Numba
+#: backend's serial threshold, ``_jit.SERIAL_WORK``, on one thread anyway), so small cells run
+#: several at once with one thread each, which keeps every core busy. mnist-simple needs 0.7
+#: million at batch 10 and 18 million at batch 256, lenet5 4 million at batch 10, cifar-small
+#: 390 million and mnist-complex 1.2 billion at batch 64. A reasoned starting point, not a
+#: measured optimum: ``--workers`` / ``--threads`` override it.
+SMALL_BATCH_MACS = 20_000_000
+
+
+def cell_input_shape(settings) -> tuple | None:
+    """One image's shape (C, H, W) for a cell's data set, without loading it (None: unknown)."""
+    from ..data.sources import ALIASES, FILE_SETS
+    name = str(settings.get("dataset", "")).lower()
+    name = ALIASES.get(name, name)
+    if name in FILE_SETS:
+        return tuple(FILE_SETS[name].shape)
+    if name == "shapes":
+        size = int(settings.get("data.size", 28))
+        return (int(settings.get("data.channels", 1)), size, size)
+    return None
+
+
+def batch_multiply_adds(settings) -> int | None:
+    """Multiply-adds of one training batch's forward pass in a cell (None: unknown)."""
+    from ..arch import build
+    from ..bench import multiply_adds
+    shape = cell_input_shape(settings)
+    if shape is None:
+        return None
+    try:
+        model = build(settings["arch"], shape, backend="numpy")
+    except (ValueError, KeyError):                # the run itself will report the error
+        return None
+    return multiply_adds(model)[0] * int(settings.get("batch_size") or 32)
+
+
+def plan_local(cells, workers=None, threads=None, cores=None) -> list[tuple[list, int, int]]:
+    """How the local executor runs ``cells`` on ``cores`` cores: groups run one after another,
+    each as (its cells, how many run at once, threads per cell).
+
+    ``workers`` and ``threads`` (``--workers``, ``--threads``) override the choice for every
+    cell; given one, the other fills the cores. Otherwise cells that set ``threads`` get it,
+    with as many at once as fit; else the small cells (``SMALL_BATCH_MACS``; a cell whose work
+    is unknown counts as large) run min(cores, their number) at once with one thread each, and
+    then the others one at a time with every core."""
+    cores = cores or available_cores()
+    cells = list(cells)
+    for name, value in (("workers", workers), ("threads", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"--{name} must be an int >= 1, got {value!r}")
+    if not cells:
+        return []
+    n = len(cells)
+    if workers is not None and threads is not None:
+        return [(cells, min(workers, n), threads)]
+    if threads is not None:
+        return [(cells, min(max(1, cores // threads), n), threads)]
+    if workers is not None:
+        workers = min(workers, n)
+        return [(cells, workers, max(1, cores // workers))]
+    declared = [c.settings.get("threads") for c in cells if c.settings.get("threads")]
+    if declared:
+        wanted = max(declared)
+        return [(cells, min(max(1, cores // wanted), n), wanted)]
+    work = [batch_multiply_adds(c.settings) for c in cells]
+    small = [c for c, w in zip(cells, work) if w is not None and w < SMALL_BATCH_MACS]
+    large = [c for c, w in zip(cells, work) if w is None or w >= SMALL_BATCH_MACS]
+    groups = []
+    if len(small) > 1:
+        groups.append((small, min(cores, len(small)), 1))
+    else:
+        large = small + large
+    if large:
+        groups.append((large, 1, cores))
+    return groups
+
 
 def run_local(cells, on_result, *, study="", data_root=None, verbose=True, save_model=None,
-              save_predictions=True, checkpoint=None):
-    """``checkpoint``: cell key -> the path that cell checkpoints to (or None)."""
-    for cell in cells:
-        result = run_cell(cell.settings, cell.key, study=study, data_root=data_root,
-                          verbose=verbose, save_model=save_model,
-                          save_predictions=save_predictions,
-                          checkpoint=checkpoint(cell.key) if checkpoint else None)
-        on_result(cell, result)
+              save_predictions=True, workers=None, threads=None, log=print, checkpoint=None):
+    """Run ``cells`` as ``plan_local`` chooses: a group of one at a time in this process, a
+    group of several at once in as many worker processes (started fresh: Numba's threads do
+    not survive a fork). ``checkpoint``: cell key -> the path that cell checkpoints to (or
+    None)."""
+    common = dict(study=study, data_root=data_root, save_model=save_model,
+                  save_predictions=save_predictions)
+    where = checkpoint or (lambda key: None)
+    for group, at_once, per_cell in plan_local(cells, workers, threads):
+        if at_once == 1:
+            for cell in group:
+                on_result(cell, run_cell(cell.settings, cell.key, verbose=verbose,
+                                         threads_hint=per_cell, checkpoint=where(cell.key),
+                                         **common))
+        else:
+            log(f"running {len(group)} cells, {at_once} at once, {per_cell} thread(s) each "
+                f"({available_cores()} cores)")
+            _run_at_once(group, on_result, at_once, per_cell, common, where)
+
+
+def _run_at_once(cells, on_result, workers, threads, common, where):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_task, c.settings, c.key, common["study"], common["data_root"],
+                               threads, common["save_model"], common["save_predictions"],
+                               where(c.key)): c
+                   for c in cells}
+        for fut in as_completed(futures):
+            cell = futures[fut]
+            try:
+                result = fut.result()
+            except Exception as exc:                   # the worker process died
+                result = _failed(cell, common["study"], exc)
+            on_result(cell, result)
+
+
+def _failed(cell, study, exc) -> dict:
+    return {"key": cell.key, "study": study, "settings": cell.settings, "status": "failed",
+            "error": f"{type(exc).__name__}: {exc}"[:500], "traceback": "", "metrics": {},
+            "epochs": [], "model": None, "predictions": None}
 
 
 def plan_local_cluster(cells, workers=None, cores=None) -> tuple[int, int]:
@@ -83,10 +197,7 @@ def run_dask(cells, on_result, *, study="", data_root=None, scheduler=None, work
             try:
                 result = fut.result()
             except Exception as exc:      # the worker died (KilledWorker), or could not unpickle
-                result = {"key": cell.key, "study": study, "settings": cell.settings,
-                          "status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500],
-                          "traceback": "", "metrics": {}, "epochs": [], "model": None,
-                          "predictions": None}
+                result = _failed(cell, study, exc)
             on_result(cell, result)
     finally:
         pending = [f for f in futures if not f.done()]

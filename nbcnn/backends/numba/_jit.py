@@ -12,6 +12,8 @@ import threading
 import numba
 from numba import njit
 
+from ...threads import sharing as _sharing
+
 #: parallel, cached, fast-math kernel
 kernel = njit(parallel=True, cache=True, fastmath=True, nogil=True, error_model="numpy")
 #: parallel, cached kernel with strict IEEE float semantics
@@ -59,11 +61,15 @@ recording = _Recording()
 
 
 def call(fn, work, *args):
-    """fn(*args), on one thread when ``work`` is small (the thread count is restored after)."""
+    """fn(*args), on one thread when ``work`` is small (the thread count is restored after).
+    Every ``CoreShare.interval`` seconds it first re-counts the nbcnn processes running on this
+    machine and shares the cores with them (``nbcnn.threads``)."""
     calls = recording.calls
     if calls is not None:
         calls.append((fn, tuple(numba.typeof(a) for a in args)))
         return None
+    if _sharing.due():
+        _sharing.update()
     if work < SERIAL_WORK:
         get, put = _thread_fns or _get_thread_fns()
         threads = get()

@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import __version__
+from . import validation as checks
 from .backends import Backend, get_backend
 from .layers import REGISTRY, Layer, LeakyReLU, ReLU
 from .layers.activations import Activation
@@ -191,17 +192,18 @@ class Sequential:
         the weights it had before the step that broke it.
         """
         x, y = self._unpack(data, "data")
+        checks.not_empty(len(x), "data", "fit")
         if not self.built:
+            checks.check_layout(x.shape, "fit: data x")
             self.build(x.shape[1:])
         self._check_data(x, y, "data")
         val = None
         if validation is not None:
             val = self._unpack(validation, "validation")
+            checks.not_empty(len(val[0]), "validation", "fit")
             self._check_data(*val, "validation")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        epochs = checks.count(epochs, "fit: epochs", minimum=0)
+        batch_size = checks.count(batch_size, "fit: batch_size")
         optimizer = optimizer or SGD(lr=0.01)
         n = len(x)
         n_batches = math.ceil(n / batch_size)
@@ -264,6 +266,8 @@ class Sequential:
     def evaluate(self, data, batch_size: int = 256) -> dict:
         """Mean loss and accuracy on ``data`` with the layers in evaluation mode."""
         x, y = self._unpack(data, "data")
+        batch_size = checks.count(batch_size, "evaluate: batch_size")
+        checks.not_empty(len(x), "data", "evaluate")
         self._require_built()
         self._check_data(x, y, "data")
         self._set_training(False)
@@ -274,11 +278,11 @@ class Sequential:
             loss, _, correct = self.backend.softmax_cross_entropy(self.forward(xb), yb)
             total_loss += loss * len(xb)
             total_correct += correct
-        n = max(len(x), 1)
-        return {"loss": total_loss / n, "accuracy": total_correct / n}
+        return {"loss": total_loss / len(x), "accuracy": total_correct / len(x)}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Class scores (logits, before softmax) as a numpy array (N, classes)."""
+        batch_size = checks.count(batch_size, "predict: batch_size")
         self._require_built()
         x = self._check_inputs(np.asarray(x), "x")
         self._set_training(False)
@@ -326,6 +330,7 @@ class Sequential:
             raise ValueError(f"{what} must have shape {expected}, got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError(f"{what} contains NaN or infinite values")
+        checks.warn_if_unscaled(x, what)
         return x
 
     def _check_data(self, x, y, what) -> None:

@@ -1,0 +1,56 @@
+"""Checks of what users hand to ``Sequential`` (counts, data sets, images), with messages that say
+what was given and what was expected. Kept apart from ``model.py`` so every entry point
+(``fit``, ``evaluate``, ``predict``) asks the same questions in the same words."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+
+#: images are expected in [0, 1]; values beyond this magnitude are taken as unscaled
+#: (e.g. uint8 pixels 0..255), far from what the initial weights and learning rates assume
+UNSCALED_ABOVE = 10.0
+
+
+class InputRangeWarning(UserWarning):
+    """Images far outside [0, 1]: training will likely be slow or diverge."""
+
+
+def count(value, what: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``: any integer type (int, np.int64, ...), not bool nor
+    float. Raises ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{what} must be {need}, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
+def not_empty(n: int, what: str, call: str) -> None:
+    """Refuse a data set of no examples (``call``: the method, e.g. 'fit')."""
+    if n == 0:
+        raise ValueError(f"{call}: {what} is empty (0 examples); nothing to "
+                         f"{'train on' if call == 'fit' else 'evaluate'}")
+
+
+def warn_if_unscaled(x: np.ndarray, what: str) -> None:
+    """Warn when images are far outside [0, 1] (integer pixels, or floats that were not
+    scaled): nbcnn's initial weights and default learning rates assume [0, 1]."""
+    if x.size == 0:
+        return
+    big = float(np.abs(x).max())
+    if big > UNSCALED_ABOVE or (np.issubdtype(x.dtype, np.integer) and big > 1):
+        warnings.warn(f"{what}: values up to {big:g} ({x.dtype}); images are expected in [0, 1] "
+                      "(divide uint8 pixels by 255)", InputRangeWarning, stacklevel=4)
+
+
+def check_layout(shape: tuple, what: str) -> None:
+    """Refuse a channels-last batch (N, H, W, C) given to a model that takes its input shape from
+    the data: the last axis is 1 or 3 and the second is not. A true (N, C, H, W) batch of that
+    form can still be used by building the model with ``input_shape`` first."""
+    if len(shape) == 4 and shape[3] in (1, 3) and shape[1] not in (1, 3):
+        raise ValueError(f"{what} has shape {tuple(shape)}: this looks like channels last "
+                         f"(N, H, W, C); nbcnn expects (N, C, H, W), e.g. x.transpose(0, 3, 1, 2) "
+                         f"gives {(shape[0], shape[3], shape[1], shape[2])}. If it really is "
+                         f"(N, C, H, W), build the model with input_shape={tuple(shape[1:])}")

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from . import validation as checks
 from .backends import Backend, get_backend
+from .guard import WeightGuard
 from .layers import REGISTRY, Layer, LeakyReLU, ReLU
 from .layers.activations import Activation
 from .losses import check_labels
@@ -27,7 +28,8 @@ _FORMAT = "nbcnn.Sequential"
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the model keeps its last finite weights."""
+    """The loss or the weights became NaN or infinite; the model keeps its last finite weights
+    (see ``nbcnn.guard`` for exactly which)."""
 
 
 class Sequential:
@@ -37,6 +39,10 @@ class Sequential:
     ``backend`` from the first layer to the loss; only the batch's loss and number of correct
     predictions come back to the host.
     """
+
+    #: ``fit`` checks the weights are finite and snapshots them every this many batches
+    #: (``nbcnn.guard``): the most batches an overflowing update can take the model back
+    snapshot_every = 16
 
     def __init__(self, *layers: Layer, input_shape=None, backend: str | Backend | None = None,
                  seed: int = 0):
@@ -187,9 +193,11 @@ class Sequential:
         """Train on ``data`` (a Dataset or an (x, y) tuple of numpy arrays).
 
         Mini-batches are shuffled from the model's seed. After each epoch the model is evaluated
-        on ``validation`` if given. Returns the history, one row per epoch. A loss that turns NaN
-        or infinite raises ``TrainingDiverged`` naming the epoch and batch; the model then keeps
-        the weights it had before the step that broke it.
+        on ``validation`` if given. Returns the history, one row per epoch. A loss or an update
+        that turns NaN or infinite raises ``TrainingDiverged`` naming the epoch and batch; the
+        model then keeps its last finite weights: those before the batch whose loss broke, or,
+        when an update overflowed, a snapshot at most ``snapshot_every`` batches older
+        (``nbcnn.guard``). fit never leaves NaN or infinite weights behind.
         """
         x, y = self._unpack(data, "data")
         checks.not_empty(len(x), "data", "fit")
@@ -208,7 +216,13 @@ class Sequential:
         n = len(x)
         n_batches = math.ceil(n / batch_size)
         self._set_training(True)
-        snapshot = [self.backend.zeros(layer.params[name].shape) for layer, name in self.parameters()]
+        guard = WeightGuard(self.backend, [layer.params[name] for layer, name in self.parameters()],
+                            self.snapshot_every)
+
+        def diverged(why):
+            bar.close()
+            return TrainingDiverged(f"{why} (lr {optimizer.current_lr:g}). "
+                                    "Try a smaller learning rate.")
         rows = []
         for _ in range(epochs):
             epoch = self._epochs_done
@@ -222,16 +236,13 @@ class Sequential:
                 idx = order[b * batch_size:(b + 1) * batch_size]
                 xb = self.backend.from_numpy(x[idx])
                 yb = self.backend.labels_from_numpy(y[idx])
-                for (layer, name), saved in zip(self.parameters(), snapshot):
-                    self.backend.copy_into(saved, layer.params[name])
+                broken = guard.before_step(epoch + 1, b + 1)
+                if broken:
+                    raise diverged(broken)
                 loss, correct = self.train_step(xb, yb, optimizer)
                 if not math.isfinite(loss):
-                    bar.close()
-                    self._restore_if_broken(snapshot)
-                    raise TrainingDiverged(
-                        f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} of {n_batches} "
-                        f"(lr {optimizer.current_lr:g}); the model keeps its last finite weights. "
-                        "Try a smaller learning rate.")
+                    raise diverged(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} of "
+                                   f"{n_batches}; {guard.after_bad_loss(epoch + 1, b + 1)}")
                 total_loss += loss * len(idx)
                 total_correct += correct
                 bar.update(1)
@@ -240,6 +251,9 @@ class Sequential:
                                     refresh=False)
             self.backend.synchronize()
             seconds = time.perf_counter() - start
+            broken = guard.end_of_epoch(epoch + 1, n_batches)
+            if broken:
+                raise diverged(broken)
             bar.close()
             row = {"epoch": epoch + 1, "train_loss": total_loss / n,
                    "train_accuracy": total_correct / n, "val_loss": np.nan,
@@ -256,12 +270,6 @@ class Sequential:
                 tqdm.write(_epoch_line(row, epochs))
         self._set_training(False)
         return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
-
-    def _restore_if_broken(self, snapshot) -> None:
-        if all(self.backend.all_finite(layer.params[name]) for layer, name in self.parameters()):
-            return
-        for (layer, name), saved in zip(self.parameters(), snapshot):
-            self.backend.copy_into(layer.params[name], saved)
 
     def evaluate(self, data, batch_size: int = 256) -> dict:
         """Mean loss and accuracy on ``data`` with the layers in evaluation mode."""

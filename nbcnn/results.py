@@ -37,10 +37,13 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from .files import honour_umask
 
 RECORD_FORMAT = "nbcnn.run"
 
@@ -63,7 +66,8 @@ EPOCH_SETTINGS = ["dataset", "arch", "backend", "batch_size", "seed"]
 
 # ---- atomic files --------------------------------------------------------------------------
 def atomic_write(path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (with
+    the mode ``open`` would give it under the umask)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -71,6 +75,7 @@ def atomic_write(path, data: bytes | str) -> None:
         data = data.encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -202,14 +207,33 @@ def _csv(df: pd.DataFrame) -> str:
 
 
 # ---- writing -------------------------------------------------------------------------------
+#: the sub-folders of a study folder that a grid writes into
+SUBFOLDERS = ("records", "models", "predictions", "logs", "grids")
+
+
+class ResultsFolderError(RuntimeError):
+    """A results folder that cannot be created or written (the message names the path)."""
+
+
+def _folder_error(folder, exc: OSError) -> ResultsFolderError:
+    what = exc.strerror or str(exc)
+    path = exc.filename or folder
+    return ResultsFolderError(f"cannot use {folder} as a results folder: {path}: {what}")
+
+
 class ResultStore:
     """The writer of one study folder (the client, in a Dask run: workers write nothing)."""
 
     def __init__(self, study_dir, study: str = ""):
         self.dir = os.fspath(study_dir)
         self.study = study or os.path.basename(os.path.normpath(self.dir))
-        for sub in ("records", "models", "predictions", "logs"):
-            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        if os.path.exists(self.dir) and not os.path.isdir(self.dir):
+            raise ResultsFolderError(f"cannot use {self.dir} as a results folder: it is a file")
+        try:
+            for sub in SUBFOLDERS:
+                os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        except OSError as exc:
+            raise _folder_error(self.dir, exc) from None
         self._lock_file = None
         self.grid_file = ""                 # grids/<sha1>.toml of the grid writing now
         self.records = {r["key"]: r for r in dedupe(read_records(self.dir))}
@@ -218,7 +242,10 @@ class ResultStore:
     def lock(self) -> None:
         import fcntl
         path = os.path.join(self.dir, ".lock")
-        f = open(path, "a+")
+        try:
+            f = open(path, "a+")
+        except OSError as exc:
+            raise _folder_error(self.dir, exc) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -236,13 +263,23 @@ class ResultStore:
 
     def _remove_temporaries(self) -> None:
         """Temporary files of a writer that was killed mid-write (only safe under the lock)."""
-        for folder in (self.dir, *(os.path.join(self.dir, s) for s in
-                                   ("records", "models", "predictions", "logs", "grids"))):
+        for folder in (self.dir, *(os.path.join(self.dir, s) for s in SUBFOLDERS)):
             with contextlib.suppress(OSError):
                 for name in os.listdir(folder):
                     if name.startswith(".tmp-"):
                         with contextlib.suppress(OSError):
                             os.unlink(os.path.join(folder, name))
+
+    def check_writable(self) -> None:
+        """Create and remove a file in the folder and each sub-folder: a grid finds out that it
+        cannot record its runs before it trains any (not after, with orphan model files)."""
+        for folder in (self.dir, *(os.path.join(self.dir, s) for s in SUBFOLDERS)):
+            try:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-probe-")
+                os.close(fd)
+                os.unlink(tmp)
+            except OSError as exc:
+                raise _folder_error(self.dir, exc) from None
 
     def unlock(self) -> None:
         if self._lock_file is not None:
@@ -379,7 +416,14 @@ class Results:
         if path is None:
             raise FileNotFoundError(f"{self.dir}: no saved model for run {key} (the grid did not "
                                     "save models: set save_models = true)")
-        return Sequential.load(path, backend=backend)
+        try:
+            return Sequential.load(path, backend=backend)
+        except ValueError as exc:
+            raise ValueError(str(exc) if path in str(exc) else f"{path}: {exc}") from None
+        except (OSError, EOFError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
+            # a truncated or damaged file (the model file is left as it is)
+            raise ValueError(f"{path}: not a readable model file "
+                             f"({type(exc).__name__}: {exc})") from None
 
     def predictions(self, key: str) -> dict | None:
         """{'y_true', 'y_pred', 'classes', 'sample_x', 'sample_y'} of a run, or None."""

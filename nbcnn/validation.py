@@ -54,3 +54,44 @@ def check_layout(shape: tuple, what: str) -> None:
                          f"(N, H, W, C); nbcnn expects (N, C, H, W), e.g. x.transpose(0, 3, 1, 2) "
                          f"gives {(shape[0], shape[3], shape[1], shape[2])}. If it really is "
                          f"(N, C, H, W), build the model with input_shape={tuple(shape[1:])}")
+
+
+#: a training step keeps about this many float arrays the size of the activations alive at once
+#: (each layer's output for the backward pass, the gradient flowing back, and scratch such as
+#: padded copies and im2col buffers); inference about this many
+TRAINING_COPIES, INFERENCE_COPIES = 3, 2
+#: the share of the available memory a step may plan to use
+MEMORY_SHARE = 0.8
+
+
+def step_bytes(model, batch_size: int, training: bool) -> int:
+    """A rough estimate of the memory one step at ``batch_size`` takes: the activations of every
+    layer (``TRAINING_COPIES`` or ``INFERENCE_COPIES`` of them, float32) plus the parameters
+    with their gradients and two optimizer buffers."""
+    shape, per_example = model.input_shape, int(np.prod(model.input_shape))
+    for layer in model.layers:
+        shape = layer.output_shape(shape)
+        per_example += int(np.prod(shape))
+    copies = TRAINING_COPIES if training else INFERENCE_COPIES
+    return 4 * (batch_size * per_example * copies + model.count_params() * (4 if training else 1))
+
+
+def check_memory(model, batch_size: int, training: bool, call: str) -> None:
+    """Refuse a batch size whose step would not fit in the backend's memory, saying which does
+    (instead of allocating until the machine swaps or the process is killed)."""
+    free = model.backend.memory_available()
+    if not free:
+        return
+    budget = MEMORY_SHARE * free
+    need = step_bytes(model, batch_size, training)
+    if need <= budget:
+        return
+    one = step_bytes(model, 1, training) - step_bytes(model, 0, training)
+    fits = int((budget - step_bytes(model, 0, training)) // one)
+    gib = 2 ** 30
+    advice = (f"batch_size {fits} or less fits" if fits >= 1 else
+              "not even batch_size 1 fits")
+    raise MemoryError(f"{call}: {'a training' if training else 'an inference'} step at batch_size "
+                      f"{batch_size} needs about {need / gib:.1f} GiB, more than the "
+                      f"{budget / gib:.1f} GiB ({MEMORY_SHARE:.0%} of {free / gib:.1f} GiB) "
+                      f"available on {model.backend.name}; {advice}")

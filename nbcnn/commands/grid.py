@@ -36,7 +36,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from nbcnn import harness
 
+    from nbcnn.data.locate import check_root
+
     grid = harness.load_grid(args.file)
+    check_root(args.data_root)          # before any cell runs, not once per failed cell
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.dry_run:

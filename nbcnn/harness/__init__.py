@@ -83,6 +83,7 @@ def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "loca
                             f"that this grid's fixed settings conflict with ({shown}); make the "
                             "setting an axis of [grid] that includes the old value, use another "
                             "name or --results folder, or --force to mix them")
+        store.check_writable()
         store.copy_grid(grid.text)
         store.write_tables()
         done = store.done()

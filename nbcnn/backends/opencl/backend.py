@@ -221,6 +221,10 @@ class OpenCLBackend(Backend):
     def device_name(self) -> str:
         return f"{self.device.name.strip()} [{self.device.platform.name.strip()}, opencl:{self.device_id}]"
 
+    def memory_available(self) -> int | None:
+        """The device's global memory (OpenCL does not say how much of it is free)."""
+        return int(self.device.global_mem_size)
+
     def synchronize(self) -> None:
         self.queue.finish()
 

@@ -1,8 +1,10 @@
 """How many threads the CPU kernels use.
 
-``nbcnn.set_num_threads(n)`` sets both Numba's parallel loops and the BLAS library behind numpy
-(used for dense layers), so a benchmark against another library can match thread counts. At
-import, ``$NBCNN_NUM_THREADS`` (else Numba's own ``$NUMBA_NUM_THREADS``, else all cores) applies.
+``nbcnn.set_num_threads(n)`` sets both Numba's parallel loops and the BLAS library behind numpy,
+so a benchmark against another library can match thread counts. BLAS serves the numpy reference
+backend and the Numba backend's optional ``conv_variant = "gemm"``; the Numba dense layers and
+default convolutions deliberately do not use it (see ``backends/numba/dense.py``). At import,
+``$NBCNN_NUM_THREADS`` (else Numba's own ``$NUMBA_NUM_THREADS``, else all cores) applies.
 """
 
 from __future__ import annotations

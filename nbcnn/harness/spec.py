@@ -1,6 +1,6 @@
 """Grid files: read a TOML study, check every value, expand it into cells with stable keys.
 
-A grid file (see ``DESIGN.md``)::
+A grid file (see ``docs/design.md``)::
 
     name = "quickstart"            # results go to <results>/quickstart/
     description = "..."

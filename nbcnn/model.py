@@ -213,7 +213,7 @@ class Sequential:
             self._check_data(*val, "validation")
         epochs = checks.count(epochs, "fit: epochs", minimum=0)
         batch_size = checks.count(batch_size, "fit: batch_size")
-        checks.check_memory(self, min(batch_size, len(x)), True, "fit")
+        checks.check_memory(self, batch_size, len(x), True, "fit")
         optimizer = optimizer or SGD(lr=0.01)
         n = len(x)
         n_batches = math.ceil(n / batch_size)
@@ -280,7 +280,7 @@ class Sequential:
         checks.not_empty(len(x), "data", "evaluate")
         self._require_built()
         self._check_data(x, y, "data")
-        checks.check_memory(self, min(batch_size, len(x)), False, "evaluate")
+        checks.check_memory(self, batch_size, len(x), False, "evaluate")
         self._set_training(False)
         total_loss, total_correct = 0.0, 0
         for start in range(0, len(x), batch_size):
@@ -296,7 +296,7 @@ class Sequential:
         batch_size = checks.count(batch_size, "predict: batch_size")
         self._require_built()
         x = self._check_inputs(np.asarray(x), "x")
-        checks.check_memory(self, min(batch_size, len(x)), False, "predict")
+        checks.check_memory(self, batch_size, len(x), False, "predict")
         self._set_training(False)
         out = [self.backend.to_numpy(self.forward(self.backend.from_numpy(x[s:s + batch_size])))
                for s in range(0, len(x), batch_size)]

@@ -58,7 +58,9 @@ def check_layout(shape: tuple, what: str) -> None:
 
 #: a training step keeps about this many float arrays the size of the activations alive at once
 #: (each layer's output for the backward pass, the gradient flowing back, and scratch such as
-#: padded copies and im2col buffers); inference about this many
+#: padded copies and im2col buffers); inference about this many. Calibrated on mnist-complex at
+#: batch 256: the numpy backend's measured peak (tracemalloc) is within a few % of the estimate,
+#: the Numba backend's about half of it
 TRAINING_COPIES, INFERENCE_COPIES = 3, 2
 #: the share of the available memory a step may plan to use
 MEMORY_SHARE = 0.8
@@ -76,14 +78,16 @@ def step_bytes(model, batch_size: int, training: bool) -> int:
     return 4 * (batch_size * per_example * copies + model.count_params() * (4 if training else 1))
 
 
-def check_memory(model, batch_size: int, training: bool, call: str) -> None:
-    """Refuse a batch size whose step would not fit in the backend's memory, saying which does
-    (instead of allocating until the machine swaps or the process is killed)."""
+def check_memory(model, batch_size: int, n: int, training: bool, call: str) -> None:
+    """Refuse a batch size whose step (on ``min(batch_size, n)`` examples) would not fit in the
+    backend's memory, saying which does (instead of allocating until the machine swaps or the
+    process is killed)."""
     free = model.backend.memory_available()
     if not free:
         return
     budget = MEMORY_SHARE * free
-    need = step_bytes(model, batch_size, training)
+    step = min(batch_size, n)
+    need = step_bytes(model, step, training)
     if need <= budget:
         return
     one = step_bytes(model, 1, training) - step_bytes(model, 0, training)
@@ -91,7 +95,8 @@ def check_memory(model, batch_size: int, training: bool, call: str) -> None:
     gib = 2 ** 30
     advice = (f"batch_size {fits} or less fits" if fits >= 1 else
               "not even batch_size 1 fits")
+    examples = f" ({step} examples)" if step < batch_size else ""
     raise MemoryError(f"{call}: {'a training' if training else 'an inference'} step at batch_size "
-                      f"{batch_size} needs about {need / gib:.1f} GiB, more than the "
+                      f"{batch_size}{examples} needs about {need / gib:.1f} GiB, more than the "
                       f"{budget / gib:.1f} GiB ({MEMORY_SHARE:.0%} of {free / gib:.1f} GiB) "
                       f"available on {model.backend.name}; {advice}")

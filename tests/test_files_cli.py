@@ -189,7 +189,7 @@ def test_a_batch_too_big_for_memory_is_refused_with_one_that_fits(monkeypatch, c
     # the command line: one line, exit 2 (before: allocating until the process died)
     assert cli_main(["train", "--arch", "mnist-complex", "--dataset", "shapes",
                      "--batch-size", "100000", "--epochs", "1", "--quiet"]) == 2
-    one_error_line(capsys, "batch_size", "or less fits")
+    one_error_line(capsys, "batch_size 100000 (", "examples) needs about", "or less fits")
 
 
 def test_a_gzip_idx_header_is_checked_before_inflating(tmp_path):

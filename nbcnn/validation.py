@@ -5,6 +5,7 @@ what was given and what was expected. Kept apart from ``model.py`` so every entr
 from __future__ import annotations
 
 import numbers
+import sys
 import warnings
 
 import numpy as np
@@ -42,7 +43,17 @@ def warn_if_unscaled(x: np.ndarray, what: str) -> None:
     big = float(np.abs(x).max())
     if big > UNSCALED_ABOVE or (np.issubdtype(x.dtype, np.integer) and big > 1):
         warnings.warn(f"{what}: values up to {big:g} ({x.dtype}); images are expected in [0, 1] "
-                      "(divide uint8 pixels by 255)", InputRangeWarning, stacklevel=4)
+                      "(divide uint8 pixels by 255)", InputRangeWarning,
+                      stacklevel=_first_caller_outside_nbcnn())
+
+
+def _first_caller_outside_nbcnn() -> int:
+    """The ``stacklevel`` of the innermost caller that is not nbcnn's own code (so a warning
+    points at the user's line, however deep inside fit or predict it was raised)."""
+    level, frame = 1, sys._getframe(1)      # level 1: the function that calls warnings.warn
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("nbcnn"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_layout(shape: tuple, what: str) -> None:

@@ -70,8 +70,9 @@ def test_unscaled_images_warn_that_images_are_expected_in_0_1():
     with pytest.warns(InputRangeWarning, match=r"values up to 2\d\d \(uint8\); images are "
                                                r"expected in \[0, 1\]"):
         m.fit((pixels, y), verbose=False)
-    with pytest.warns(InputRangeWarning, match=r"float32"):
+    with pytest.warns(InputRangeWarning, match=r"float32") as caught:
         m.predict(x * 255)
+    assert caught[0].filename == __file__                  # points at the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         m.fit((x, y), verbose=False)                           # [0, 1]: no warning

@@ -35,7 +35,6 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from nbcnn import harness
-
     from nbcnn.data.locate import check_root
 
     grid = harness.load_grid(args.file)

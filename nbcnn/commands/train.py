@@ -44,7 +44,6 @@ def make_optimizer(args):
 def run(args) -> int:
     import nbcnn
     from nbcnn import data
-
     from nbcnn.data.locate import check_root
 
     check_root(args.data_root)

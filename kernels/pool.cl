@@ -12,7 +12,8 @@
  * or gapped windows) needs no atomics.
  */
 
-/* y = max over the window; arg = position of the first maximum inside the window (p*KW+q). */
+/* y = max over the window; arg = position of the first maximum inside the window (p*KW+q).
+ * A NaN wins its window (the first NaN, as numpy's argmax), so NaN is never hidden. */
 __kernel void maxpool2d_fwd(__global const float *x, __global float *y, __global int *arg,
                             const int H, const int W, const int OH, const int OW,
                             const int KH, const int KW, const int SH, const int SW)
@@ -26,7 +27,8 @@ __kernel void maxpool2d_fwd(__global const float *x, __global float *y, __global
     for (int p = 0; p < KH; ++p)
         for (int q = 0; q < KW; ++q) {
             const float v = xw[p * W + q];
-            if (v > best) {          /* strict: ties keep the first maximum, as numpy argmax */
+            /* strict: ties keep the first maximum, as numpy argmax; the first NaN wins */
+            if (v > best || (isnan(v) && !isnan(best))) {
                 best = v;
                 best_at = p * KW + q;
             }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: sub-command -> module holding its add_parser(subparsers) and run(args)
@@ -30,12 +31,25 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        return importlib.import_module(COMMANDS[args.command]).run(args) or 0
+        status = importlib.import_module(COMMANDS[args.command]).run(args) or 0
+        sys.stdout.flush()          # a closed pipe shows here, not in the interpreter's exit
+        return status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+    except BrokenPipeError:
+        # the reader went away (nbcnn grid ... | head -1): nothing more can be shown; what was
+        # written to files is complete. Point stdout at /dev/null so the exit's flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"nbcnn {args.command}: output closed before the end (broken pipe)",
+              file=sys.stderr)
+        return 141
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError, MemoryError) as exc:
         print(f"nbcnn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:           # a folder that cannot be written, a path that is a file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"nbcnn {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
 
 

@@ -18,8 +18,11 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from . import checkpoint as ckpt
+from . import validation as checks
 from .backends import Backend, get_backend
 from .callbacks import EarlyStopping, explosion_warning
+from .files import honour_umask
+from .guard import WeightGuard
 from .layers import REGISTRY, Layer, LeakyReLU, ReLU, Residual
 from .layers.activations import Activation
 from .losses import check_label_smoothing, check_labels
@@ -31,7 +34,8 @@ _FORMAT = "nbcnn.Sequential"
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the model keeps its last finite weights."""
+    """The loss or the weights became NaN or infinite; the model keeps its last finite weights
+    (see ``nbcnn.guard`` for exactly which)."""
 
 
 class Sequential:
@@ -41,6 +45,10 @@ class Sequential:
     Every array stays on ``backend`` from the first layer to the loss; only the batch's loss and
     number of correct predictions come back to the host.
     """
+
+    #: ``fit`` checks the weights are finite and snapshots them every this many batches
+    #: (``nbcnn.guard``): the most batches an overflowing update can take the model back
+    snapshot_every = 16
 
     def __init__(self, *layers: Layer, input_shape=None, backend: str | Backend | None = None,
                  seed: int = 0):
@@ -193,10 +201,12 @@ class Sequential:
         """Train on ``data`` (a Dataset or an (x, y) tuple of numpy arrays).
 
         Mini-batches are shuffled from the model's seed. After each epoch the model is evaluated
-        on ``validation`` if given. Returns the history, one row per epoch. A loss that turns NaN
-        or infinite raises ``TrainingDiverged`` naming the epoch and batch; the model then keeps
-        the weights it had before the step that broke it. An epoch whose mean loss explodes
-        without turning NaN gets a ``warning`` (see ``callbacks.explosion_warning``).
+        on ``validation`` if given. Returns the history, one row per epoch. A loss or an update
+        that turns NaN or infinite raises ``TrainingDiverged`` naming the epoch and batch; the
+        model then keeps its last finite weights: those before the batch whose loss broke, or,
+        when an update overflowed, a snapshot at most ``snapshot_every`` batches older
+        (``nbcnn.guard``). fit never leaves NaN or infinite weights behind. An epoch whose mean
+        loss explodes without turning NaN gets a ``warning`` (see ``callbacks.explosion_warning``).
 
         ``label_smoothing`` (in [0, 1]) smooths the training targets (PyTorch's definition, see
         ``losses.softmax_cross_entropy``): ``train_loss`` is the smoothed loss, ``val_loss`` and
@@ -212,17 +222,19 @@ class Sequential:
         """
         label_smoothing = check_label_smoothing(label_smoothing)
         x, y = self._unpack(data, "data")
+        checks.not_empty(len(x), "data", "fit")
         if not self.built:
+            checks.check_layout(x.shape, "fit: data x")
             self.build(x.shape[1:])
         self._check_data(x, y, "data")
         val = None
         if validation is not None:
             val = self._unpack(validation, "validation")
+            checks.not_empty(len(val[0]), "validation", "fit")
             self._check_data(*val, "validation")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        epochs = checks.count(epochs, "fit: epochs", minimum=0)
+        batch_size = checks.count(batch_size, "fit: batch_size")
+        checks.check_memory(self, batch_size, len(x), True, "fit")
         if augment is not None:          # nbcnn.data is imported only when it is needed
             from .data.augment import epoch_generator, make_augment
             augment = make_augment(augment)
@@ -242,7 +254,8 @@ class Sequential:
             checkpoint = os.fspath(checkpoint)
             run = ckpt.run_identity(self, (x, y), val, {
                 "epochs": epochs, "batch_size": batch_size, "shuffle": bool(shuffle),
-                "label_smoothing": label_smoothing, "optimizer": optimizer.config(), "augment": augment.spec() if augment else "none",
+                "label_smoothing": label_smoothing, "optimizer": optimizer.config(),
+                "augment": augment.spec() if augment else "none",
                 "early_stopping": early_stopping.config() if early_stopping else None})
             if os.path.exists(checkpoint):
                 rows = ckpt.resume(checkpoint, run, self, optimizer, early_stopping)
@@ -252,7 +265,13 @@ class Sequential:
         resumed = len(rows)
         stopped = early_stopping is not None and early_stopping.stopped_epoch is not None
         self._set_training(True)
-        snapshot = [self.backend.zeros(layer.params[name].shape) for layer, name in self.parameters()]
+        guard = WeightGuard(self.backend, [layer.params[name] for layer, name in self.parameters()],
+                            self.snapshot_every)
+
+        def diverged(why):
+            bar.close()
+            return TrainingDiverged(f"{why} (lr {optimizer.current_lr:g}). "
+                                    "Try a smaller learning rate.")
         while len(rows) < epochs and not stopped:
             epoch = self._epochs_done
             optimizer.start_epoch(epoch)
@@ -269,18 +288,15 @@ class Sequential:
                 if augment:
                     xb = augment.apply(self.backend, xb, draws, rows_b)
                 yb = self.backend.labels_from_numpy(y[idx])
-                for (layer, name), saved in zip(self.parameters(), snapshot):
-                    self.backend.copy_into(saved, layer.params[name])
+                broken = guard.before_step(epoch + 1, b + 1)
+                if broken:
+                    raise diverged(broken)
                 optimizer.start_step(epoch, b, n_batches)
                 lr_sum += optimizer.current_lr
                 loss, correct = self.train_step(xb, yb, optimizer, label_smoothing)
                 if not math.isfinite(loss):
-                    bar.close()
-                    self._restore_if_broken(snapshot)
-                    raise TrainingDiverged(
-                        f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} of {n_batches} "
-                        f"(lr {optimizer.current_lr:g}); the model keeps its last finite weights. "
-                        "Try a smaller learning rate.")
+                    raise diverged(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1} of "
+                                   f"{n_batches}; {guard.after_bad_loss(epoch + 1, b + 1)}")
                 total_loss += loss * len(idx)
                 total_correct += correct
                 bar.update(1)
@@ -289,6 +305,9 @@ class Sequential:
                                     refresh=False)
             self.backend.synchronize()
             seconds = time.perf_counter() - start
+            broken = guard.end_of_epoch(epoch + 1, n_batches)
+            if broken:
+                raise diverged(broken)
             bar.close()
             row = {"epoch": epoch + 1, "train_loss": total_loss / n,
                    "train_accuracy": total_correct / n, "val_loss": np.nan,
@@ -325,17 +344,14 @@ class Sequential:
             or (rows[-1]["epoch"] if rows else None)
         return history
 
-    def _restore_if_broken(self, snapshot) -> None:
-        if all(self.backend.all_finite(layer.params[name]) for layer, name in self.parameters()):
-            return
-        for (layer, name), saved in zip(self.parameters(), snapshot):
-            self.backend.copy_into(layer.params[name], saved)
-
     def evaluate(self, data, batch_size: int = 256) -> dict:
         """Mean loss and accuracy on ``data`` with the layers in evaluation mode."""
         x, y = self._unpack(data, "data")
+        batch_size = checks.count(batch_size, "evaluate: batch_size")
+        checks.not_empty(len(x), "data", "evaluate")
         self._require_built()
         self._check_data(x, y, "data")
+        checks.check_memory(self, batch_size, len(x), False, "evaluate")
         self._set_training(False)
         total_loss, total_correct = 0.0, 0
         for start in range(0, len(x), batch_size):
@@ -344,13 +360,14 @@ class Sequential:
             loss, _, correct = self.backend.softmax_cross_entropy(self.forward(xb), yb)
             total_loss += loss * len(xb)
             total_correct += correct
-        n = max(len(x), 1)
-        return {"loss": total_loss / n, "accuracy": total_correct / n}
+        return {"loss": total_loss / len(x), "accuracy": total_correct / len(x)}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """Class scores (logits, before softmax) as a numpy array (N, classes)."""
+        batch_size = checks.count(batch_size, "predict: batch_size")
         self._require_built()
         x = self._check_inputs(np.asarray(x), "x")
+        checks.check_memory(self, batch_size, len(x), False, "predict")
         self._set_training(False)
         out = [self.backend.to_numpy(self.forward(self.backend.from_numpy(x[s:s + batch_size])))
                for s in range(0, len(x), batch_size)]
@@ -396,6 +413,7 @@ class Sequential:
             raise ValueError(f"{what} must have shape {expected}, got {x.shape}")
         if not np.isfinite(x).all():
             raise ValueError(f"{what} contains NaN or infinite values")
+        checks.warn_if_unscaled(x, what)
         return x
 
     def _check_data(self, x, y, what) -> None:
@@ -446,6 +464,7 @@ class Sequential:
         folder = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".nbcnn-", suffix=".npz")
         try:
+            honour_umask(fd)
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, **arrays)
             os.replace(tmp, path)

@@ -349,9 +349,9 @@ def feature_maps(model, image, max_maps: int = 16, title: str | None = None, lab
 def plot_study(study_dir, out=None, key: str | None = None, fmt: str = "png", dpi: int = 120):
     """Draw every figure of a study folder into ``out`` (default ``<study>/figures``); returns the
     paths written. ``key``: the run for the confusion matrix, filters and feature maps (default:
-    the best test accuracy). Only the runs of the folder's current ``grid.toml`` are drawn."""
+    the best test accuracy). Every run of the folder is drawn (as ``results.load`` gives them)."""
     from . import results as R
-    res = R.load(study_dir, grid_only=True)
+    res = R.load(study_dir)
     out = out or os.path.join(res.dir, "figures")
     os.makedirs(out, exist_ok=True)
     written = []

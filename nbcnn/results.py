@@ -2,7 +2,9 @@
 
 A study folder ``results/<study>/`` holds::
 
-    grid.toml            the grid file that made it (copied at every ``nbcnn grid``)
+    grid.toml            the grid file run there last (copied at every ``nbcnn grid``)
+    grids/<sha1>.toml    every grid file version that ran there (12 hex digits of its text's
+                         sha1); each record names its own in ``grid_file``
     records/<key>.json   one file per cell: its settings, metrics and epochs (the source of truth)
     runs.csv             one row per run (merged from the records)
     epochs.csv           one row per run and epoch (tidy, long format)
@@ -19,8 +21,15 @@ exactly when its record file exists, whole. A process killed at any moment (Ctrl
 at most the epoch in flight of each running cell (the next ``nbcnn grid`` continues the cell from
 its checkpoint); there is never a torn or duplicated row, since a key names one record
 file and the tables are rebuilt from the records. ``runs.csv`` and ``epochs.csv`` are rewritten
-(atomically) after each run; ``load`` rebuilds the tables from the records when they are there,
-so it never sees stale CSVs. A lock file keeps two ``nbcnn grid`` processes out of one folder.
+(atomically) after each run, and again when a grid starts and ends, so a grid killed between a
+record and its tables leaves them right at its next start (even with nothing left to run);
+``load`` rebuilds the tables from the records when they are there, so it never sees stale CSVs.
+A lock file keeps two ``nbcnn grid`` processes out of one folder.
+
+A study may grow: a second grid file with the same ``name`` (new axis values, more seeds) adds its
+runs to the folder, and every view (``load``, ``runs.csv``, ``nbcnn report``, ``nbcnn plot``)
+shows all of the folder's runs. ``harness.run_grid`` refuses a grid whose fixed settings conflict
+with the runs already there (see ``conflicts``) unless forced.
 A failed record is replaced by the next attempt; an ok record is never replaced by a failed one.
 """
 
@@ -31,10 +40,13 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from .files import honour_umask
 
 RECORD_FORMAT = "nbcnn.run"
 
@@ -58,7 +70,8 @@ EPOCH_SETTINGS = ["dataset", "arch", "backend", "batch_size", "seed"]
 
 # ---- atomic files --------------------------------------------------------------------------
 def atomic_write(path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (with
+    the mode ``open`` would give it under the umask)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -66,6 +79,7 @@ def atomic_write(path, data: bytes | str) -> None:
         data = data.encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -110,7 +124,7 @@ def _setting_columns(records) -> list:
 
 def _run_row(record: dict) -> dict:
     row = {"key": record["key"], "study": record.get("study", ""), "status": record["status"],
-           "error": record.get("error", "")}
+           "error": record.get("error", ""), "grid_file": record.get("grid_file", "")}
     for k, v in record["settings"].items():
         row[k] = ",".join(v) if isinstance(v, list) else v
     row.update(record.get("metrics", {}))
@@ -121,7 +135,7 @@ def tables(records) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, epochs) DataFrames from record dicts, one per key (the best: latest ok)."""
     records = dedupe(records)
     settings = _setting_columns(records)
-    run_cols = ["key", "study", "status", "error"] + settings + METRIC_COLUMNS
+    run_cols = ["key", "study", "status", "error", "grid_file"] + settings + METRIC_COLUMNS
     rows = [_run_row(r) for r in records]
     runs = pd.DataFrame(rows)
     extra = [c for c in runs.columns if c not in run_cols]
@@ -130,6 +144,7 @@ def tables(records) -> tuple[pd.DataFrame, pd.DataFrame]:
     unused = [c for c in settings if c != "arch" and runs[c].isna().all()]
     runs = runs.drop(columns=unused)
     runs["error"] = runs["error"].fillna("")
+    runs["grid_file"] = runs["grid_file"].fillna("")
 
     vary = []
     for k in settings:
@@ -196,22 +211,45 @@ def _csv(df: pd.DataFrame) -> str:
 
 
 # ---- writing -------------------------------------------------------------------------------
+#: the sub-folders of a study folder that a grid writes into
+SUBFOLDERS = ("records", "models", "predictions", "logs", "grids", "checkpoints")
+
+
+class ResultsFolderError(RuntimeError):
+    """A results folder that cannot be created or written (the message names the path)."""
+
+
+def _folder_error(folder, exc: OSError) -> ResultsFolderError:
+    what = exc.strerror or str(exc)
+    path = exc.filename or folder
+    return ResultsFolderError(f"cannot use {folder} as a results folder: {path}: {what}")
+
+
 class ResultStore:
     """The writer of one study folder (the client, in a Dask run: workers write nothing)."""
 
     def __init__(self, study_dir, study: str = ""):
         self.dir = os.fspath(study_dir)
         self.study = study or os.path.basename(os.path.normpath(self.dir))
-        for sub in ("records", "models", "predictions", "logs"):
-            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        if os.path.exists(self.dir) and not os.path.isdir(self.dir):
+            raise ResultsFolderError(f"cannot use {self.dir} as a results folder: it is a file")
+        try:
+            for sub in SUBFOLDERS:
+                os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        except OSError as exc:
+            raise _folder_error(self.dir, exc) from None
         self._lock_file = None
+        self.grid_file = ""                 # grids/<sha1>.toml of the grid writing now
         self.records = {r["key"]: r for r in dedupe(read_records(self.dir))}
 
     # -- lock: one writer per folder; the OS drops it when the process dies (even kill -9)
     def lock(self) -> None:
         import fcntl
         path = os.path.join(self.dir, ".lock")
-        f = open(path, "a+")
+        try:
+            f = open(path, "a+")
+        except OSError as exc:
+            raise _folder_error(self.dir, exc) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -229,14 +267,23 @@ class ResultStore:
 
     def _remove_temporaries(self) -> None:
         """Temporary files of a writer that was killed mid-write (only safe under the lock)."""
-        for folder in (self.dir, *(os.path.join(self.dir, s) for s in
-                                   ("records", "models", "predictions", "logs",
-                                    "checkpoints"))):
+        for folder in (self.dir, *(os.path.join(self.dir, s) for s in SUBFOLDERS)):
             with contextlib.suppress(OSError):
                 for name in os.listdir(folder):
                     if name.startswith(".tmp-"):
                         with contextlib.suppress(OSError):
                             os.unlink(os.path.join(folder, name))
+
+    def check_writable(self) -> None:
+        """Create and remove a file in the folder and each sub-folder: a grid finds out that it
+        cannot record its runs before it trains any (not after, with orphan model files)."""
+        for folder in (self.dir, *(os.path.join(self.dir, s) for s in SUBFOLDERS)):
+            try:
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-probe-")
+                os.close(fd)
+                os.unlink(tmp)
+            except OSError as exc:
+                raise _folder_error(self.dir, exc) from None
 
     def unlock(self) -> None:
         if self._lock_file is not None:
@@ -259,8 +306,17 @@ class ResultStore:
         """Keys of the runs finished with status ok."""
         return {k for k, r in self.records.items() if r["status"] == "ok"}
 
-    def copy_grid(self, text: str) -> None:
+    def copy_grid(self, text: str) -> str:
+        """Keep the grid file's ``text`` as ``grid.toml`` (the latest) and as
+        ``grids/<sha1>.toml`` (one per version, never overwritten by another); the runs recorded
+        from now on name the latter (returned, relative to the folder) in ``grid_file``."""
+        import hashlib
+        rel = os.path.join("grids", hashlib.sha1(text.encode("utf-8")).hexdigest()[:12] + ".toml")
+        if not os.path.isfile(os.path.join(self.dir, rel)):
+            atomic_write(os.path.join(self.dir, rel), text)
         atomic_write(os.path.join(self.dir, "grid.toml"), text)
+        self.grid_file = rel
+        return rel
 
     # -- one finished run
     def add(self, result: dict) -> dict:
@@ -281,7 +337,8 @@ class ResultStore:
             atomic_write(os.path.join(self.dir, "logs", f"{key}.txt"), result["traceback"])
         record = {"format": RECORD_FORMAT, "version": 1, "key": key,
                   "study": result.get("study") or self.study, "status": result["status"],
-                  "error": result.get("error", ""), "settings": _clean(result["settings"]),
+                  "error": result.get("error", ""), "grid_file": self.grid_file,
+                  "settings": _clean(result["settings"]),
                   "metrics": _clean(metrics), "epochs": _clean(result.get("epochs", []))}
         atomic_write(os.path.join(self.dir, "records", f"{key}.json"),
                      json.dumps(record, indent=1, allow_nan=True))
@@ -298,9 +355,33 @@ class ResultStore:
         return os.path.abspath(os.path.join(self.dir, "checkpoints", f"{key}.ckpt.npz"))
 
     def write_tables(self) -> None:
+        """runs.csv and epochs.csv from the records (all of them), atomically."""
         runs, epochs = tables(list(self.records.values()))
         atomic_write(os.path.join(self.dir, "runs.csv"), _csv(runs))
         atomic_write(os.path.join(self.dir, "epochs.csv"), _csv(epochs))
+
+
+def conflicts(records, cells) -> list:
+    """The settings on which a grid's ``cells`` (``harness.Cell``) cannot join ``records``:
+    ``(setting, value in every cell, values in the records)`` for each setting that has one
+    value across all the cells and one other value across all the records (a fixed setting
+    changed, e.g. epochs 2 -> 5, which would mix runs that are not comparable). A setting the
+    grid varies, or one the records already vary, extends the study and is no conflict."""
+    def values(settings_list, k):
+        return {json.dumps(s[k], sort_keys=True) for s in settings_list if k in s}
+
+    old = [r["settings"] for r in records]
+    new = [c.settings for c in cells]
+    if not old or not new:
+        return []
+    found = []
+    for k in sorted({k for s in new for k in s} & {k for s in old for k in s}):
+        if not all(k in s for s in new) or not all(k in s for s in old):
+            continue                        # e.g. momentum: only some cells' optimizer has it
+        a, b = values(new, k), values(old, k)
+        if len(a) == 1 and len(b) == 1 and a != b:
+            found.append((k, new[0][k], old[0][k]))
+    return found
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -347,7 +428,14 @@ class Results:
         if path is None:
             raise FileNotFoundError(f"{self.dir}: no saved model for run {key} (the grid did not "
                                     "save models: set save_models = true)")
-        return Sequential.load(path, backend=backend)
+        try:
+            return Sequential.load(path, backend=backend)
+        except ValueError as exc:
+            raise ValueError(str(exc) if path in str(exc) else f"{path}: {exc}") from None
+        except (OSError, EOFError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
+            # a truncated or damaged file (the model file is left as it is)
+            raise ValueError(f"{path}: not a readable model file "
+                             f"({type(exc).__name__}: {exc})") from None
 
     def predictions(self, key: str) -> dict | None:
         """{'y_true', 'y_pred', 'classes', 'sample_x', 'sample_y'} of a run, or None."""
@@ -372,8 +460,10 @@ def grid_keys(study_dir) -> set | None:
 
 def load(study_dir, grid_only: bool = False) -> Results:
     """The tables of a study folder (from its records if present, else its CSV files), one row
-    per key: the latest ok run, else the latest failed one. ``grid_only``: only the runs of the
-    cells of the folder's ``grid.toml`` (the grid last run there), not of earlier versions."""
+    per key: the latest ok run, else the latest failed one; every run of the folder, whichever
+    grid file version made it (as ``runs.csv``, ``nbcnn report`` and ``nbcnn plot`` show them).
+    ``grid_only``: only the runs of the cells of the folder's ``grid.toml`` (the grid file run
+    there last)."""
     study_dir = os.fspath(study_dir)
     if not os.path.isdir(study_dir):
         raise FileNotFoundError(f"no results folder {study_dir}")

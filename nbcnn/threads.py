@@ -1,8 +1,10 @@
 """How many threads the CPU kernels use, and how processes share the cores.
 
-``nbcnn.set_num_threads(n)`` sets both Numba's parallel loops and the BLAS library behind numpy
-(used for dense layers), so a benchmark against another library can match thread counts. At
-import, ``$NBCNN_NUM_THREADS`` (else Numba's own ``$NUMBA_NUM_THREADS``, else all cores) applies.
+``nbcnn.set_num_threads(n)`` sets both Numba's parallel loops and the BLAS library behind numpy,
+so a benchmark against another library can match thread counts. BLAS serves the numpy reference
+backend and the Numba backend's optional ``conv_variant = "gemm"``; the Numba dense layers and
+default convolutions deliberately do not use it (see ``backends/numba/dense.py``). At import,
+``$NBCNN_NUM_THREADS`` (else Numba's own ``$NUMBA_NUM_THREADS``, else all cores) applies.
 
 **Sharing the cores** (``NBCNN_SHARE_CORES``, on unless 0/off). Two processes that each run a
 thread per core on the same cores collapse: a parallel loop ends only when its slowest thread
@@ -15,8 +17,7 @@ computes), and every ``interval`` seconds each one takes cores // (running proce
 at least 1. A lone run keeps every core and pays one clock read per kernel call; when the other
 run ends, the cores come back within ``interval`` seconds. An explicit thread count is never
 changed. Results do not depend on the thread count (every output element is summed in the
-same order whatever the number of threads), so sharing changes speed only.
-"""
+same order whatever the number of threads), so sharing changes speed only."""
 
 from __future__ import annotations
 

@@ -124,6 +124,18 @@ class Backend(abc.ABC):
         """Human-readable name of the device the arrays live on."""
         return "cpu"
 
+    def memory_available(self) -> int | None:
+        """Bytes the backend's arrays may still take (None if unknown): here the host's
+        available memory (``MemAvailable`` of /proc/meminfo)."""
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
     def synchronize(self) -> None:
         """Wait until all queued work is done (a no-op for synchronous backends)."""
 

@@ -33,13 +33,18 @@ def add_parser(sub) -> None:
     p.add_argument("--data-root", default=None, metavar="DIR", help="folder searched first for data files")
     p.add_argument("--plot", action="store_true", help="draw the figures when done "
                    "(also when the grid file says plot = true)")
+    p.add_argument("--force", action="store_true",
+                   help="run into a results folder whose runs have other fixed settings "
+                        "(mixing studies that are not comparable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
     from nbcnn import harness
+    from nbcnn.data.locate import check_root
 
     grid = harness.load_grid(args.file)
+    check_root(args.data_root)          # before any cell runs, not once per failed cell
     for name in ("workers", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -63,8 +68,8 @@ def run(args) -> int:
         return 0
     runs = harness.run_grid(grid, args.results, only=args.only, executor=args.executor,
                             scheduler=args.scheduler, workers=args.workers,
-                            threads=args.threads,
-                            data_root=args.data_root, verbose=not args.quiet)
+                            threads=args.threads, data_root=args.data_root,
+                            verbose=not args.quiet, force=args.force)
     folder = harness.study_dir(grid, args.results)
     print()
     print(harness.summary(runs, grid))

@@ -17,7 +17,7 @@ def run(args) -> int:
 
     runs = []
     for d in args.dirs:
-        study = results.load(d, grid_only=True)
+        study = results.load(d)
         runs.append(study.runs if "study" in study.runs else study.runs.assign(study=study.name))
     table = results.summarize(pd.concat(runs, ignore_index=True))
     print(results.markdown(table) if args.markdown else table.to_string(index=False))

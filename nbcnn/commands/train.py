@@ -62,7 +62,9 @@ def make_optimizer(args):
 def run(args) -> int:
     import nbcnn
     from nbcnn import data
+    from nbcnn.data.locate import check_root
 
+    check_root(args.data_root)
     if args.threads:
         nbcnn.set_num_threads(args.threads)
     train = data.load(args.dataset, split="train", root=args.data_root)

@@ -25,6 +25,9 @@ IDX_TYPES = {
     0x0E: np.dtype(">f8"),
 }
 GZIP_MAGIC = b"\x1f\x8b"
+#: deflate never packs more than 1032 bytes into one (its best case: long runs of one byte), so a
+#: gzip file of n bytes cannot inflate to more than about 1032 * n
+DEFLATE_MAX_RATIO = 1032
 
 
 def read_file_bytes(path) -> bytes:
@@ -70,9 +73,52 @@ def parse_idx(buf: bytes, path="<bytes>") -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
+def _header_size(head: bytes) -> int | None:
+    """Bytes of the IDX header that starts ``head`` (its first 4 bytes), None if not IDX."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in IDX_TYPES or not head[3]:
+        return None
+    return 4 + 4 * head[3]
+
+
+def read_gzip_idx_bytes(path) -> bytes:
+    """The IDX payload of a gzip file, inflating no more than its header promises: the header
+    is read first (from the first bytes of the stream) and checked, against what a gzip file of
+    this size can hold too, so a small file that inflates to gigabytes is refused before."""
+    path = os.fspath(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(4)
+            size = _header_size(head)
+            if size is None:
+                return head                       # parse_idx says what is wrong with it
+            head += f.read(size - 4)
+            if len(head) < size:
+                return head
+            dims = [int(d) for d in np.frombuffer(head, dtype=">u4", count=head[3], offset=4)]
+            expected = math.prod(dims) * IDX_TYPES[head[2]].itemsize
+            bound = DEFLATE_MAX_RATIO * os.path.getsize(path)
+            if expected > bound:
+                raise DataFormatError(
+                    path, f"header says {' x '.join(map(str, dims))} values ({expected} bytes) "
+                          f"but a gzip file of {os.path.getsize(path)} bytes cannot inflate to "
+                          f"more than {bound} bytes: truncated or not an IDX file")
+            body = f.read(expected + 1)           # one more: is there data past the values?
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+        raise DataFormatError(path, f"corrupt or truncated gzip data ({e})") from None
+    if len(body) > expected:
+        raise DataFormatError(path, f"sizes disagree with the header: {' x '.join(map(str, dims))}"
+                                    f" values need {expected} bytes but more data bytes follow")
+    return head + body
+
+
 def read_idx(path) -> np.ndarray:
-    """Read an IDX file (``.gz`` or raw). Read-only view for uint8 data, no copy."""
-    return parse_idx(read_file_bytes(path), os.fspath(path))
+    """Read an IDX file (``.gz`` or raw). Read-only view for uint8 data, no copy. A gzip file's
+    header is checked before the rest is inflated (``read_gzip_idx_bytes``)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        gz = f.read(2) == GZIP_MAGIC
+    buf = read_gzip_idx_bytes(path) if gz else read_file_bytes(path)
+    return parse_idx(buf, path)
 
 
 def read_idx_pair(images_path, labels_path, num_classes: int):

@@ -30,10 +30,20 @@ def cache_dir() -> Path:
     return Path(base) / "nbcnn"
 
 
+def check_root(root) -> None:
+    """Refuse a ``root=`` (``--data-root``) that is a file: data sets live in folders. (A folder
+    that does not exist yet is fine: a download creates it.)"""
+    if root is not None:
+        path = os.path.expanduser(os.fspath(root))
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise NotADirectoryError(f"data root {path} is a file, not a folder")
+
+
 def search_roots(root=None) -> list:
     """``[(label, Path), ...]`` in search order."""
     roots = []
     if root is not None:
+        check_root(root)
         roots.append(("root=", Path(os.path.expanduser(os.fspath(root)))))
     for part in os.environ.get("NBCNN_DATA", "").split(os.pathsep):
         if part.strip():

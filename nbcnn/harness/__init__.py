@@ -48,7 +48,7 @@ def plan(grid: Grid, results=None, only=None) -> pd.DataFrame:
 
 def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "local",
              scheduler=None, workers=None, threads=None, data_root=None, verbose: bool = True,
-             log=None) -> pd.DataFrame:
+             log=None, force: bool = False) -> pd.DataFrame:
     """Run the grid's cells not yet finished (status ok) and record each as it finishes.
 
     Returns the runs table (one row per selected cell, done before or now). ``executor``:
@@ -56,8 +56,13 @@ def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "loca
     with how many threads each; ``workers`` and ``threads`` override it) or ``"dask"`` (a
     LocalCluster of ``workers``, or the scheduler at ``scheduler``). Failed cells are recorded
     and retried on the next call.
-    """
-    from ..results import ResultStore, tables
+
+    The study folder may already hold runs of another grid file with the same name: its cells
+    join them (a study extended with new axis values), unless one of the grid's fixed settings
+    differs from the value every run there has (``results.conflicts``): then ``GridError``,
+    or with ``force`` the runs are mixed all the same. The folder's tables are rebuilt from the
+    records when the grid starts and when it ends.    """
+    from ..results import ResultStore, conflicts, tables
     if isinstance(grid, (str, os.PathLike)):
         grid = load_grid(grid)
     if executor not in ("local", "dask"):
@@ -71,7 +76,17 @@ def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "loca
     folder = study_dir(grid, results)
     store = ResultStore(folder, grid.name)
     with store:
+        clash = conflicts(store.records.values(), grid.cells)
+        if clash and not force:
+            shown = "; ".join(f"{k} = {new!r} here, {old!r} in every run there"
+                              for k, new, old in clash)
+            raise GridError(f"{grid.path}: {folder} already holds {len(store.records)} runs "
+                            f"that this grid's fixed settings conflict with ({shown}); make the "
+                            "setting an axis of [grid] that includes the old value, use another "
+                            "name or --results folder, or --force to mix them")
+        store.check_writable()
         store.copy_grid(grid.text)
+        store.write_tables()
         done = store.done()
         todo = [c for c in cells if c.key not in done]
         retry = sum(1 for c in todo if store.status(c.key) == "failed")
@@ -110,6 +125,7 @@ def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "loca
                 run_dask(todo, on_result, scheduler=scheduler, workers=workers, log=log, **common)
         finally:
             bar.close()
+            store.write_tables()
         keys = {c.key for c in cells}
         runs, _ = tables([r for k, r in store.records.items() if k in keys])
     order = {c.key: c.index for c in cells}

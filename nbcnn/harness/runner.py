@@ -122,14 +122,19 @@ def _threads(settings, hint):
 
 def _warm_up(arch, input_shape, backend, seed, settings, x, y) -> dict:
     """Fit a scratch copy of the model twice on one batch (with a validation pass): the first
-    call pays for compilation, the second is steady."""
+    call pays for compilation, the second is steady. A scratch fit that diverges only ends its
+    timing: the run's own fit meets (and reports, with its own epoch and batch) any divergence
+    of the run."""
     import nbcnn
     scratch = nbcnn.build(arch, input_shape=input_shape, backend=backend, seed=seed)
     times = []
     for _ in range(2):
         t0 = time.perf_counter()
-        scratch.fit((x, y), epochs=1, batch_size=len(x), optimizer=make_optimizer(settings),
-                    validation=(x, y), verbose=False, augment=settings.get("augment"))
+        try:
+            scratch.fit((x, y), epochs=1, batch_size=len(x), optimizer=make_optimizer(settings),
+                        validation=(x, y), verbose=False, augment=settings.get("augment"))
+        except nbcnn.TrainingDiverged:
+            pass
         scratch.backend.synchronize()
         times.append(time.perf_counter() - t0)
     return {"compile_seconds": max(times[0] - times[1], 0.0), "warmup_seconds": sum(times)}

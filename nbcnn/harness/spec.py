@@ -1,6 +1,6 @@
 """Grid files: read a TOML study, check every value, expand it into cells with stable keys.
 
-A grid file (see ``DESIGN.md``)::
+A grid file (see ``docs/design.md``)::
 
     name = "quickstart"            # results go to <results>/quickstart/
     description = "..."
@@ -28,7 +28,8 @@ A grid file (see ``DESIGN.md``)::
 Every setting is checked before anything runs; a problem raises ``GridError`` naming the file,
 the section and the key. Settings of other optimizers than a cell's own (e.g. ``momentum`` for an
 Adam cell) and data options of other data sets are left out of that cell, so one grid can cross
-optimizers or data sets; cells that resolve to the same settings are run once. ``augment``
+optimizers or data sets; a data option that no cell's data set takes is refused (it would be
+dropped from every cell). Cells that resolve to the same settings are run once. ``augment``
 (e.g. ``"crop:4,flip"``), ``early_stopping`` (a patience in epochs) and
 ``early_stopping_monitor`` are left out of a cell's settings, and so of its key, while they are
 off (so the cells of grids written before them keep their keys).
@@ -464,6 +465,19 @@ def _matches(settings: dict, rule: dict) -> bool:
     return True
 
 
+def _check_data_options_used(path, given, cells) -> None:
+    """Refuse a data option the file gives that no cell keeps (an option of a data set no cell
+    uses, e.g. ``data = { n = 100 }`` with ``dataset = "mnist"``): it would be dropped without a
+    word. (A grid that crosses data sets keeps it in the cells of the data set that takes it.)"""
+    for k in dict.fromkeys(k for k in given if k.startswith("data.")):
+        if not any(k in c.settings for c in cells):
+            owners = [d for d, opts in DATA_OPTIONS.items() if k[5:] in opts]
+            used = sorted({c.settings["dataset"] for c in cells})
+            raise GridError(f"{path}: {k!r} is an option of the {', '.join(owners)} data set, "
+                            f"but no cell uses it (data sets here: {', '.join(used)}); remove it "
+                            "or use a data set that takes it")
+
+
 def parse_grid(text: str, path: str = "<grid>") -> Grid:
     """Check a grid file's text and expand it into cells. Raises GridError."""
     try:
@@ -534,6 +548,7 @@ def parse_grid(text: str, path: str = "<grid>") -> Grid:
             seen.add(cell.key)
             cell.index = len(cells)
             cells.append(cell)
+    _check_data_options_used(path, [*fixed, *axes, *(k for rule in include for k in rule)], cells)
     save_models = doc.get("save_models")
     return Grid(path=path, name=name.strip(), description=doc.get("description", ""),
                 results=doc.get("results"), save_models=save_models,

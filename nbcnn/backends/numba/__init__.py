@@ -263,11 +263,19 @@ class NumbaBackend(Backend):
             np.sum(partial, axis=0, out=dw.reshape(o, -1))
             if with_bias:
                 np.sum(dy, axis=(0, 2, 3), dtype=_F32, out=db)
+            if np.isnan(dw).any():
+                # the stride-1 kernel multiplies the zero gap columns by input values, so a NaN
+                # input can reach more of dw than in the reference: redo it the direct way
+                _call(_conv.conv_backward_weights_direct, dy.size * w[0].size // 8, xp, dy,
+                      stride[0], stride[1], bool(with_bias), dw, db)
         if need_dx:
             kh, kw = w.shape[2:]
             top, bottom, left, right = padding
             flip_pad = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
-            if variant == "auto" and stride == (1, 1) and min(flip_pad) >= 0:
+            # (a NaN weight would meet the zero border of the padded dy in the flipped
+            # convolution, NaN where the reference's dx is not: then the direct kernel)
+            if (variant == "auto" and stride == (1, 1) and min(flip_pad) >= 0
+                    and not np.isnan(w).any()):
                 # dx = dy (padded by k-1-pad) convolved with the flipped, transposed filters
                 self._blocked_forward(dy, _blk.input_grad_filters(w), np.zeros(w.shape[1], _F32),
                                       kh, kw, (1, 1), flip_pad, dx, key="dypn")

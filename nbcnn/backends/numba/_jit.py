@@ -4,7 +4,9 @@
 ``numba.set_num_threads``); ``cache=True`` keeps compiled machine code on disk so a second process
 starts fast; ``fastmath`` lets LLVM reorder float32 sums so it can vectorise reductions (it is
 left off where it would change results that must match bit for bit, e.g. dropout, or need
-IEEE semantics such as exp/log in the loss).
+IEEE semantics such as exp/log in the loss). The fast-math flags are LLVM's all but ``nnan`` and
+``ninf``: LLVM may not assume that no value is NaN or infinite, so a NaN propagates as in the
+numpy reference (with them, ``v > 0 ? v : 0`` and ``v != v`` may be folded so NaN vanishes).
 """
 
 import threading
@@ -14,15 +16,17 @@ from numba import njit
 
 from ...threads import sharing as _sharing
 
+#: LLVM fast-math flags of the fast kernels: reassociation and friends, but NaN and infinity kept
+FASTMATH = {"reassoc", "contract", "arcp", "nsz", "afn"}
 #: parallel, cached, fast-math kernel
-kernel = njit(parallel=True, cache=True, fastmath=True, nogil=True, error_model="numpy")
+kernel = njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 #: parallel, cached kernel with strict IEEE float semantics
 strict_kernel = njit(parallel=True, cache=True, fastmath=False, nogil=True, error_model="numpy")
 #: serial, cached helper (LLVM inlines it into its callers)
-helper = njit(cache=True, fastmath=True, nogil=True, error_model="numpy")
+helper = njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 #: a helper Numba inlines into every caller before LLVM sees the code (for micro-kernels whose
 #: loop must be optimised together with the caller's)
-inlined_helper = njit(cache=True, fastmath=True, nogil=True, error_model="numpy",
+inlined_helper = njit(cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy",
                       inline="always")
 
 

@@ -1,6 +1,8 @@
 """Element-wise activation kernels on flat float32 arrays (the caller passes ``a.reshape(-1)``).
 
-One ``prange`` over the elements; each iteration writes only its own output element.
+One ``prange`` over the elements; each iteration writes only its own output element. NaN
+propagates as in the numpy reference: ReLU keeps a NaN input (np.maximum), and its gradient is
+dy * (x > 0), so a NaN dy stays NaN even where the unit is off.
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ from ._jit import kernel
 
 @kernel
 def relu_forward(x, y):
-    """y = max(x, 0)."""
+    """y = max(x, 0), NaN where x is NaN."""
     for k in prange(x.size):
         v = x[k]
-        y[k] = v if v > np.float32(0.0) else np.float32(0.0)
+        y[k] = np.float32(0.0) if v <= np.float32(0.0) else v
 
 
 @kernel
 def relu_backward(x, dy, dx):
-    """dx = dy where x > 0, else 0."""
+    """dx = dy * (x > 0): dy where x > 0, else 0 * dy (0, or NaN for a NaN dy)."""
     for k in prange(x.size):
-        dx[k] = dy[k] if x[k] > np.float32(0.0) else np.float32(0.0)
+        dx[k] = dy[k] if x[k] > np.float32(0.0) else dy[k] * np.float32(0.0)
 
 
 @kernel

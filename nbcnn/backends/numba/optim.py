@@ -1,7 +1,9 @@
 """Optimizer steps, element-wise and in place on flat float32 arrays.
 
 Each ``prange`` iteration reads and writes only its own element of param and of the state
-buffers. Hyper-parameters arrive as float32 scalars so every product stays in float32.
+buffers. Hyper-parameters arrive as float32 scalars so every product stays in float32. Weight
+decay is added only when it is not zero, as in the reference: 0 * a NaN parameter would
+otherwise put NaN into the gradient and the state buffers.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from ._jit import kernel
 def sgd_plain(param, grad, lr, weight_decay):
     """param -= lr * (grad + weight_decay * param)."""
     for k in prange(param.size):
-        g = grad[k] + weight_decay * param[k]
+        g = grad[k]
+        if weight_decay != 0:
+            g += weight_decay * param[k]
         param[k] -= lr * g
 
 
@@ -25,7 +29,9 @@ def sgd_momentum(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     """g = grad + wd*param; v = momentum*v + g; param -= lr * (g + momentum*v if nesterov
     else v)."""
     for k in prange(param.size):
-        g = grad[k] + weight_decay * param[k]
+        g = grad[k]
+        if weight_decay != 0:
+            g += weight_decay * param[k]
         v = momentum * velocity[k] + g
         velocity[k] = v
         if nesterov:
@@ -43,7 +49,7 @@ def adam(param, grad, m, v, lr, beta1, beta2, eps, corr1, corr2, weight_decay, d
         g = grad[k]
         if decoupled:
             p = p * (one - lr * weight_decay)
-        else:
+        elif weight_decay != 0:
             g = g + weight_decay * p
         mk = beta1 * m[k] + (one - beta1) * g
         vk = beta2 * v[k] + (one - beta2) * g * g
@@ -57,7 +63,9 @@ def rmsprop(param, grad, square_avg, buf, lr, alpha, eps, momentum, weight_decay
     """s = alpha*s + (1-alpha)*g^2; u = g / (sqrt(s) + eps); param -= lr * (buf or u)."""
     one = np.float32(1.0)
     for k in prange(param.size):
-        g = grad[k] + weight_decay * param[k]
+        g = grad[k]
+        if weight_decay != 0:
+            g += weight_decay * param[k]
         s = alpha * square_avg[k] + (one - alpha) * g * g
         square_avg[k] = s
         u = g / (np.sqrt(s) + eps)

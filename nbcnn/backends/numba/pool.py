@@ -8,7 +8,8 @@ elements are read, so no padded copy of x is made. Global average pooling is at 
 Every kernel runs one ``prange`` iteration per (image n, channel c) plane, so no two iterations
 touch the same element. Max pooling remembers, per output, the flat index ``r * W + s`` (int32)
 of the input element that won its window; ties go to the first maximum in row-major window order
-(strict ``>``), like numpy's argmax and PyTorch.
+(strict ``>``), like numpy's argmax and PyTorch. A NaN wins its window (the first NaN, as
+numpy's argmax picks it), so a NaN input is never hidden by a larger neighbour.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def maxpool_forward(x, kh, kw, sh, sw, y, arg):
                 for p in range(kh):
                     for q in range(kw):
                         v = plane[r0 + p, s0 + q]
-                        if v > best:                 # strict: the first maximum wins ties
+                        # strict: the first maximum wins ties; the first NaN wins outright
+                        if v > best or (v != v and best == best):
                             best = v
                             best_idx = (r0 + p) * wd + s0 + q
                 y[n, c, i, j] = best
@@ -48,7 +50,7 @@ def maxpool_forward(x, kh, kw, sh, sw, y, arg):
 def maxpool_forward_2x2(x, y, arg):
     """``maxpool_forward`` for the common 2 x 2 window with stride 2, written so that LLVM
     vectorises it over a row's outputs: the window's four values are compared in a fixed order
-    with branch-free selects (5x faster here than the general loop nest)."""
+    with branch-free selects (5x faster here than the general loop nest). NaN wins as there."""
     n_img, n_ch, oh, ow = y.shape
     wd = x.shape[3]
     for t in prange(n_img * n_ch):
@@ -64,15 +66,15 @@ def maxpool_forward_2x2(x, y, arg):
                 best = top[2 * j]
                 at = 0                              # offset of the winner from the window's corner
                 v = top[2 * j + 1]
-                if v > best:
+                if v > best or (v != v and best == best):
                     best = v
                     at = 1
                 v = bottom[2 * j]
-                if v > best:
+                if v > best or (v != v and best == best):
                     best = v
                     at = wd
                 v = bottom[2 * j + 1]
-                if v > best:
+                if v > best or (v != v and best == best):
                     best = v
                     at = wd + 1
                 y_row[j] = best

@@ -27,8 +27,9 @@ _ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3}
 
 #: build options per kernel file. Fast-math only where the kernels do plain multiply-adds and
 #: comparisons (results stay within float32 rounding of numpy_ref); the files with exp, log,
-#: sqrt or a NaN/infinity test are built IEEE-exact.
-_FAST = ("-cl-fast-relaxed-math",)
+#: sqrt or a NaN/infinity test are built IEEE-exact. Not -cl-fast-relaxed-math: it implies
+#: -cl-finite-math-only, under which the compiler may drop a NaN (max pooling must keep it).
+_FAST = ("-cl-unsafe-math-optimizations",)
 _OPTIONS = {
     "conv": _FAST, "dense": _FAST, "pool": _FAST,
     "activations": (), "loss": (), "dropout": (), "batchnorm": (), "optim": (), "reduce": (),
@@ -220,6 +221,10 @@ class OpenCLBackend(Backend):
 
     def device_name(self) -> str:
         return f"{self.device.name.strip()} [{self.device.platform.name.strip()}, opencl:{self.device_id}]"
+
+    def memory_available(self) -> int | None:
+        """The device's global memory (OpenCL does not say how much of it is free)."""
+        return int(self.device.global_mem_size)
 
     def synchronize(self) -> None:
         self.queue.finish()

@@ -147,7 +147,7 @@ def test_plot_with_a_truncated_model(tmp_path, grid, capsys):
     truncated = model.read_bytes()
     capsys.readouterr()
     assert cli_main(["plot", str(res / "f")]) == 2
-    one_error_line(capsys, str(model), "not a readable model file")
+    one_error_line(capsys, str(model), "not a readable")
     assert model.read_bytes() == truncated
 
 

@@ -296,6 +296,24 @@ def is_record(name: str) -> bool:
     return name.endswith(".json") and not name.startswith(".")
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            out += [int(c) for c in f.read().split()]
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"          # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
 def test_kill_minus_9_mid_grid_then_resume(tmp_path):
     path = write(tmp_path, """
         name = "k"
@@ -319,8 +337,13 @@ def test_kill_minus_9_mid_grid_then_resume(tmp_path):
             break
         time.sleep(0.02)
     time.sleep(0.1)
+    workers = children(proc.pid)            # two cells at once: two worker processes
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the grid finished before it could be killed"
+    deadline = time.monotonic() + 10        # orphaned workers notice and exit
+    while time.monotonic() < deadline and any(alive(w) for w in workers):
+        time.sleep(0.1)
+    assert workers and not any(alive(w) for w in workers)
     # a kill mid-write leaves a ".tmp-*.json" that is not a record (the resume removes it)
     first = {n: (records / n).read_bytes() for n in os.listdir(records) if is_record(n)}
     assert 1 <= len(first) < 8

@@ -22,6 +22,7 @@ data = {{ n = 120, size = 10 }}
 arch = "flatten-dense(4)"
 epochs = {epochs}
 batch_size = 20
+threads = 1
 [grid]
 seed = {seeds}
 """

@@ -10,7 +10,10 @@ files.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 import uuid
 
 from ..threads import available_cores
@@ -119,7 +122,8 @@ def run_local(cells, on_result, *, study="", data_root=None, verbose=True, save_
 def _run_at_once(cells, on_result, workers, threads, common, where):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_task, c.settings, c.key, common["study"], common["data_root"],
                                threads, common["save_model"], common["save_predictions"],
                                where(c.key)): c
@@ -151,6 +155,17 @@ def plan_local_cluster(cells, workers=None, cores=None) -> tuple[int, int]:
               f"using {fit} workers", file=sys.stderr)
         workers = fit
     return workers, max(1, cores // workers)
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """In a worker process: exit as soon as ``parent`` (the grid) is gone. A grid killed with
+    SIGKILL cannot stop its workers; without this they would train on, orphaned, for nobody
+    (the next grid continues their cells from the checkpoints)."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+    threading.Thread(target=watch, name="nbcnn-exit-with-parent", daemon=True).start()
 
 
 def _task(settings, key, study, data_root, threads_hint, save_model, save_predictions,

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from . import checkpoint as ckpt
+from . import settings as registry
 from . import validation as checks
 from .backends import Backend, get_backend
 from .callbacks import EarlyStopping, explosion_warning
@@ -194,13 +195,17 @@ class Sequential:
             pass
 
     # ---- training -------------------------------------------------------------------------
-    def fit(self, data, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer | None = None,
+    def fit(self, data, epochs: int = registry.default("epochs"),
+            batch_size: int = registry.default("batch_size"), optimizer: Optimizer | None = None,
             validation=None, shuffle: bool = True, verbose: bool = True,
-            label_smoothing: float = 0.0, augment=None, checkpoint=None,
+            label_smoothing: float = registry.default("label_smoothing"), augment=None,
+            checkpoint=None,
             early_stopping: EarlyStopping | None = None) -> pd.DataFrame:
         """Train on ``data`` (a Dataset or an (x, y) tuple of numpy arrays).
 
-        Mini-batches are shuffled from the model's seed. After each epoch the model is evaluated
+        ``optimizer`` defaults to ``optim.SGD()`` (lr 0.001, no momentum: the defaults of
+        ``nbcnn.settings``, as a grid file and ``nbcnn train`` have them). Mini-batches are
+        shuffled from the model's seed. After each epoch the model is evaluated
         on ``validation`` if given. Returns the history, one row per epoch. A loss or an update
         that turns NaN or infinite raises ``TrainingDiverged`` naming the epoch and batch; the
         model then keeps its last finite weights: those before the batch whose loss broke, or,
@@ -246,7 +251,7 @@ class Sequential:
                 raise ValueError(f"early stopping on {early_stopping.monitor!r} needs validation "
                                  "data: give validation=... or monitor='train_loss'")
             early_stopping.reset()
-        optimizer = optimizer or SGD(lr=0.01)
+        optimizer = optimizer or SGD()
         n = len(x)
         n_batches = math.ceil(n / batch_size)
         rows = []

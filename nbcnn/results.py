@@ -50,7 +50,7 @@ from .files import honour_umask
 
 RECORD_FORMAT = "nbcnn.run"
 
-#: runs.csv: identity, then the settings (see ``harness.spec.SETTINGS``, plus data.<option>),
+#: runs.csv: identity, then the settings (in ``nbcnn.settings`` order, data.<option> included),
 #: then these measurements, in this order
 METRIC_COLUMNS = [
     "arch_spec", "params", "n_train", "n_val", "n_test", "classes",
@@ -117,7 +117,7 @@ def _clean(value):
 
 # ---- tables from records -------------------------------------------------------------------
 def _setting_columns(records) -> list:
-    from .harness.spec import SETTINGS
+    from .settings import SETTINGS
     extra = sorted({k for r in records for k in r["settings"]} - set(SETTINGS))
     return list(SETTINGS) + extra
 
@@ -146,10 +146,8 @@ def tables(records) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["error"] = runs["error"].fillna("")
     runs["grid_file"] = runs["grid_file"].fillna("")
 
-    vary = []
-    for k in settings:
-        if k in runs.columns and runs[k].astype(str).nunique(dropna=False) > 1:
-            vary.append(k)
+    from .settings import varying
+    vary = varying([r["settings"] for r in records], settings)
     keep = [k for k in settings if k in EPOCH_SETTINGS or k in vary]
     erows = []
     for r in records:

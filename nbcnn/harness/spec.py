@@ -25,7 +25,8 @@ A grid file (see ``docs/design.md``)::
     arch = "lenet5"                # not crossed with [grid]; without [grid], the cells are
     lr = [0.01, 0.1]               # the includes' alone
 
-Every setting is checked before anything runs; a problem raises ``GridError`` naming the file,
+The settings, their defaults and their checks are ``nbcnn.settings``'s (the same as the Python
+API's and ``nbcnn train``'s). Every setting is checked before anything runs; a problem raises ``GridError`` naming the file,
 the section and the key. Settings of other optimizers than a cell's own (e.g. ``momentum`` for an
 Adam cell) and data options of other data sets are left out of that cell, so one grid can cross
 optimizers or data sets; a data option that no cell's data set takes is refused (it would be

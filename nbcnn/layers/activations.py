@@ -11,6 +11,9 @@ class Activation(Layer):
     kind = ""
     alpha = 0.0
 
+    def lead(self):
+        return self
+
     def _forward(self, x, training):
         y = self.backend.activation_forward(self.kind, x, self.alpha)
         self._cache = (x, y)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import Backend, get_backend
+from ..init import resolve_init
 
 
 class Layer:
@@ -30,13 +31,31 @@ class Layer:
         self.need_input_grad = True
         self._cache = None
 
+    #: True for layers with weights drawn by an ``init`` scheme (Conv2D, Dense)
+    weighted = False
+
     # ---- building -------------------------------------------------------------------------
-    def build(self, input_shape, backend: Backend, rng: np.random.Generator) -> tuple[int, ...]:
-        """Check ``input_shape``, create the parameters, and return the output shape."""
+    def build(self, input_shape, backend: Backend, rng: np.random.Generator, *,
+              followed_by: "Layer | None" = None, input_grad: bool = True) -> tuple[int, ...]:
+        """Check ``input_shape`` (one example's, no batch axis), create the parameters on
+        ``backend`` with draws from ``rng``, and return the output shape.
+
+        ``followed_by``: the first activation or weighted layer this layer's output meets (see
+        ``lead`` and ``followers``), None when there is none (a layer on its own, the model's
+        last). A weighted layer's ``init="auto"`` is resolved from it, into ``resolved_init``
+        (``nbcnn.init.resolve_init``: He before the ReLU family, Glorot otherwise); ``init``,
+        and so ``config()`` and ``spec()``, keep what the user wrote.
+        ``input_grad``: False when nothing needs the gradient w.r.t. this layer's input (a
+        model's first layer): ``backward`` then skips it and returns None
+        (``need_input_grad``). ``Sequential`` builds its layers through these two arguments.
+        """
         input_shape = tuple(int(s) for s in input_shape)
         out = self.output_shape(input_shape)
         self.input_shape = input_shape
         self.backend = backend
+        self.need_input_grad = bool(input_grad)
+        if self.weighted:
+            self.resolved_init, self.resolved_slope = resolve_init(self.init, followed_by)
         self.params = {k: backend.from_numpy(v) for k, v in self._initial_params(input_shape, rng).items()}
         self.buffers = {k: backend.from_numpy(v) for k, v in self._initial_buffers(input_shape).items()}
         self.grads = {}
@@ -45,6 +64,12 @@ class Layer:
     @property
     def built(self) -> bool:
         return self.backend is not None
+
+    def lead(self) -> "Layer | None":
+        """The activation or weighted layer an input of this layer meets first: the layer
+        itself if it is one (a residual block: the first of its paths'), else None (the layers
+        after it decide an ``init="auto"`` before it)."""
+        return self if self.weighted else None
 
     def output_shape(self, input_shape) -> tuple[int, ...]:
         """Shape of one example's output (no batch axis); raises ValueError on bad geometry."""
@@ -134,3 +159,14 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def followers(layers, after: Layer | None = None) -> list:
+    """For each layer of the sequence ``layers``, the ``followed_by`` it is built with: the
+    ``lead`` of the first layer after it that has one, else ``after`` (what follows the whole
+    sequence; for a residual block's paths, what follows the block)."""
+    out, following = [], after
+    for layer in reversed(layers):
+        out.append(following)
+        following = layer.lead() or following
+    return out[::-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..init import initial_weight
+from ..init import check_init, initial_weight
 from .base import Layer
 from .geometry import expect_rank, pair, resolve_padding, windowed_output
 
@@ -21,6 +21,8 @@ class Conv2D(Layer):
     ``groups == in_channels`` is a depthwise convolution. ``init`` is 'he', 'glorot' or 'auto'
     (a Sequential picks He when a ReLU-family activation follows, Glorot otherwise).
     """
+
+    weighted = True
 
     def __init__(self, filters: int, kernel_size=3, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, init: str = "auto", **kwargs):
@@ -39,8 +41,8 @@ class Conv2D(Layer):
         resolve_padding(padding, (1, 1), self.kernel_size, self.stride, self.dilation)  # validate
         self.padding = tuple(padding) if isinstance(padding, list) else padding
         self.use_bias = bool(bias)
-        self.init = init
-        self.negative_slope = 0.0        # set by Sequential when a LeakyReLU follows
+        self.init = check_init(init, "Conv2D")   # as written; build resolves it: resolved_init
+        self.resolved_init, self.resolved_slope = None, 0.0
         self.pads = None
 
     def output_shape(self, input_shape):
@@ -60,10 +62,9 @@ class Conv2D(Layer):
 
     def _initial_params(self, input_shape, rng):
         cg, (kh, kw) = input_shape[0] // self.groups, self.kernel_size
-        scheme = "glorot" if self.init == "auto" else self.init
         # fans as PyTorch counts them: a filter sees cg channels; fan-out spans every filter
-        w = initial_weight(scheme, (self.filters, cg, kh, kw), cg * kh * kw,
-                           self.filters * kh * kw, rng, self.negative_slope)
+        w = initial_weight(self.resolved_init, (self.filters, cg, kh, kw), cg * kh * kw,
+                           self.filters * kh * kw, rng, self.resolved_slope)
         params = {"weight": w}
         if self.use_bias:
             params["bias"] = np.zeros(self.filters, dtype=np.float32)
@@ -110,6 +111,8 @@ class Conv2D(Layer):
             args.append(f"groups={self.groups}")
         if not self.use_bias:
             args.append("bias=false")
+        if self.init != "auto":
+            args.append(f"init={self.init}")
         return f"conv({','.join(args)})"
 
     def describe(self):

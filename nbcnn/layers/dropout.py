@@ -20,9 +20,10 @@ class Dropout(Layer):
         self.p = float(p)
         self._rng = None
 
-    def build(self, input_shape, backend, rng):
+    def build(self, input_shape, backend, rng, **kwargs):
+        """``Layer.build``; the layer's own mask generator is drawn from ``rng`` first."""
         self._rng = np.random.default_rng(rng.integers(2 ** 63))
-        return super().build(input_shape, backend, rng)
+        return super().build(input_shape, backend, rng, **kwargs)
 
     def _forward(self, x, training):
         if not training or self.p == 0:

@@ -104,3 +104,21 @@ def test_no_private_layer_calls_or_config_rewrites(module):
     for private in ("._forward(", "._backward(", ".init =", ".negative_slope",
                     ".need_input_grad = False"):
         assert private not in source, private
+
+
+@pytest.mark.parametrize("name", sorted(L.REGISTRY))
+def test_every_layer_states_its_maths_and_names_the_reference(name):
+    """What a student reads: the forward and backward equations, the shapes, and the
+    ``numpy_ref`` functions that implement them (which must exist)."""
+    import re
+
+    from nbcnn.backends.numpy_ref import NumpyBackend
+    cls = L.REGISTRY[name]
+    doc = "\n".join(k.__doc__ or "" for k in cls.__mro__ if k not in (L.Layer, object))
+    for word in ("Shapes", "Forward", "Backward", "Reference"):
+        assert word in doc, f"{name}: no {word!r} in its docstring"
+    refs = re.findall(r"NumpyBackend\.(\w+)", doc) \
+        + re.findall(r"NumpyBackend\.\w+`` and ``(\w+)``", doc)
+    assert refs or name == "Flatten", name
+    for ref in refs:
+        assert callable(getattr(NumpyBackend, ref, None)), f"{name} names NumpyBackend.{ref}"

@@ -10,7 +10,27 @@ from .geometry import expect_rank
 
 
 class Dense(Layer):
-    """y = x @ weight.T + bias, with ``weight`` (units, in_features) as in PyTorch's Linear."""
+    """Fully connected layer, PyTorch's ``Linear``.
+
+    **Arguments:**
+
+    - ``units``: U, the number of outputs.
+    - ``bias``: whether to add a learned ``bias``.
+    - ``init``: 'he', 'glorot' or 'auto' (as ``Conv2D``'s: resolved at build into
+      ``resolved_init``, Glorot for a layer on its own).
+
+    **Parameters:** ``weight`` (U, D) and ``bias`` (U,).
+
+    **Shapes:** x (N, D) -> y (N, U); dy like y, dx like x.
+
+    **Forward:** y = x @ weight.T + bias, that is y[n, u] = bias[u] + sum_d x[n, d] * weight[u, d].
+
+    **Backward:** dweight = dy.T @ x (U, D), dbias = sum over n of dy (U,), dx = dy @ weight
+    (N, D; not computed when ``need_input_grad`` is False).
+
+    **Reference:** ``NumpyBackend.dense_forward`` and ``dense_backward`` in
+    ``nbcnn/backends/numpy_ref.py``.
+    """
 
     weighted = True
 

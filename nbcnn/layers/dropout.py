@@ -8,10 +8,22 @@ from .base import Layer
 
 
 class Dropout(Layer):
-    """Inverted dropout: in training each value is kept with probability 1-p and scaled by
-    1/(1-p), so nothing changes at evaluation, where the layer is the identity. Masks come from a
-    counter-based hash (``backends.base.dropout_uniform``) seeded per call from the layer's
-    generator, so every backend draws the same mask for the same seed."""
+    """Inverted dropout.
+
+    **Arguments:** ``p``: the probability in [0, 1) of zeroing a value (in training).
+
+    **Shapes:** x (any) -> y like x; dy like y -> dx like x.
+
+    **Forward**, in training: y = x * mask, with mask = 1/(1-p) where a uniform draw u >= p
+    (kept, probability 1-p) and 0 elsewhere, so E[y] = x; at evaluation (and for p = 0) the
+    layer is the identity, y = x. **Backward:** dx = dy * mask (dx = dy for the identity).
+
+    Masks come from a counter-based hash (``backends.base.dropout_uniform``) seeded per call
+    from the layer's generator, so every backend draws the same mask for the same seed.
+
+    **Reference:** ``NumpyBackend.dropout_forward`` and ``dropout_backward`` in
+    ``nbcnn/backends/numpy_ref.py``.
+    """
 
     def __init__(self, p: float = 0.5, **kwargs):
         super().__init__(**kwargs)

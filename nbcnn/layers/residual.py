@@ -19,12 +19,17 @@ class Residual(Layer):
     needs a projection shortcut, e.g. a 1x1 stride-2 ``Conv2D`` and ``BatchNorm2D``): a
     mismatch is a ValueError naming both shapes when the block is built.
 
-    Shapes: x (N, *input_shape) -> y (N, *body output shape); dy like y, dx like x.
+    **Arguments:** ``body``; ``shortcut`` (None: the identity).
 
-    Backward: both paths receive the output's gradient dy; the block's input gradient is the
-    sum of theirs, dx = d(body)/dx . dy + d(shortcut)/dx . dy (dy itself for the identity).
+    **Shapes:** x (N, *input_shape) -> y (N, *body output shape); dy like y, dx like x.
+
+    **Forward:** y = body(x) + shortcut(x), the paths' layers run one after another.
+
+    **Backward:** both paths receive the output's gradient dy; the block's input gradient is
+    the sum of theirs, dx = d(body)/dx . dy + d(shortcut)/dx . dy (dy itself for the identity).
     The sums use the backend's ``add`` op, accumulating in place into an array a path has just
-    made when no layer keeps it (``numpy_ref.NumpyBackend.add`` is the reference).
+    made when no layer keeps it (**Reference:** ``NumpyBackend.add`` in
+    ``nbcnn/backends/numpy_ref.py``; each inner layer names its own).
 
     The block has no parameters of its own: they live in its inner layers, and
     ``get_weights`` / ``set_weights`` / ``get_grads`` name them as a nested PyTorch

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import zipfile
 import zlib
@@ -22,7 +21,7 @@ from . import settings as registry
 from . import validation as checks
 from .backends import Backend, get_backend
 from .callbacks import EarlyStopping, explosion_warning
-from .files import honour_umask
+from .files import atomic_write
 from .guard import WeightGuard
 from .layers import REGISTRY, Layer, Residual
 from .layers.base import followers
@@ -464,16 +463,7 @@ class Sequential:
         path = os.fspath(path)
         arrays = {f"weight:{k}": v for k, v in self.get_weights().items()}
         arrays["config"] = np.array(json.dumps(self.config()))
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".nbcnn-", suffix=".npz")
-        try:
-            honour_umask(fd)
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: np.savez(f, **arrays), make_folder=False)
 
     @classmethod
     def load(cls, path, backend: str | Backend | None = None) -> "Sequential":

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .files import honour_umask
+from .files import atomic_write
 
 RECORD_FORMAT = "nbcnn.run"
 
@@ -66,35 +66,6 @@ EPOCH_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accur
                  "elapsed_seconds", "images_per_second", "learning_rate", "warning", "kept"]
 #: settings always in epochs.csv (besides those that vary), for plots' hue and facets
 EPOCH_SETTINGS = ["dataset", "arch", "backend", "batch_size", "seed"]
-
-
-# ---- atomic files --------------------------------------------------------------------------
-def atomic_write(path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (with
-    the mode ``open`` would give it under the umask)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        honour_umask(fd)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):       # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def _npz_bytes(arrays: dict) -> bytes:

@@ -122,3 +122,23 @@ def test_every_layer_states_its_maths_and_names_the_reference(name):
     assert refs or name == "Flatten", name
     for ref in refs:
         assert callable(getattr(NumpyBackend, ref, None)), f"{name} names NumpyBackend.{ref}"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_model_moves_no_array_between_its_layers(backend, monkeypatch):
+    """The public forward / backward take the backend's own arrays as they are: a training
+    step copies nothing from layer to layer (the numba backend's from_numpy copies)."""
+    status = nbcnn.backends.available()[backend]
+    if not status.startswith("ok"):
+        pytest.skip(status)
+    model = nbcnn.build("conv(2,3,same)-residual(conv(2,3,same)-relu)-relu-flatten-dense(2)",
+                        input_shape=(1, 4, 4), backend=backend)
+    be = model.backend
+    x = be.from_numpy(np.random.default_rng(0).random((3, 1, 4, 4), dtype=np.float32))
+    y = be.labels_from_numpy(np.array([0, 1, 0]))
+    model.train_step(x, y, nbcnn.optim.SGD())          # the first step's dry run may copy
+    moved = []
+    monkeypatch.setattr(be, "from_numpy", lambda a: moved.append(a.shape) or a)
+    model.train_step(x, y, nbcnn.optim.SGD())
+    model.forward(x)
+    assert moved == []

@@ -30,6 +30,7 @@ class Layer:
         #: False for a model's first layer: nobody needs the gradient of the input images
         self.need_input_grad = True
         self._cache = None
+        self._keeps_numpy = None            # whether the backend's arrays are numpy arrays
 
     #: True for layers with weights drawn by an ``init`` scheme (Conv2D, Dense)
     weighted = False
@@ -53,6 +54,7 @@ class Layer:
         out = self.output_shape(input_shape)
         self.input_shape = input_shape
         self.backend = backend
+        self._keeps_numpy = None
         self.need_input_grad = bool(input_grad)
         if self.weighted:
             self.resolved_init, self.resolved_slope = resolve_init(self.init, followed_by)
@@ -90,8 +92,7 @@ class Layer:
                                  f"got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
             self.build(x.shape[1:], get_backend(self._backend_choice),
                        np.random.default_rng(0 if self._seed is None else self._seed))
-        if isinstance(x, np.ndarray):
-            x = self.backend.from_numpy(x)
+        x = self._on_backend(x)
         self._check_input(x)
         return self._forward(x, self.training if training is None else training)
 
@@ -100,9 +101,20 @@ class Layer:
         ``grads``."""
         if self._cache is None:
             raise RuntimeError(f"{self.describe()}: backward called before forward")
-        if isinstance(dy, np.ndarray):
-            dy = self.backend.from_numpy(dy)
-        return self._backward(dy)
+        return self._backward(self._on_backend(dy))
+
+    def _on_backend(self, a):
+        """``a`` as an array of this layer's backend. A numpy array is moved there (copied),
+        unless the backend keeps its arrays in numpy (numpy, numba) and ``a`` already is one
+        (its dtype, C-contiguous): a model passing its arrays from layer to layer copies
+        nothing."""
+        if not isinstance(a, np.ndarray):
+            return a
+        if self._keeps_numpy is None:
+            self._keeps_numpy = isinstance(self.backend.zeros((1,)), np.ndarray)
+        if self._keeps_numpy and a.dtype == self.backend.dtype and a.flags.c_contiguous:
+            return a
+        return self.backend.from_numpy(a)
 
     def _check_input(self, x) -> None:
         got = tuple(x.shape[1:])

@@ -103,6 +103,7 @@ class Residual(Layer):
                 shape = layer.build(shape, backend, rng, followed_by=after)
         self.input_shape = input_shape
         self.backend = backend
+        self._keeps_numpy = None
         self.need_input_grad = input_grad
         self.params, self.buffers, self.grads = {}, {}, {}
         return out

@@ -81,8 +81,9 @@ class Number:
         elif not _is_real(value):
             raise TypeError(f"must be a number{extra}, got {type(value).__name__} {value!r}")
         v = int(value) if self.integer else float(value)
-        if not math.isfinite(v):
-            raise ValueError(f"must be finite, got {value!r}")
+        if not math.isfinite(v):          # out of a range with two ends, else just infinite
+            bounded = self.lo is not None and self.hi is not None
+            raise ValueError(f"must be {self.want() if bounded else 'finite'}, got {value!r}")
         too_low = self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo)
         too_high = self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi)
         if too_low or too_high:

@@ -11,13 +11,15 @@ feature that is switched on (``feature``: ``early_stopping_monitor`` only counts
 ``early_stopping``). The learning rate and ``eps`` have one default per optimizer
 (``per_optimizer``).
 
-Defaults are PyTorch's where PyTorch has one. That changed three of them (nbcnn 0.x had
-three different ones): SGD's ``lr`` is 0.001 everywhere (it was 0.01 in ``optim.SGD``, 0.05 in
-grids and on the command line), RMSprop's is 0.01 (it was 0.001 in ``optim.RMSprop``, 0.05 in
-grids), and ``nbcnn train`` now defaults to ``momentum`` 0 (it was 0.9), ``epochs`` 1 (3) and
-``batch_size`` 32 (64), as ``fit`` and grid files always did. Grid cells resolve to the same
-settings as before for every setting that a grid file gives, so the keys of committed studies
-(which all give ``lr``) are unchanged.
+Defaults are PyTorch's where PyTorch has one. Before this table the API, grid files and the
+command line had their own, and some changed to agree: SGD's ``lr`` is 0.001 everywhere (it was
+0.01 in ``optim.SGD``, 0.05 in grids and on the command line), RMSprop's is 0.01 (it was 0.001
+in ``optim.RMSprop``, 0.05 in grids); ``nbcnn train`` now defaults to ``momentum`` 0 (it was
+0.9), ``epochs`` 1 (3) and ``batch_size`` 32 (64), as ``fit`` and grid files always did, and
+needs ``--arch``; a grid without ``backend`` runs on the default backend, as the API does.
+Grid cells resolve to the same settings as before for every setting a grid file gives, so the
+keys of the committed studies (which all give ``lr``) are unchanged (``tests/test_settings.py``
+re-derives them).
 
 The functions at the end turn resolved settings into the objects a run needs, the one place
 each is written: ``make_optimizer``, ``make_early_stopping`` and ``load_data`` (load, subset,

@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import zipfile
 
 import numpy as np
+
+from .files import atomic_write
 
 FORMAT = "nbcnn.checkpoint"
 VERSION = 1
@@ -146,23 +147,9 @@ def restore(meta: dict, arrays: dict, model, optimizer, early_stopping) -> list:
 
 
 def save(path, meta: dict, arrays: dict) -> None:
-    """Write the checkpoint atomically: a temporary file beside ``path`` (created with the
-    process's umask, like any file it writes), flushed to disk, then renamed over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{secrets.token_hex(6)}-{os.path.basename(path)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the checkpoint atomically (``files.atomic_write``: a temporary file beside
+    ``path``, flushed to disk, renamed over ``path``, with the mode the umask gives)."""
+    atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
 
 
 def load(path) -> tuple[dict, dict]:

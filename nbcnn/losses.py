@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from .backends import Backend, get_backend
@@ -31,14 +28,10 @@ def softmax_cross_entropy(logits, labels, backend: str | Backend | None = None,
 
 
 def check_label_smoothing(value) -> float:
-    """``value`` as a float in [0, 1]; an error naming the setting and the value otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"label_smoothing must be a number in [0, 1], got "
-                        f"{type(value).__name__} {value!r}")
-    v = float(value)
-    if not (math.isfinite(v) and 0 <= v <= 1):
-        raise ValueError(f"label_smoothing must be in [0, 1], got {value!r}")
-    return v
+    """``value`` as a float in [0, 1] (the check of ``nbcnn.settings``); an error naming the
+    setting and the value otherwise."""
+    from .settings import check
+    return check("label_smoothing", value)
 
 
 def check_logits_and_labels(logits: np.ndarray, labels: np.ndarray) -> None:

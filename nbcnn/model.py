@@ -7,7 +7,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import zipfile
 import zlib
@@ -18,13 +17,14 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from . import checkpoint as ckpt
+from . import settings as registry
 from . import validation as checks
 from .backends import Backend, get_backend
 from .callbacks import EarlyStopping, explosion_warning
-from .files import honour_umask
+from .files import atomic_write
 from .guard import WeightGuard
-from .layers import REGISTRY, Layer, LeakyReLU, ReLU, Residual
-from .layers.activations import Activation
+from .layers import REGISTRY, Layer, Residual
+from .layers.base import followers
 from .losses import check_label_smoothing, check_labels
 from .optim import SGD, Optimizer
 
@@ -74,25 +74,23 @@ class Sequential:
 
     # ---- structure ------------------------------------------------------------------------
     def build(self, input_shape) -> None:
-        """Create every layer's weights for examples of ``input_shape`` (C, H, W)."""
+        """Create every layer's weights for examples of ``input_shape`` (C, H, W), through
+        ``Layer.build``: each layer learns what follows it (``followed_by``: an ``init="auto"``
+        is He before a ReLU or LeakyReLU, Glorot otherwise, inside residual blocks too) and the
+        first layer that no input gradient is needed (``input_grad=False``). The layers'
+        configs are left as written."""
         if isinstance(input_shape, int):
             input_shape = (input_shape,)
         shape = tuple(int(s) for s in input_shape)
         self.input_shape = shape
-        self._choose_inits()
-        for layer in self.layers:
-            shape = layer.build(shape, self.backend, self._init_rng)
+        for i, (layer, after) in enumerate(zip(self.layers, followers(self.layers))):
+            shape = layer.build(shape, self.backend, self._init_rng, followed_by=after,
+                                input_grad=i > 0)
         if len(shape) != 1:
             raise ValueError(f"the last layer must output class scores (N, classes), but it "
                              f"outputs (N, {', '.join(map(str, shape))}); end with Flatten and "
                              "Dense(classes)")
         self.output_shape = shape
-        self.layers[0].need_input_grad = False
-
-    def _choose_inits(self) -> None:
-        """'auto' init: He when the next activation is in the ReLU family, Glorot otherwise
-        (inside residual blocks too; see ``_choose_inits``)."""
-        _choose_inits(self.layers, None)
 
     @property
     def built(self) -> bool:
@@ -144,14 +142,14 @@ class Sequential:
     def forward(self, x, training: bool = False):
         """Class scores for a batch (backend array in, backend array out)."""
         for layer in self.layers:
-            x = layer._forward(x, training)
+            x = layer.forward(x, training)
         return x
 
     def backward(self, dlogits) -> None:
         """Propagate the loss gradient through every layer, filling each layer's ``grads``."""
         dy = dlogits
         for layer in reversed(self.layers):
-            dy = layer._backward(dy)
+            dy = layer.backward(dy)
 
     def train_step(self, x, y, optimizer: Optimizer,
                    label_smoothing: float = 0.0) -> tuple[float, int]:
@@ -194,13 +192,17 @@ class Sequential:
             pass
 
     # ---- training -------------------------------------------------------------------------
-    def fit(self, data, epochs: int = 1, batch_size: int = 32, optimizer: Optimizer | None = None,
+    def fit(self, data, epochs: int = registry.default("epochs"),
+            batch_size: int = registry.default("batch_size"), optimizer: Optimizer | None = None,
             validation=None, shuffle: bool = True, verbose: bool = True,
-            label_smoothing: float = 0.0, augment=None, checkpoint=None,
+            label_smoothing: float = registry.default("label_smoothing"), augment=None,
+            checkpoint=None,
             early_stopping: EarlyStopping | None = None) -> pd.DataFrame:
         """Train on ``data`` (a Dataset or an (x, y) tuple of numpy arrays).
 
-        Mini-batches are shuffled from the model's seed. After each epoch the model is evaluated
+        ``optimizer`` defaults to ``optim.SGD()`` (lr 0.001, no momentum: the defaults of
+        ``nbcnn.settings``, as a grid file and ``nbcnn train`` have them). Mini-batches are
+        shuffled from the model's seed. After each epoch the model is evaluated
         on ``validation`` if given. Returns the history, one row per epoch. A loss or an update
         that turns NaN or infinite raises ``TrainingDiverged`` naming the epoch and batch; the
         model then keeps its last finite weights: those before the batch whose loss broke, or,
@@ -246,7 +248,7 @@ class Sequential:
                 raise ValueError(f"early stopping on {early_stopping.monitor!r} needs validation "
                                  "data: give validation=... or monitor='train_loss'")
             early_stopping.reset()
-        optimizer = optimizer or SGD(lr=0.01)
+        optimizer = optimizer or SGD()
         n = len(x)
         n_batches = math.ceil(n / batch_size)
         rows = []
@@ -381,7 +383,7 @@ class Sequential:
         self._set_training(False)
         outputs, h = [], self.backend.from_numpy(x)
         for layer in self.layers[:upto]:
-            h = layer._forward(h, False)
+            h = layer.forward(h, False)
             outputs.append(self.backend.to_numpy(h).copy())
         return outputs
 
@@ -461,16 +463,7 @@ class Sequential:
         path = os.fspath(path)
         arrays = {f"weight:{k}": v for k, v in self.get_weights().items()}
         arrays["config"] = np.array(json.dumps(self.config()))
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".nbcnn-", suffix=".npz")
-        try:
-            honour_umask(fd)
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: np.savez(f, **arrays), make_folder=False)
 
     @classmethod
     def load(cls, path, backend: str | Backend | None = None) -> "Sequential":
@@ -614,35 +607,6 @@ def _layer_from_entry(entry, field: str) -> Layer:
         return REGISTRY[kind](**kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"config field '{field}.config' ({kind}): {exc}") from None
-
-
-def _choose_inits(layers, following) -> None:
-    """Resolve ``init="auto"`` of every layer in ``layers`` (and of the layers in its residual
-    blocks): He, with the slope of a LeakyReLU, when the next activation-or-weighted layer is in
-    the ReLU family, Glorot otherwise. ``following`` is that next layer after the whole of
-    ``layers`` (for a block's paths: what follows the block, since the add passes its output
-    on), None at the end of the model."""
-    for i, layer in enumerate(layers):
-        after = next((lead for lead in map(_lead, layers[i + 1:]) if lead is not None), following)
-        if isinstance(layer, Residual):
-            _choose_inits(layer.body, after)
-            _choose_inits(layer.shortcut, after)
-        elif getattr(layer, "init", None) == "auto":
-            if isinstance(after, (ReLU, LeakyReLU)):
-                layer.init = "he"
-                layer.negative_slope = after.alpha
-            else:
-                layer.init = "glorot"
-
-
-def _lead(layer):
-    """The activation or weighted layer that ``layer``'s input meets first: the layer itself,
-    or inside a residual block the first such layer of its body (else of its shortcut); None
-    when there is none (then the layers after it decide)."""
-    if isinstance(layer, Residual):
-        return next((lead for lead in map(_lead, layer.body + layer.shortcut)
-                     if lead is not None), None)
-    return layer if isinstance(layer, Activation) or hasattr(layer, "init") else None
 
 
 def _named_leaves(layers, prefix: str) -> list[tuple[str, Layer]]:

@@ -20,27 +20,20 @@ import numbers
 
 import numpy as np
 
+from . import settings as registry
+
+#: each optimizer's keyword defaults (``nbcnn.settings``, PyTorch's), e.g. _D["sgd"]["lr"]
+_D = {name: registry.optimizer_defaults(name) for name in registry.OPTIMIZERS}
+
 
 def _setting(owner: str, name: str, value, lo=None, hi=None, lo_open=False, hi_open=False):
     """``value`` as a float once it is checked to be a finite real number (Python or numpy) in
     the range [lo, hi] (``lo_open`` / ``hi_open``: the bound itself excluded); otherwise an error
     naming ``owner`` (the optimizer or schedule), the setting and the value."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__} {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
-    too_low = lo is not None and (v <= lo if lo_open else v < lo)
-    too_high = hi is not None and (v >= hi if hi_open else v > hi)
-    if too_low or too_high:
-        if lo is not None and hi is not None:
-            want = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        elif lo is not None:
-            want = f"{'>' if lo_open else '>='} {lo:g}"
-        else:
-            want = f"{'<' if hi_open else '<='} {hi:g}"
-        raise ValueError(f"{owner}: {name} must be {want}, got {value!r}")
-    return v
+    try:
+        return registry.Number(lo, hi, lo_open, hi_open)(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{owner}: {name} {exc}") from None
 
 
 # ---- schedules -----------------------------------------------------------------------------
@@ -267,21 +260,25 @@ class Optimizer:
 
     def __init__(self, lr: float, weight_decay: float = 0.0, schedule: Schedule | None = None,
                  clip_grad_norm: float | None = None):
-        self.lr = self._check("lr", lr, 0, lo_open=True)
-        self.weight_decay = self._check("weight_decay", weight_decay, 0)
+        self.lr = self._check("lr", lr)
+        self.weight_decay = self._check("weight_decay", weight_decay)
         if schedule is not None and not isinstance(schedule, Schedule):
             raise TypeError(f"{type(self).__name__}: schedule must be an optim.Schedule (or "
                             f"optim.parse_schedule of a string), got {type(schedule).__name__}")
         self.schedule = schedule or Constant()
         self.clip_grad_norm = None if clip_grad_norm is None else \
-            self._check("clip_grad_norm", clip_grad_norm, 0, lo_open=True)
+            self._check("clip_grad_norm", clip_grad_norm)
         self.current_lr = self.lr
         self.steps = 0
         self._state: dict[int, tuple] = {}
 
-    def _check(self, name, value, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
-        """``value`` of setting ``name`` as a float, or an error naming this optimizer."""
-        return _setting(type(self).__name__, name, value, lo, hi, lo_open, hi_open)
+    def _check(self, name, value):
+        """``value`` of setting ``name`` checked as ``nbcnn.settings`` says, or an error naming
+        this optimizer, the setting and the value."""
+        try:
+            return registry.get(name).check(value)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{type(self).__name__}: {name} {exc}") from None
 
     def start_epoch(self, epoch: int) -> None:
         """Set the learning rate for ``epoch`` (0-based) from the schedule."""
@@ -334,16 +331,15 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
 
-    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0, schedule: Schedule | None = None,
+    def __init__(self, lr: float = _D["sgd"]["lr"], momentum: float = _D["sgd"]["momentum"],
+                 nesterov: bool = _D["sgd"]["nesterov"],
+                 weight_decay: float = _D["sgd"]["weight_decay"], schedule: Schedule | None = None,
                  clip_grad_norm: float | None = None):
         super().__init__(lr, weight_decay, schedule, clip_grad_norm)
-        self.momentum = self._check("momentum", momentum, 0, 1, hi_open=True)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"SGD: nesterov must be True or False, got {nesterov!r}")
-        if nesterov and self.momentum == 0:
+        self.momentum = self._check("momentum", momentum)
+        self.nesterov = self._check("nesterov", nesterov)
+        if self.nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov needs momentum > 0")
-        self.nesterov = bool(nesterov)
 
     def _new_state(self, backend, param):
         return (backend.zeros(param.shape) if self.momentum else None,)
@@ -359,16 +355,16 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction counted in steps; ``decoupled=True`` is AdamW."""
 
-    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
-                 eps: float = 1e-8, weight_decay: float = 0.0, decoupled: bool = False,
+    def __init__(self, lr: float = _D["adam"]["lr"], beta1: float = _D["adam"]["beta1"],
+                 beta2: float = _D["adam"]["beta2"], eps: float = _D["adam"]["eps"],
+                 weight_decay: float = _D["adam"]["weight_decay"],
+                 decoupled: bool = _D["adam"]["decoupled"],
                  schedule: Schedule | None = None, clip_grad_norm: float | None = None):
         super().__init__(lr, weight_decay, schedule, clip_grad_norm)
-        self.beta1 = self._check("beta1", beta1, 0, 1, hi_open=True)
-        self.beta2 = self._check("beta2", beta2, 0, 1, hi_open=True)
-        self.eps = self._check("eps", eps, 0, lo_open=True)
-        if not isinstance(decoupled, (bool, np.bool_)):
-            raise TypeError(f"Adam: decoupled must be True or False, got {decoupled!r}")
-        self.decoupled = bool(decoupled)
+        self.beta1 = self._check("beta1", beta1)
+        self.beta2 = self._check("beta2", beta2)
+        self.eps = self._check("eps", eps)
+        self.decoupled = self._check("decoupled", decoupled)
 
     def _new_state(self, backend, param):
         return (backend.zeros(param.shape), backend.zeros(param.shape))
@@ -386,13 +382,14 @@ class Adam(Optimizer):
 class RMSprop(Optimizer):
     """RMSprop (Hinton) as in PyTorch, with optional momentum."""
 
-    def __init__(self, lr: float = 1e-3, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, weight_decay: float = 0.0,
+    def __init__(self, lr: float = _D["rmsprop"]["lr"], alpha: float = _D["rmsprop"]["alpha"],
+                 eps: float = _D["rmsprop"]["eps"], momentum: float = _D["rmsprop"]["momentum"],
+                 weight_decay: float = _D["rmsprop"]["weight_decay"],
                  schedule: Schedule | None = None, clip_grad_norm: float | None = None):
         super().__init__(lr, weight_decay, schedule, clip_grad_norm)
-        self.alpha = self._check("alpha", alpha, 0, 1)
-        self.eps = self._check("eps", eps, 0, lo_open=True)
-        self.momentum = self._check("momentum", momentum, 0, 1, hi_open=True)
+        self.alpha = self._check("alpha", alpha)
+        self.eps = self._check("eps", eps)
+        self.momentum = self._check("momentum", momentum)
 
     def _new_state(self, backend, param):
         return (backend.zeros(param.shape), backend.zeros(param.shape) if self.momentum else None)
@@ -410,14 +407,17 @@ class Adagrad(Optimizer):
     of the sum of its squared gradients (which starts at ``initial_accumulator_value``), and the
     learning rate decays as lr / (1 + (step - 1) * lr_decay)."""
 
-    def __init__(self, lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10,
+    def __init__(self, lr: float = _D["adagrad"]["lr"],
+                 lr_decay: float = _D["adagrad"]["lr_decay"],
+                 weight_decay: float = _D["adagrad"]["weight_decay"],
+                 initial_accumulator_value: float = _D["adagrad"]["initial_accumulator_value"],
+                 eps: float = _D["adagrad"]["eps"],
                  schedule: Schedule | None = None, clip_grad_norm: float | None = None):
         super().__init__(lr, weight_decay, schedule, clip_grad_norm)
-        self.lr_decay = self._check("lr_decay", lr_decay, 0)
+        self.lr_decay = self._check("lr_decay", lr_decay)
         self.initial_accumulator_value = self._check(
-            "initial_accumulator_value", initial_accumulator_value, 0)
-        self.eps = self._check("eps", eps, 0, lo_open=True)
+            "initial_accumulator_value", initial_accumulator_value)
+        self.eps = self._check("eps", eps)
 
     def _new_state(self, backend, param):
         if not self.initial_accumulator_value:
@@ -437,12 +437,14 @@ class Adadelta(Optimizer):
     """Adadelta (Zeiler) as in PyTorch: steps scaled by the ratio of running root mean squares
     of past updates and of gradients (decay ``rho``), times ``lr`` (1.0 in the paper)."""
 
-    def __init__(self, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0, schedule: Schedule | None = None,
+    def __init__(self, lr: float = _D["adadelta"]["lr"], rho: float = _D["adadelta"]["rho"],
+                 eps: float = _D["adadelta"]["eps"],
+                 weight_decay: float = _D["adadelta"]["weight_decay"],
+                 schedule: Schedule | None = None,
                  clip_grad_norm: float | None = None):
         super().__init__(lr, weight_decay, schedule, clip_grad_norm)
-        self.rho = self._check("rho", rho, 0, 1)
-        self.eps = self._check("eps", eps, 0, lo_open=True)
+        self.rho = self._check("rho", rho)
+        self.eps = self._check("eps", eps)
 
     def _new_state(self, backend, param):
         return (backend.zeros(param.shape), backend.zeros(param.shape))
@@ -462,7 +464,8 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop, "adagrad": Adagrad,
 
 def make(name: str, **settings) -> Optimizer:
     """An optimizer by name ('sgd', 'adam', 'rmsprop', 'adagrad', 'adadelta') with keyword
-    settings."""
+    settings (the others at their defaults, ``nbcnn.settings``; ``settings.make_optimizer``
+    builds one from a run's settings)."""
     try:
         cls = OPTIMIZERS[name.lower()]
     except KeyError:

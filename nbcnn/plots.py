@@ -45,8 +45,10 @@ def _sns():
 
 
 def varying(df: pd.DataFrame, candidates=LABEL_SETTINGS) -> list:
-    """The settings among ``candidates`` that take more than one value in ``df``."""
-    return [c for c in candidates if c in df and df[c].astype(str).nunique() > 1]
+    """The settings among ``candidates`` that take more than one value in ``df`` (the rule of
+    ``nbcnn.settings.varying``: a run without the setting does not count)."""
+    from .settings import varying as vary
+    return vary(df, [c for c in candidates if c in df])
 
 
 def _short(text, width: int = 34) -> str:

@@ -46,11 +46,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .files import honour_umask
+from .files import atomic_write
 
 RECORD_FORMAT = "nbcnn.run"
 
-#: runs.csv: identity, then the settings (see ``harness.spec.SETTINGS``, plus data.<option>),
+#: runs.csv: identity, then the settings (in ``nbcnn.settings`` order, data.<option> included),
 #: then these measurements, in this order
 METRIC_COLUMNS = [
     "arch_spec", "params", "n_train", "n_val", "n_test", "classes",
@@ -66,35 +66,6 @@ EPOCH_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accur
                  "elapsed_seconds", "images_per_second", "learning_rate", "warning", "kept"]
 #: settings always in epochs.csv (besides those that vary), for plots' hue and facets
 EPOCH_SETTINGS = ["dataset", "arch", "backend", "batch_size", "seed"]
-
-
-# ---- atomic files --------------------------------------------------------------------------
-def atomic_write(path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one (with
-    the mode ``open`` would give it under the umask)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        honour_umask(fd)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):       # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def _npz_bytes(arrays: dict) -> bytes:
@@ -117,7 +88,7 @@ def _clean(value):
 
 # ---- tables from records -------------------------------------------------------------------
 def _setting_columns(records) -> list:
-    from .harness.spec import SETTINGS
+    from .settings import SETTINGS
     extra = sorted({k for r in records for k in r["settings"]} - set(SETTINGS))
     return list(SETTINGS) + extra
 
@@ -146,10 +117,8 @@ def tables(records) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["error"] = runs["error"].fillna("")
     runs["grid_file"] = runs["grid_file"].fillna("")
 
-    vary = []
-    for k in settings:
-        if k in runs.columns and runs[k].astype(str).nunique(dropna=False) > 1:
-            vary.append(k)
+    from .settings import varying
+    vary = varying([r["settings"] for r in records], settings)
     keep = [k for k in settings if k in EPOCH_SETTINGS or k in vary]
     erows = []
     for r in records:
@@ -165,12 +134,16 @@ def tables(records) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, epochs
 
 
-def _finished(record) -> str:
-    return str(record.get("metrics", {}).get("finished", ""))
+def _stamp(record, name: str) -> str:
+    """A record's ``started`` / ``finished`` time (in its metrics; a runs.csv row has it at the
+    top level), '' when absent."""
+    v = record.get("metrics", record).get(name)
+    return "" if v is None or v != v else str(v)
 
 
 def dedupe(records) -> list:
-    """One record per key: the latest ok one if any, else the latest; first-seen key order."""
+    """One record per key: the latest ok one if any, else the latest; ordered by start time,
+    then key. ``records`` are run records or runs.csv rows (dicts)."""
     best: dict = {}
     for r in records:
         k = r["key"]
@@ -178,12 +151,11 @@ def dedupe(records) -> list:
         if old is None:
             best[k] = r
             continue
-        rank_new = (r["status"] == "ok", _finished(r))
-        rank_old = (old["status"] == "ok", _finished(old))
+        rank_new = (r["status"] == "ok", _stamp(r, "finished"))
+        rank_old = (old["status"] == "ok", _stamp(old, "finished"))
         if rank_new >= rank_old:
             best[k] = r
-    return sorted(best.values(), key=lambda r: (str(r.get("metrics", {}).get("started", "")),
-                                                r["key"]))
+    return sorted(best.values(), key=lambda r: (_stamp(r, "started"), r["key"]))
 
 
 def read_records(study_dir) -> list:
@@ -481,10 +453,7 @@ def load(study_dir, grid_only: bool = False) -> Results:
     epochs_csv = os.path.join(study_dir, "epochs.csv")
     epochs = pd.read_csv(epochs_csv) if os.path.isfile(epochs_csv) else pd.DataFrame()
     if not runs.empty:
-        runs["_ok"] = runs["status"].eq("ok")
-        runs = (runs.sort_values(["_ok", "finished"] if "finished" in runs else ["_ok"],
-                                 kind="stable")
-                .drop_duplicates("key", keep="last").drop(columns="_ok").sort_index())
+        runs = pd.DataFrame(dedupe(runs.to_dict("records")), columns=runs.columns)
         if not epochs.empty and "key" in epochs:
             epochs = epochs[epochs["key"].isin(runs.loc[runs["status"] == "ok", "key"])]
             epochs = epochs.drop_duplicates(["key", "epoch"], keep="last")
@@ -507,13 +476,16 @@ SUMMARY_SETTINGS = ["dataset", "arch", "backend", "optimizer", "lr", "batch_size
                     "n_train", "num_threads"]
 
 
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per combination of settings (over seeds): how many seeds, test accuracy mean and
-    standard deviation, best validation accuracy, seconds per epoch and images per second."""
+def summarize(runs: pd.DataFrame, by=None) -> pd.DataFrame:
+    """One row per combination of the settings ``by`` (default: the study and
+    ``SUMMARY_SETTINGS``) over the ok runs, that is over seeds: how many seeds, test accuracy
+    mean and standard deviation, best validation accuracy, seconds per epoch and images per
+    second. ``nbcnn report`` and the table at the end of ``nbcnn grid`` are this."""
     ok = runs[runs["status"] == "ok"] if "status" in runs else runs
-    by = [c for c in ["study", *SUMMARY_SETTINGS] if c in ok]
+    by = [c for c in (by or ["study", *SUMMARY_SETTINGS]) if c in ok]
     if ok.empty:
         return pd.DataFrame(columns=by)
+    ok = ok.reindex(columns=[*ok.columns, *(c for c in SUMMARY_METRICS if c not in ok)])
     grouped = ok.groupby(by, sort=False, dropna=False)
     return grouped.agg(seeds=("test_accuracy", "size"),
                        test_accuracy=("test_accuracy", "mean"),
@@ -523,28 +495,42 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                        images_per_second=("images_per_second", "mean")).reset_index()
 
 
+#: what a summary averages over seeds
+SUMMARY_METRICS = ["test_accuracy", "best_val_accuracy", "seconds_per_epoch",
+                   "images_per_second"]
+#: the summary's column headers, short
+HEADERS = {"test_accuracy": "test acc %", "test_accuracy_sd": "sd",
+           "best_val_accuracy": "best val %", "seconds_per_epoch": "s/epoch",
+           "images_per_second": "img/s", "num_threads": "threads", "batch_size": "batch",
+           "n_train": "train images"}
+
+
+def _cell(col, v) -> str:
+    """One value of a summary as it is shown (accuracies in %, times rounded)."""
+    if isinstance(v, float) and math.isnan(v):
+        return ""
+    if col in ("test_accuracy", "best_val_accuracy", "test_accuracy_sd"):
+        return f"{100 * v:.2f}"
+    if col == "seconds_per_epoch":
+        return f"{v:.1f}"
+    if col == "images_per_second":
+        return f"{v:,.0f}"
+    if col == "lr":
+        return f"{v:g}"
+    return str(v)
+
+
+def formatted(table: pd.DataFrame) -> pd.DataFrame:
+    """A summary's values as they are shown (text), under the short headers."""
+    return pd.DataFrame([[_cell(c, v) for c, v in zip(table.columns, row)]
+                         for row in table.itertuples(index=False)],
+                        columns=[HEADERS.get(c, c) for c in table.columns])
+
+
 def markdown(table: pd.DataFrame) -> str:
     """A summary table as GitHub markdown (accuracies in %, times rounded)."""
-    def cell(col, v):
-        if isinstance(v, float) and math.isnan(v):
-            return ""
-        if col in ("test_accuracy", "best_val_accuracy"):
-            return f"{100 * v:.2f}"
-        if col == "test_accuracy_sd":
-            return f"{100 * v:.2f}"
-        if col in ("seconds_per_epoch",):
-            return f"{v:.1f}"
-        if col in ("images_per_second",):
-            return f"{v:,.0f}"
-        if col == "lr":
-            return f"{v:g}"
-        return str(v)
-    names = {"test_accuracy": "test acc %", "test_accuracy_sd": "sd", "best_val_accuracy": "best val %",
-             "seconds_per_epoch": "s/epoch", "images_per_second": "img/s", "num_threads": "threads",
-             "batch_size": "batch", "n_train": "train images"}
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |",
-             "| " + " | ".join("---" for _ in cols) + " |"]
-    lines += ["| " + " | ".join(cell(c, v) for c, v in zip(cols, row)) + " |"
-              for row in table.itertuples(index=False)]
+    shown = formatted(table)
+    lines = ["| " + " | ".join(shown.columns) + " |",
+             "| " + " | ".join("---" for _ in shown.columns) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join(lines)

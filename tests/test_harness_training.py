@@ -63,6 +63,7 @@ def test_bad_settings_name_the_key(extra, word):
 
 def test_grid_records_stopping_kept_epoch_and_explosions(tmp_path):
     path = write(tmp_path, BASE + """
+        lr = 0.05
         epochs = 4
         augment = "crop:1,flip"
         batch_size = 8

@@ -195,9 +195,11 @@ def test_layers_inside_blocks_get_the_model_treatment():
     first, block, _, last = model.layers[:4]
     # 'auto' init: He before a ReLU, also when that ReLU follows the block (the body's last
     # conv, the shortcut's conv) or is inside it (the conv before the block meets body.0 first)
-    assert first.init == "glorot"                 # the body's first layer is a conv, not a ReLU
-    assert [block.body[0].init, block.body[3].init, block.shortcut[0].init] == ["he"] * 3
-    assert last.body[0].init == "glorot"          # a sigmoid follows that block
+    assert first.resolved_init == "glorot"        # the body's first layer is a conv, not a ReLU
+    assert [block.body[0].resolved_init, block.body[3].resolved_init,
+            block.shortcut[0].resolved_init] == ["he"] * 3
+    assert last.body[0].resolved_init == "glorot"  # a sigmoid follows that block
+    assert first.init == block.body[0].init == "auto"     # the configs keep what was written
     # the first layer needs no input gradient; inner first layers of later blocks do
     assert first.need_input_grad is False and block.body[0].need_input_grad is True
     # training mode reaches the inner layers

@@ -97,7 +97,8 @@ def test_summary_lists_layers_shapes_and_parameters():
 def test_he_init_before_relu_and_glorot_otherwise():
     model = nbcnn.build("conv(64,3)-relu-flatten-dense(10)", input_shape=(16, 9, 9), backend="numpy")
     conv, dense = model.layers[0], model.layers[3]
-    assert conv.init == "he" and dense.init == "glorot"
+    assert conv.resolved_init == "he" and dense.resolved_init == "glorot"
+    assert conv.init == dense.init == "auto"          # the configs keep what was written
     std = conv.get_weights()["weight"].std()
     assert std == pytest.approx(np.sqrt(2 / (16 * 9)), rel=0.05)
 

@@ -4,43 +4,32 @@ from __future__ import annotations
 
 import argparse
 
+from .. import settings as registry
+
+
+def flag(name: str) -> str:
+    """The command-line option of setting ``name``: ``batch_size`` -> ``--batch-size``,
+    ``data.n`` -> ``--data-n``."""
+    return "--" + name.replace("_", "-").replace(".", "-")
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train one model", description=__doc__,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--arch", default="mnist-simple",
-                   help="preset name or architecture string, e.g. 'conv(8,3,same)-relu-maxpool(2)-flatten-dense(10)'")
-    p.add_argument("--dataset", default="shapes", help="mnist, fashion-mnist, cifar10 or shapes")
+    # one option per setting of ``nbcnn.settings`` (its help and default from there); an option
+    # not given is left out of ``args``, so the registry's defaults apply
+    for s in registry.SETTINGS.values():
+        options = dict(dest=s.name, default=argparse.SUPPRESS,
+                       help=s.describe().replace("%", "%%"))
+        if s.kind == "flag":
+            p.add_argument(flag(s.name), action="store_true", **options)
+            continue
+        if s.choices:
+            options["choices"] = s.choices
+        p.add_argument(flag(s.name), type=registry.parse_text if s.kind == "number" else str,
+                       metavar=s.name.split(".")[-1].upper() if not s.choices else None,
+                       **options)
     p.add_argument("--data-root", default=None, help="folder searched first for data files")
-    p.add_argument("--limit", type=int, default=None, help="train on this many examples only")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="fraction of train held out for validation (0 for none)")
-    p.add_argument("--backend", default=None, help="numba, opencl[:P:D] or numpy (default: $NBCNN_BACKEND or numba)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", default="sgd",
-                   choices=["sgd", "adam", "rmsprop", "adagrad", "adadelta"])
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD and RMSprop momentum")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--schedule", default="constant",
-                   help="learning-rate schedule: constant, cosine, step:S[:GAMMA], exp:GAMMA, "
-                        "warmup:W, joined by '*' (e.g. warmup:1*cosine), or "
-                        "onecycle[:PCT[:DIV[:FINAL_DIV]]] (per batch, --lr is the peak)")
-    p.add_argument("--clip-grad-norm", type=float, default=None, metavar="MAX",
-                   help="scale all gradients together when their total L2 norm exceeds MAX")
-    p.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
-                   help="train against (1-EPS)*onehot + EPS/classes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--augment", default="none",
-                   help="training-batch augmentation: crop:P (zero-pad P pixels, crop back), flip, "
-                        "translate:T, joined by commas, e.g. crop:4,flip")
-    p.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
-                   help="stop when --early-stopping-monitor has not improved for this many "
-                        "epochs, keeping the best epoch's weights")
-    p.add_argument("--early-stopping-monitor", default="val_loss",
-                   choices=["val_loss", "val_accuracy", "train_loss", "train_accuracy"])
     p.add_argument("--checkpoint", default=None, metavar="PATH.ckpt.npz",
                    help="write the run's state here after every epoch; if the file exists (the "
                         "same command killed before), continue from it")
@@ -49,45 +38,40 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def make_optimizer(args):
-    from .. import optim
-    settings = {"lr": args.lr, "weight_decay": args.weight_decay,
-                "schedule": optim.parse_schedule(args.schedule, args.epochs),
-                "clip_grad_norm": args.clip_grad_norm}
-    if args.optimizer in ("sgd", "rmsprop"):
-        settings["momentum"] = args.momentum
-    return optim.make(args.optimizer, **settings)
+def settings_of(args) -> dict:
+    """The run's resolved settings (``settings.resolve``) from the options given: each checked
+    as in a grid file; one that does not apply to the run (``--momentum`` with ``--optimizer
+    adam``, ``--data-n`` with ``--dataset mnist``) is refused."""
+    raw = {k: registry.check(k, getattr(args, k)) for k in registry.SETTINGS if hasattr(args, k)}
+    settings = registry.resolve(raw)
+    for k in raw:
+        if k not in settings and k not in ("augment", "early_stopping", "early_stopping_monitor"):
+            raise ValueError(f"{flag(k)} does not apply to this run: {k} is a setting of "
+                             f"{registry.get(k).applies_to()}, and this run has optimizer "
+                             f"{settings['optimizer']} and data set {settings['dataset']}")
+    return settings
 
 
 def run(args) -> int:
     import nbcnn
-    from nbcnn import data
     from nbcnn.data.locate import check_root
 
+    settings = settings_of(args)
     check_root(args.data_root)
-    if args.threads:
-        nbcnn.set_num_threads(args.threads)
-    train = data.load(args.dataset, split="train", root=args.data_root)
-    test = data.load(args.dataset, split="test", root=args.data_root)
-    if args.limit:
-        train = train.subset(min(args.limit, len(train)), seed=args.seed)
-    validation = None
-    if args.val_fraction > 0:
-        train, validation = train.split(args.val_fraction, seed=args.seed)
-    model = nbcnn.build(args.arch, input_shape=train.input_shape, backend=args.backend,
-                        seed=args.seed)
+    if settings["threads"]:
+        nbcnn.set_num_threads(settings["threads"])
+    train, validation, test = registry.load_data(settings, args.data_root)
+    model = nbcnn.build(settings["arch"], input_shape=train.input_shape,
+                        backend=settings["backend"], seed=settings["seed"])
     print(model.summary())
-    print(f"\ntraining on {len(train)} {args.dataset} images"
+    print(f"\ntraining on {len(train)} {settings['dataset']} images"
           + (f", validating on {len(validation)}" if validation is not None else "")
           + f"; {nbcnn.get_num_threads()} threads\n")
-    stopping = None
-    if args.early_stopping is not None:
-        stopping = nbcnn.EarlyStopping(patience=args.early_stopping,
-                                       monitor=args.early_stopping_monitor)
-    history = model.fit(train, epochs=args.epochs, batch_size=args.batch_size,
-                        optimizer=make_optimizer(args), validation=validation,
-                        verbose=not args.quiet, label_smoothing=args.label_smoothing,
-                        augment=args.augment, checkpoint=args.checkpoint, early_stopping=stopping)
+    history = model.fit(train, epochs=settings["epochs"], batch_size=settings["batch_size"],
+                        optimizer=registry.make_optimizer(settings), validation=validation,
+                        verbose=not args.quiet, label_smoothing=settings["label_smoothing"],
+                        augment=settings.get("augment"), checkpoint=args.checkpoint,
+                        early_stopping=registry.make_early_stopping(settings))
     print()
     if history.attrs["resumed_epochs"]:
         print(f"continued from checkpoint {args.checkpoint} after epoch "

@@ -24,9 +24,6 @@ from .spec import (Cell, Grid, GridError, cell_key, filter_cells, known_keys, lo
 __all__ = ["Cell", "Grid", "GridError", "cell_key", "load_grid", "parse_grid", "filter_cells",
            "known_keys", "run_cell", "run_grid", "plan", "study_dir"]
 
-SUMMARY_COLUMNS = ["test_accuracy", "val_accuracy", "seconds_per_epoch", "images_per_second",
-                   "compile_seconds", "wall_seconds"]
-
 
 def study_dir(grid: Grid, results=None) -> str:
     """``<results>/<study name>``: ``results`` argument, else the grid's, else ``results``."""
@@ -133,24 +130,14 @@ def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "loca
 
 
 def summary(runs: pd.DataFrame, grid: Grid | None = None) -> str:
-    """A compact text table of runs: key, the settings that vary, status and main numbers."""
+    """The grid's runs summarised over seeds (``results.summarize`` by the settings that vary,
+    as ``nbcnn report`` does by its own), then one line per failed run: its key and error."""
+    from ..results import formatted, summarize
     if runs.empty:
         return "(no runs)"
-    shown = (grid.varying() if grid else []) or ["arch"]
-    cols = ["key", *[c for c in shown if c in runs], "status",
-            *[c for c in SUMMARY_COLUMNS if c in runs]]
-    table = runs[cols].copy()
-    rename = {"test_accuracy": "test_acc", "val_accuracy": "val_acc",
-              "seconds_per_epoch": "s/epoch", "images_per_second": "img/s",
-              "compile_seconds": "compile_s", "wall_seconds": "wall_s"}
-    table = table.rename(columns=rename)
-    fmt = {"test_acc": "{:.4f}", "val_acc": "{:.4f}", "s/epoch": "{:.2f}", "img/s": "{:,.0f}",
-           "compile_s": "{:.2f}", "wall_s": "{:.1f}"}
-    for c, f in fmt.items():
-        if c in table:
-            table[c] = table[c].map(lambda v, f=f: "" if pd.isna(v) else f.format(v))
-    failed = runs[runs["status"] != "ok"]
-    text = table.to_string(index=False)
-    for _, r in failed.iterrows():
-        text += f"\n{r['key']}: {r['error']}"
+    by = [k for k in (grid.varying() if grid else []) if k != "seed"] or ["arch"]
+    table = summarize(runs, by)
+    text = formatted(table).to_string(index=False) if len(table) else "(no run finished)"
+    for _, r in runs[runs["status"] != "ok"].iterrows():
+        text += f"\n{r['key']}: FAILED: {r['error']}"
     return text

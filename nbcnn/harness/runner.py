@@ -7,7 +7,7 @@ the caller (the client) writes every file.
 
 What is measured (all wall clock, ``time.perf_counter``):
 
-- ``data_seconds``: loading (and subsetting / splitting) the data.
+- ``data_seconds``: loading (and subsetting / splitting) the data (``settings.load_data``).
 - ``compile_seconds``: before the real ``fit``, a scratch copy of the model (same architecture,
   backend, seed, optimizer) is fitted twice for one step on the first batch, with a validation
   pass on it (so every kernel ``fit`` and ``evaluate`` use runs once);
@@ -40,7 +40,7 @@ import traceback
 
 import numpy as np
 
-from .spec import make_early_stopping, make_optimizer
+from ..settings import load_data, make_early_stopping, make_optimizer
 
 #: models up to this many parameters are saved when the grid does not say
 SAVE_MODEL_MAX_PARAMS = 1_000_000
@@ -80,39 +80,6 @@ def environment() -> dict:
             "git_commit": commit}
 
 
-@functools.lru_cache(maxsize=4)
-def _load(name, split, root, options):
-    from .. import data
-    return data.load(name, split=split, root=root, **dict(options))
-
-
-def _options(settings):
-    opts = []
-    for k, v in sorted(settings.items()):
-        if k.startswith("data."):
-            opts.append((k[5:], tuple(v) if isinstance(v, list) else v))
-    return tuple(opts)
-
-
-def load_data(settings: dict, data_root=None):
-    """(train, validation or None, test) for a cell, as the grid describes them.
-
-    The train subset (``limit``) and the validation part (``val_fraction``) are drawn with the
-    cell's seed; the test subset (``test_limit``) with seed 0, so every cell sees the same test.
-    """
-    opts = _options(settings)
-    train = _load(settings["dataset"], "train", data_root, opts)
-    test = _load(settings["dataset"], "test", data_root, opts)
-    if settings.get("limit") and settings["limit"] < len(train):
-        train = train.subset(settings["limit"], seed=settings["seed"])
-    if settings.get("test_limit") and settings["test_limit"] < len(test):
-        test = test.subset(settings["test_limit"], seed=0)
-    val = None
-    if settings.get("val_fraction"):
-        train, val = train.split(settings["val_fraction"], seed=settings["seed"])
-    return train, val, test
-
-
 def _threads(settings, hint):
     import nbcnn
     wanted = settings.get("threads") or hint or nbcnn.threads.max_threads()
@@ -140,13 +107,6 @@ def _warm_up(arch, input_shape, backend, seed, settings, x, y) -> dict:
     return {"compile_seconds": max(times[0] - times[1], 0.0), "warmup_seconds": sum(times)}
 
 
-def _log_softmax_loss(logits: np.ndarray, y: np.ndarray) -> float:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean()) if len(y) else float("nan")
-
-
 def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose: bool = False,
              threads_hint: int | None = None, save_model: bool | None = None,
              save_predictions: bool = True, checkpoint: str | None = None) -> dict:
@@ -157,6 +117,7 @@ def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose:
     ``checkpoint``: a path ``fit`` checkpoints to after every epoch (and continues from, if a
     killed run left it there); the caller deletes it once the result is recorded."""
     import nbcnn
+    from ..losses import softmax_cross_entropy
 
     started = _now()
     t_start = time.perf_counter()
@@ -214,8 +175,8 @@ def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose:
         logits = model.predict(test.x, batch_size=max(settings["batch_size"], 256))
         metrics["test_seconds"] = time.perf_counter() - t0
         pred = logits.argmax(axis=1)
-        metrics.update(test_loss=_log_softmax_loss(logits, test.y),
-                       test_accuracy=float((pred == test.y).mean()))
+        test_loss, _ = softmax_cross_entropy(logits, test.y, backend="numpy")
+        metrics.update(test_loss=float(test_loss), test_accuracy=float((pred == test.y).mean()))
         if save_predictions:
             small = np.int16 if len(test.classes) < 32000 else np.int64
             out["predictions"] = {"y_true": test.y.astype(small), "y_pred": pred.astype(small),

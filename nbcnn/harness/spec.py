@@ -25,7 +25,8 @@ A grid file (see ``docs/design.md``)::
     arch = "lenet5"                # not crossed with [grid]; without [grid], the cells are
     lr = [0.01, 0.1]               # the includes' alone
 
-Every setting is checked before anything runs; a problem raises ``GridError`` naming the file,
+The settings, their defaults and their checks are ``nbcnn.settings``'s (the same as the Python
+API's and ``nbcnn train``'s). Every setting is checked before anything runs; a problem raises ``GridError`` naming the file,
 the section and the key. Settings of other optimizers than a cell's own (e.g. ``momentum`` for an
 Adam cell) and data options of other data sets are left out of that cell, so one grid can cross
 optimizers or data sets; a data option that no cell's data set takes is refused (it would be
@@ -43,11 +44,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
-import numbers
 import os
 import sys
 from dataclasses import dataclass, field
+
+from .. import settings as registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,60 +60,9 @@ class GridError(ValueError):
     """A grid file that cannot be run; the message names the file and the key."""
 
 
-# ---- settings ------------------------------------------------------------------------------
-#: optimizer -> the settings it takes (besides the schedule)
-OPTIMIZER_SETTINGS = {
-    "sgd": ("lr", "momentum", "nesterov", "weight_decay", "clip_grad_norm"),
-    "adam": ("lr", "beta1", "beta2", "eps", "weight_decay", "decoupled", "clip_grad_norm"),
-    "rmsprop": ("lr", "alpha", "eps", "momentum", "weight_decay", "clip_grad_norm"),
-    "adagrad": ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps",
-                "clip_grad_norm"),
-    "adadelta": ("lr", "rho", "eps", "weight_decay", "clip_grad_norm"),
-}
-_ALL_OPTIMIZER_KEYS = {k for keys in OPTIMIZER_SETTINGS.values() for k in keys}
-#: optimizer -> its own defaults where they differ from DEFAULTS (PyTorch's)
-OPTIMIZER_DEFAULTS = {
-    "adagrad": {"lr": 0.01, "eps": 1e-10},
-    "adadelta": {"lr": 1.0, "eps": 1e-6},
-}
-
-#: data set -> its own options (written data.<option> in grid files)
-DATA_OPTIONS = {"shapes": ("n", "size", "channels", "classes", "seed")}
-
-#: every cell setting, in table order -> default (None: not set)
-DEFAULTS = {
-    "dataset": "shapes",
-    "arch": None,                 # required
-    "backend": "numba",
-    "optimizer": "sgd",
-    "lr": 0.05,
-    "momentum": 0.0,
-    "nesterov": False,
-    "weight_decay": 0.0,
-    "beta1": 0.9,
-    "beta2": 0.999,
-    "eps": 1e-8,
-    "alpha": 0.99,
-    "decoupled": False,
-    "lr_decay": 0.0,
-    "initial_accumulator_value": 0.0,
-    "rho": 0.9,
-    "clip_grad_norm": None,       # None: no gradient clipping
-    "schedule": "constant",
-    "label_smoothing": 0.0,
-    "batch_size": 32,
-    "epochs": 1,
-    "seed": 0,
-    "threads": None,              # None: the executor decides (local: all cores)
-    "val_fraction": 0.1,          # carved from train; 0: no validation
-    "limit": None,                # train on this many examples (a seeded, stratified subset)
-    "test_limit": None,           # evaluate on this many test examples (the same ones every cell)
-    "augment": "none",            # training-batch augmentation, e.g. "crop:4,flip"
-    "early_stopping": None,       # patience in epochs (None: train every epoch)
-    "early_stopping_monitor": "val_loss",
-}
-
-SETTINGS = tuple(DEFAULTS)
+# ---- settings (the table is ``nbcnn.settings``) ---------------------------------------------
+#: the cell settings besides the data options, in table order
+SETTINGS = registry.NAMES
 #: settings added after the first studies: at these values they stay out of a cell's key, so
 #: the cells of earlier studies keep their keys
 LATER_SETTINGS = {"clip_grad_norm": None, "label_smoothing": 0.0}
@@ -125,178 +75,20 @@ def _where(section: str, key: str, index=None) -> str:
     return f"[{section}] {key}" + (f"[{index}]" if index is not None else "")
 
 
-def _need(cond: bool, msg: str):
-    if not cond:
-        raise ValueError(msg)
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _float(lo=None, hi=None, lo_open=False, hi_open=False, none_word=None):
-    def check(v):
-        if none_word is not None and isinstance(v, str) and v.strip().lower() == none_word:
-            return None
-        extra = f" or {none_word!r}" if none_word else ""
-        _need(_is_real(v), f"must be a number{extra}, got {type(v).__name__} {v!r}")
-        v = float(v)
-        _need(math.isfinite(v), f"must be finite, got {v!r}")
-        if lo is not None:
-            _need(v > lo if lo_open else v >= lo, f"must be {'>' if lo_open else '>='} {lo}, got {v!r}")
-        if hi is not None:
-            _need(v < hi if hi_open else v <= hi, f"must be {'<' if hi_open else '<='} {hi}, got {v!r}")
-        return v
-    return check
-
-
-def _int(lo=None, none_word=None):
-    def check(v):
-        if none_word is not None and isinstance(v, str) and v.strip().lower() == none_word:
-            return None
-        extra = f" or {none_word!r}" if none_word else ""
-        _need(_is_int(v), f"must be an integer{extra}, got {type(v).__name__} {v!r}")
-        if lo is not None:
-            _need(v >= lo, f"must be >= {lo}, got {v!r}")
-        return int(v)
-    return check
-
-
-def _bool(v):
-    _need(isinstance(v, bool), f"must be true or false, got {type(v).__name__} {v!r}")
-    return v
-
-
-def _string(v):
-    _need(isinstance(v, str) and v.strip() != "", f"must be a non-empty string, got {v!r}")
-    return v.strip()
-
-
-def _dataset(v):
-    from ..data.sources import canonical_name
-    return canonical_name(_string(v))
-
-
-def _arch(v):
-    from ..arch import parse
-    v = _string(v)
-    parse(v)          # raises ValueError naming the bad layer
-    return v
-
-
-def _backend(v):
-    from ..backends import names
-    v = _string(v).lower()
-    family, _, device = v.partition(":")
-    _need(family in names(), f"unknown backend {v!r}; expected one of {', '.join(names())} "
-                             "(opencl also as 'opencl:PLATFORM:DEVICE')")
-    if device:
-        _need(family == "opencl", f"backend {v!r}: only opencl takes a device suffix")
-        parts = device.split(":")
-        _need(len(parts) == 2 and all(p.isdigit() for p in parts),
-              f"backend {v!r}: expected opencl:PLATFORM:DEVICE with two integers")
-    return v
-
-
-def _optimizer(v):
-    v = _string(v).lower()
-    _need(v in OPTIMIZER_SETTINGS, f"unknown optimizer {v!r}; expected one of "
-                                   f"{', '.join(OPTIMIZER_SETTINGS)}")
-    return v
-
-
-def _schedule(v):
-    v = _string(v).lower()
-    from ..optim import parse_schedule
-    parse_schedule(v, epochs=1)       # raises ValueError on a bad string
-    return v
-
-
-def _augment(v):
-    from ..data.augment import Augment
-    return Augment.parse(_string(v)).spec()
-
-
-def _monitor(v):
-    from ..callbacks import MONITORS
-    v = _string(v).lower()
-    _need(v in MONITORS, f"unknown monitor {v!r}; expected one of {', '.join(MONITORS)}")
-    return v
-
-
-CHECKS = {
-    "dataset": _dataset,
-    "arch": _arch,
-    "backend": _backend,
-    "optimizer": _optimizer,
-    "lr": _float(0, lo_open=True),
-    "momentum": _float(0, 1, hi_open=True),
-    "nesterov": _bool,
-    "weight_decay": _float(0),
-    "beta1": _float(0, 1, hi_open=True),
-    "beta2": _float(0, 1, hi_open=True),
-    "eps": _float(0, lo_open=True),
-    "alpha": _float(0, 1),
-    "decoupled": _bool,
-    "lr_decay": _float(0),
-    "initial_accumulator_value": _float(0),
-    "rho": _float(0, 1),
-    "clip_grad_norm": _float(0, lo_open=True, none_word="none"),
-    "schedule": _schedule,
-    "label_smoothing": _float(0, 1),
-    "batch_size": _int(1),
-    "epochs": _int(1),
-    "seed": _int(0),
-    "threads": _int(1, none_word="auto"),
-    "val_fraction": _float(0, 1, hi_open=True),
-    "limit": _int(1, none_word="all"),
-    "test_limit": _int(1, none_word="all"),
-    "augment": _augment,
-    "early_stopping": _int(1, none_word="off"),
-    "early_stopping_monitor": _monitor,
-}
-
-
-def _data_option(option):
-    def check(v):
-        if option == "classes":
-            if isinstance(v, str):
-                return v
-            _need(isinstance(v, list) and all(isinstance(c, str) for c in v),
-                  f"must be a list of class names or a comma-separated string, got {v!r}")
-            return list(v)
-        return _int(0 if option == "seed" else 1)(v)
-    return check
-
-
 def known_keys() -> list:
-    data = sorted({f"data.{o}" for opts in DATA_OPTIONS.values() for o in opts})
-    return list(SETTINGS) + data
+    """Every setting a grid file may give, in table order."""
+    return list(registry.SETTINGS)
 
 
 def check_value(key: str, value):
-    """The normalised value of setting ``key``; ValueError/TypeError if it is bad."""
-    if key.startswith("data."):
-        option = key[5:]
-        if not any(option in opts for opts in DATA_OPTIONS.values()):
-            raise KeyError(key)
-        return _data_option(option)(value)
-    if key not in CHECKS:
-        raise KeyError(key)
-    return CHECKS[key](value)
+    """The normalised value of setting ``key``; KeyError if there is no such setting,
+    ValueError/TypeError (the message without the name) if the value is bad."""
+    return registry.get(key).check(value)
 
 
-def make_optimizer(settings: dict):
-    """The optimizer of a cell's resolved settings (with its schedule)."""
-    from .. import optim
-    name = settings["optimizer"]
-    kwargs = {k: settings[k] for k in OPTIMIZER_SETTINGS[name] if k in settings}
-    kwargs["schedule"] = optim.parse_schedule(settings["schedule"], settings["epochs"])
-    return optim.make(name, **kwargs)
+make_optimizer = registry.make_optimizer
+make_early_stopping = registry.make_early_stopping
+resolve = registry.resolve
 
 
 # ---- cells ---------------------------------------------------------------------------------
@@ -332,42 +124,6 @@ class Cell:
         return ", ".join(f"{k}={self.settings.get(k)}" for k in keys)
 
 
-def resolve(raw: dict) -> dict:
-    """Defaults + ``raw`` (checked values), keeping only what applies to the cell's optimizer and
-    data set. Raises ValueError if the optimizer rejects the combination."""
-    own_defaults = OPTIMIZER_DEFAULTS.get(raw.get("optimizer", DEFAULTS["optimizer"]), {})
-    s = {k: raw.get(k, own_defaults.get(k, DEFAULTS[k])) for k in SETTINGS}
-    if s["arch"] is None:
-        raise ValueError("no 'arch' given (a preset name or an architecture string)")
-    used = OPTIMIZER_SETTINGS[s["optimizer"]]
-    for k in _ALL_OPTIMIZER_KEYS - set(used):
-        del s[k]
-    own = DATA_OPTIONS.get(s["dataset"], ())
-    for k, v in raw.items():
-        if k.startswith("data.") and k[5:] in own:
-            s[k] = v
-    make_optimizer(s)                 # e.g. nesterov without momentum
-    if s["early_stopping"] is None:   # the monitor of no early stopping is no setting
-        del s["early_stopping_monitor"]
-    elif s["early_stopping_monitor"].startswith("val_") and not s["val_fraction"]:
-        raise ValueError(f"early_stopping on {s['early_stopping_monitor']!r} needs validation "
-                         "(val_fraction > 0), or early_stopping_monitor = \"train_loss\"")
-    for k in ("augment", "early_stopping"):
-        if s[k] == DEFAULTS[k]:
-            del s[k]
-    return s
-
-
-def make_early_stopping(settings: dict):
-    """The cell's EarlyStopping, or None."""
-    from ..callbacks import EarlyStopping
-    if settings.get("early_stopping") is None:
-        return None
-    return EarlyStopping(patience=settings["early_stopping"],
-                         monitor=settings.get("early_stopping_monitor",
-                                              DEFAULTS["early_stopping_monitor"]))
-
-
 @dataclass
 class Grid:
     """A checked grid file: its study name, options and cells."""
@@ -389,13 +145,7 @@ class Grid:
     def varying(self, cells=None) -> list:
         """Settings that take more than one value across ``cells`` (default: all), table order;
         a setting a cell does not use (e.g. momentum of an Adam cell) does not count."""
-        cells = self.cells if cells is None else cells
-        keys = []
-        for k in known_keys():
-            values = {json.dumps(c.settings[k], sort_keys=True) for c in cells if k in c.settings}
-            if len(values) > 1:
-                keys.append(k)
-        return keys
+        return registry.varying([c.settings for c in (self.cells if cells is None else cells)])
 
     def filter(self, only) -> list:
         """The cells matching every ``key=value`` of ``only`` (several values of one key: any)."""
@@ -471,7 +221,7 @@ def _check_data_options_used(path, given, cells) -> None:
     word. (A grid that crosses data sets keeps it in the cells of the data set that takes it.)"""
     for k in dict.fromkeys(k for k in given if k.startswith("data.")):
         if not any(k in c.settings for c in cells):
-            owners = [d for d, opts in DATA_OPTIONS.items() if k[5:] in opts]
+            owners = registry.get(k).datasets
             used = sorted({c.settings["dataset"] for c in cells})
             raise GridError(f"{path}: {k!r} is an option of the {', '.join(owners)} data set, "
                             f"but no cell uses it (data sets here: {', '.join(used)}); remove it "
@@ -581,10 +331,7 @@ def parse_only(items, path="--only") -> dict:
         if k == "key":
             out.setdefault(k, []).append(v.lower())
             continue
-        try:
-            value = tomllib.loads(f"v = {v}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = v
+        value = registry.parse_text(v)
         try:
             value = check_value(k, value)
         except KeyError:

@@ -6,10 +6,22 @@ from .base import Layer
 
 
 class Activation(Layer):
-    """Applies ``kind`` (relu, leaky_relu, sigmoid, tanh) element by element."""
+    """Applies ``kind`` (relu, leaky_relu, sigmoid, tanh) element by element. No parameters.
+
+    **Shapes:** x (any) -> y like x; dy like y -> dx like x.
+
+    **Forward:** y = f(x). **Backward:** dx = f'(x) * dy. Each subclass gives f and f' (f'
+    written with y where that is cheaper). NaN in x stays NaN in y, as in PyTorch.
+
+    **Reference:** ``NumpyBackend.activation_forward`` and ``activation_backward`` in
+    ``nbcnn/backends/numpy_ref.py``.
+    """
 
     kind = ""
     alpha = 0.0
+
+    def lead(self):
+        return self
 
     def _forward(self, x, training):
         y = self.backend.activation_forward(self.kind, x, self.alpha)
@@ -25,12 +37,14 @@ class Activation(Layer):
 
 
 class ReLU(Activation):
-    """max(x, 0)."""
+    """Rectified linear unit: y = max(x, 0); dx = dy where x > 0, else 0."""
     kind = "relu"
 
 
 class LeakyReLU(Activation):
-    """x for x > 0, alpha * x otherwise."""
+    """Leaky ReLU: y = x where x > 0, else alpha * x; dx = dy where x > 0, else alpha * dy.
+
+    **Arguments:** ``alpha``: the slope for x <= 0, in [0, 1) (default 0.01, as PyTorch)."""
     kind = "leaky_relu"
 
     def __init__(self, alpha: float = 0.01, **kwargs):
@@ -47,10 +61,10 @@ class LeakyReLU(Activation):
 
 
 class Sigmoid(Activation):
-    """1 / (1 + exp(-x))."""
+    """Logistic sigmoid: y = 1 / (1 + exp(-x)); dx = dy * y * (1 - y)."""
     kind = "sigmoid"
 
 
 class Tanh(Activation):
-    """tanh(x)."""
+    """Hyperbolic tangent: y = tanh(x); dx = dy * (1 - y^2)."""
     kind = "tanh"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends import Backend, get_backend
+from ..init import resolve_init
 
 
 class Layer:
@@ -29,14 +30,34 @@ class Layer:
         #: False for a model's first layer: nobody needs the gradient of the input images
         self.need_input_grad = True
         self._cache = None
+        self._keeps_numpy = None            # whether the backend's arrays are numpy arrays
+
+    #: True for layers with weights drawn by an ``init`` scheme (Conv2D, Dense)
+    weighted = False
 
     # ---- building -------------------------------------------------------------------------
-    def build(self, input_shape, backend: Backend, rng: np.random.Generator) -> tuple[int, ...]:
-        """Check ``input_shape``, create the parameters, and return the output shape."""
+    def build(self, input_shape, backend: Backend, rng: np.random.Generator, *,
+              followed_by: "Layer | None" = None, input_grad: bool = True) -> tuple[int, ...]:
+        """Check ``input_shape`` (one example's, no batch axis), create the parameters on
+        ``backend`` with draws from ``rng``, and return the output shape.
+
+        ``followed_by``: the first activation or weighted layer this layer's output meets (see
+        ``lead`` and ``followers``), None when there is none (a layer on its own, the model's
+        last). A weighted layer's ``init="auto"`` is resolved from it, into ``resolved_init``
+        (``nbcnn.init.resolve_init``: He before the ReLU family, Glorot otherwise); ``init``,
+        and so ``config()`` and ``spec()``, keep what the user wrote.
+        ``input_grad``: False when nothing needs the gradient w.r.t. this layer's input (a
+        model's first layer): ``backward`` then skips it and returns None
+        (``need_input_grad``). ``Sequential`` builds its layers through these two arguments.
+        """
         input_shape = tuple(int(s) for s in input_shape)
         out = self.output_shape(input_shape)
         self.input_shape = input_shape
         self.backend = backend
+        self._keeps_numpy = None
+        self.need_input_grad = bool(input_grad)
+        if self.weighted:
+            self.resolved_init, self.resolved_slope = resolve_init(self.init, followed_by)
         self.params = {k: backend.from_numpy(v) for k, v in self._initial_params(input_shape, rng).items()}
         self.buffers = {k: backend.from_numpy(v) for k, v in self._initial_buffers(input_shape).items()}
         self.grads = {}
@@ -45,6 +66,12 @@ class Layer:
     @property
     def built(self) -> bool:
         return self.backend is not None
+
+    def lead(self) -> "Layer | None":
+        """The activation or weighted layer an input of this layer meets first: the layer
+        itself if it is one (a residual block: the first of its paths'), else None (the layers
+        after it decide an ``init="auto"`` before it)."""
+        return self if self.weighted else None
 
     def output_shape(self, input_shape) -> tuple[int, ...]:
         """Shape of one example's output (no batch axis); raises ValueError on bad geometry."""
@@ -65,8 +92,7 @@ class Layer:
                                  f"got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
             self.build(x.shape[1:], get_backend(self._backend_choice),
                        np.random.default_rng(0 if self._seed is None else self._seed))
-        if isinstance(x, np.ndarray):
-            x = self.backend.from_numpy(x)
+        x = self._on_backend(x)
         self._check_input(x)
         return self._forward(x, self.training if training is None else training)
 
@@ -75,9 +101,20 @@ class Layer:
         ``grads``."""
         if self._cache is None:
             raise RuntimeError(f"{self.describe()}: backward called before forward")
-        if isinstance(dy, np.ndarray):
-            dy = self.backend.from_numpy(dy)
-        return self._backward(dy)
+        return self._backward(self._on_backend(dy))
+
+    def _on_backend(self, a):
+        """``a`` as an array of this layer's backend. A numpy array is moved there (copied),
+        unless the backend keeps its arrays in numpy (numpy, numba) and ``a`` already is one
+        (its dtype, C-contiguous): a model passing its arrays from layer to layer copies
+        nothing."""
+        if not isinstance(a, np.ndarray):
+            return a
+        if self._keeps_numpy is None:
+            self._keeps_numpy = isinstance(self.backend.zeros((1,)), np.ndarray)
+        if self._keeps_numpy and a.dtype == self.backend.dtype and a.flags.c_contiguous:
+            return a
+        return self.backend.from_numpy(a)
 
     def _check_input(self, x) -> None:
         got = tuple(x.shape[1:])
@@ -134,3 +171,14 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def followers(layers, after: Layer | None = None) -> list:
+    """For each layer of the sequence ``layers``, the ``followed_by`` it is built with: the
+    ``lead`` of the first layer after it that has one, else ``after`` (what follows the whole
+    sequence; for a residual block's paths, what follows the block)."""
+    out, following = [], after
+    for layer in reversed(layers):
+        out.append(following)
+        following = layer.lead() or following
+    return out[::-1]

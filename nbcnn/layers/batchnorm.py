@@ -9,9 +9,34 @@ from .geometry import expect_rank
 
 
 class BatchNorm2D(Layer):
-    """Per-channel batch normalisation (Ioffe & Szegedy, 2015), PyTorch's names and conventions:
-    ``weight`` (gamma) and ``bias`` (beta) are learned; ``running_mean`` / ``running_var`` are
-    tracked in training with ``momentum`` and used at evaluation."""
+    """Per-channel batch normalisation (Ioffe & Szegedy, 2015), PyTorch's names and conventions.
+
+    **Arguments:** ``momentum``: weight of the new batch in the running statistics (in
+    [0, 1]); ``eps``: added to the variance (> 0).
+
+    **Parameters:** ``weight`` (gamma, C) and ``bias`` (beta, C), learned; buffers
+    ``running_mean`` and ``running_var`` (C), saved but not trained.
+
+    **Shapes:** x (N, C, H, W) -> y like x; dy like y -> dx like x. Statistics are over the
+    M = N*H*W values of each channel.
+
+    **Forward**, in training (per channel c)::
+
+        mu = mean(x[:, c]),  var = mean((x[:, c] - mu)^2)          (biased)
+        xhat = (x[:, c] - mu) / sqrt(var + eps),  y[:, c] = gamma[c] * xhat + beta[c]
+        running_mean = (1 - momentum) * running_mean + momentum * mu
+        running_var  = (1 - momentum) * running_var + momentum * var * M / (M - 1)  (unbiased)
+
+    at evaluation: y = gamma * (x - running_mean) / sqrt(running_var + eps) + beta.
+
+    **Backward** (training statistics, per channel)::
+
+        dbeta = sum dy,  dgamma = sum dy * xhat
+        dx = gamma / sqrt(var + eps) * (dy - mean(dy) - xhat * mean(dy * xhat))
+
+    **Reference:** ``NumpyBackend.batchnorm2d_forward_train``, ``batchnorm2d_forward_eval``
+    and ``batchnorm2d_backward`` in ``nbcnn/backends/numpy_ref.py``.
+    """
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5, **kwargs):
         super().__init__(**kwargs)

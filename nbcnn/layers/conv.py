@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..init import initial_weight
+from ..init import check_init, initial_weight
 from .base import Layer
 from .geometry import expect_rank, pair, resolve_padding, windowed_output
 
@@ -12,15 +12,49 @@ from .geometry import expect_rank, pair, resolve_padding, windowed_output
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
-    ``weight`` has shape (filters, in_channels // groups, kh, kw) and ``bias`` (filters,), as in
-    PyTorch. ``padding`` is an int, a pair (rows, columns), a 4-tuple (top, bottom, left, right),
-    ``"same"`` or ``"valid"``. ``dilation`` (an int or a pair) spaces the kernel taps: tap (p, q)
-    reads the input at offset (p*dh, q*dw), so a 3x3 kernel with dilation 2 spans 5x5 ("same"
-    counts that span). ``groups`` splits the input channels and the filters into that many groups,
-    each filter seeing only its group's channels; both counts must be divisible by it, and
-    ``groups == in_channels`` is a depthwise convolution. ``init`` is 'he', 'glorot' or 'auto'
-    (a Sequential picks He when a ReLU-family activation follows, Glorot otherwise).
+    **Arguments:**
+
+    - ``filters``: F, the number of output channels.
+    - ``kernel_size``: (kh, kw), an int or a pair.
+    - ``stride``: (sh, sw), an int or a pair.
+    - ``padding``: zeros around the input: an int, a pair (rows, columns), a 4-tuple (top,
+      bottom, left, right), ``"same"`` (output size ceil(H / sh), the pad split as TensorFlow
+      does) or ``"valid"`` (none).
+    - ``dilation``: (dh, dw), an int or a pair; tap (p, q) reads the input at offset
+      (p*dh, q*dw), so a 3x3 kernel with dilation 2 spans 5x5 ("same" counts that span).
+    - ``groups``: G; the input channels and the filters are split into G groups, each filter
+      seeing only its group's C/G channels; G must divide C and F (``groups == C`` is a
+      depthwise convolution).
+    - ``bias``: whether to add a learned ``bias``.
+    - ``init``: 'he', 'glorot' or 'auto' (resolved when the layer is built, into
+      ``resolved_init``: He when the first activation after it is in the ReLU family, Glorot
+      otherwise, so Glorot for a layer on its own; ``nbcnn.init.resolve_init``).
+
+    **Parameters:** ``weight`` (F, C/G, kh, kw) and ``bias`` (F,), PyTorch's names and shapes.
+
+    **Shapes:** x (N, C, H, W) -> y (N, F, OH, OW), with padded size Hp = H + top + bottom and
+    OH = floor((Hp - (dh*(kh - 1) + 1)) / sh) + 1 (the same for the width); dy like y, dx like x.
+
+    **Forward** (xp: x with its padding; channel c = g*C/G + c' for filter f of group
+    g = f // (F/G))::
+
+        y[n, f, i, j] = bias[f] + sum_{c', p, q} weight[f, c', p, q]
+                                   * xp[n, c, i*sh + p*dh, j*sw + q*dw]
+
+    **Backward**, given dy = dL/dy::
+
+        dweight[f, c', p, q] = sum_{n, i, j} dy[n, f, i, j] * xp[n, c, i*sh + p*dh, j*sw + q*dw]
+        dbias[f]             = sum_{n, i, j} dy[n, f, i, j]
+        dxp[n, c, i*sh + p*dh, j*sw + q*dw] += weight[f, c', p, q] * dy[n, f, i, j]
+
+    and dx is dxp without its padding (not computed when ``need_input_grad`` is False).
+
+    **Reference:** ``NumpyBackend.conv2d_forward`` and ``conv2d_backward`` in
+    ``nbcnn/backends/numpy_ref.py`` (the windows of ``_conv_windows``, scattered back by
+    ``_scatter_windows``).
     """
+
+    weighted = True
 
     def __init__(self, filters: int, kernel_size=3, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, init: str = "auto", **kwargs):
@@ -39,8 +73,8 @@ class Conv2D(Layer):
         resolve_padding(padding, (1, 1), self.kernel_size, self.stride, self.dilation)  # validate
         self.padding = tuple(padding) if isinstance(padding, list) else padding
         self.use_bias = bool(bias)
-        self.init = init
-        self.negative_slope = 0.0        # set by Sequential when a LeakyReLU follows
+        self.init = check_init(init, "Conv2D")   # as written; build resolves it: resolved_init
+        self.resolved_init, self.resolved_slope = None, 0.0
         self.pads = None
 
     def output_shape(self, input_shape):
@@ -60,10 +94,9 @@ class Conv2D(Layer):
 
     def _initial_params(self, input_shape, rng):
         cg, (kh, kw) = input_shape[0] // self.groups, self.kernel_size
-        scheme = "glorot" if self.init == "auto" else self.init
         # fans as PyTorch counts them: a filter sees cg channels; fan-out spans every filter
-        w = initial_weight(scheme, (self.filters, cg, kh, kw), cg * kh * kw,
-                           self.filters * kh * kw, rng, self.negative_slope)
+        w = initial_weight(self.resolved_init, (self.filters, cg, kh, kw), cg * kh * kw,
+                           self.filters * kh * kw, rng, self.resolved_slope)
         params = {"weight": w}
         if self.use_bias:
             params["bias"] = np.zeros(self.filters, dtype=np.float32)
@@ -110,6 +143,8 @@ class Conv2D(Layer):
             args.append(f"groups={self.groups}")
         if not self.use_bias:
             args.append("bias=false")
+        if self.init != "auto":
+            args.append(f"init={self.init}")
         return f"conv({','.join(args)})"
 
     def describe(self):

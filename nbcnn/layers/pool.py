@@ -10,10 +10,18 @@ from .geometry import expect_rank, pair
 class _Pool2D(Layer):
     """Shared by MaxPool2D and AvgPool2D: PyTorch's keywords and output sizes.
 
-    ``padding`` (an int, or (ph, pw)) pads ph rows above and below and pw columns on each side;
-    PyTorch allows at most half the window (``padding <= pool_size // 2``). The output height is
-    ``floor((H + 2*ph - kh) / sh) + 1``; with ``ceil_mode`` the ceiling, keeping the last window
-    only if it starts inside the input or its top padding (the same for the width).
+    **Arguments:**
+
+    - ``pool_size``: (kh, kw), an int or a pair.
+    - ``stride``: (sh, sw); default the pool size (windows side by side).
+    - ``padding``: (ph, pw), an int or a pair: ph rows above and below, pw columns on each
+      side; PyTorch allows at most half the window (``padding <= pool_size // 2``).
+    - ``ceil_mode``: round the output size up instead of down (the last window is kept only if
+      it starts inside the input or its top / left padding).
+
+    **Shapes:** x (N, C, H, W) -> y (N, C, OH, OW), OH = floor((H + 2*ph - kh) / sh) + 1 (ceil
+    with ``ceil_mode``; the same for the width); dy like y, dx like x. Window (i, j) covers the
+    padded rows i*sh .. i*sh + kh - 1 and columns j*sw .. j*sw + kw - 1.
     """
 
     kind = ""
@@ -78,8 +86,18 @@ class _Pool2D(Layer):
 
 
 class MaxPool2D(_Pool2D):
-    """Keeps the largest value of each window; the gradient flows only to that value. Padding
-    counts as -inf: it never wins a window."""
+    """Max pooling: the largest value of each window (arguments and shapes: ``_Pool2D``).
+
+    **Forward** (xp: x padded with -inf, so padding never wins a window)::
+
+        y[n, c, i, j] = max_{p < kh, q < kw} xp[n, c, i*sh + p, j*sw + q]
+
+    **Backward:** each dy[n, c, i, j] goes to the one input that won its window (the first in
+    row-major order on ties), summed where windows overlap; every other input gets 0.
+
+    **Reference:** ``NumpyBackend.maxpool2d_forward`` (which keeps the winners' positions) and
+    ``maxpool2d_backward`` in ``nbcnn/backends/numpy_ref.py``.
+    """
 
     kind = "maxpool"
 
@@ -93,11 +111,22 @@ class MaxPool2D(_Pool2D):
 
 
 class AvgPool2D(_Pool2D):
-    """Averages each window; the gradient is shared equally by the window's inputs.
+    """Average pooling: the mean of each window (arguments and shapes: ``_Pool2D``, and
+    ``count_include_pad``).
 
-    With ``count_include_pad`` (the default, as PyTorch) a window's padded positions count in
-    the divisor (the ceil-mode overhang past the padding does not); without it, the average is
-    over the window's input elements only.
+    **Forward** (xp: x padded with zeros)::
+
+        y[n, c, i, j] = (1 / d[i, j]) * sum_{p < kh, q < kw} xp[n, c, i*sh + p, j*sw + q]
+
+    where the divisor d[i, j] is, with ``count_include_pad`` (the default, as PyTorch), the
+    window's size within the padded input (the ceil-mode overhang past the padding does not
+    count), and without it the number of the window's elements inside the input itself.
+
+    **Backward:** every input of window (i, j) receives dy[n, c, i, j] / d[i, j], summed where
+    windows overlap (padding receives nothing).
+
+    **Reference:** ``NumpyBackend.avgpool2d_forward`` and ``avgpool2d_backward`` (divisors from
+    ``_window_counts``) in ``nbcnn/backends/numpy_ref.py``.
     """
 
     kind = "avgpool"
@@ -151,9 +180,19 @@ def _fmt(v) -> str:
 
 
 class GlobalAvgPool2D(Layer):
-    """Averages each feature map to one number: (N, C, H, W) -> (N, C). The gradient is shared
-    equally by the map's H*W pixels. Ends a network of convolutions without Flatten (ResNets:
-    the last stage's maps, averaged, go straight into Dense)."""
+    """Global average pooling: each feature map averaged to one number. Ends a network of
+    convolutions without Flatten (ResNets: the last stage's maps, averaged, go straight into
+    Dense). No arguments.
+
+    **Shapes:** x (N, C, H, W) -> y (N, C); dy (N, C) -> dx (N, C, H, W).
+
+    **Forward:** y[n, c] = (1 / (H*W)) * sum_{h, w} x[n, c, h, w].
+
+    **Backward:** dx[n, c, h, w] = dy[n, c] / (H*W) for every pixel of the map.
+
+    **Reference:** ``NumpyBackend.global_avgpool2d_forward`` and ``global_avgpool2d_backward``
+    in ``nbcnn/backends/numpy_ref.py``.
+    """
 
     def output_shape(self, input_shape):
         expect_rank(self.describe(), input_shape, 3, "C, H, W")

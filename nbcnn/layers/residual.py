@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .activations import Activation
-from .base import Layer
+from .base import Layer, followers
 from .batchnorm import BatchNorm2D
 from .conv import Conv2D
 from .dense import Dense
@@ -19,12 +19,17 @@ class Residual(Layer):
     needs a projection shortcut, e.g. a 1x1 stride-2 ``Conv2D`` and ``BatchNorm2D``): a
     mismatch is a ValueError naming both shapes when the block is built.
 
-    Shapes: x (N, *input_shape) -> y (N, *body output shape); dy like y, dx like x.
+    **Arguments:** ``body``; ``shortcut`` (None: the identity).
 
-    Backward: both paths receive the output's gradient dy; the block's input gradient is the
-    sum of theirs, dx = d(body)/dx . dy + d(shortcut)/dx . dy (dy itself for the identity).
+    **Shapes:** x (N, *input_shape) -> y (N, *body output shape); dy like y, dx like x.
+
+    **Forward:** y = body(x) + shortcut(x), the paths' layers run one after another.
+
+    **Backward:** both paths receive the output's gradient dy; the block's input gradient is
+    the sum of theirs, dx = d(body)/dx . dy + d(shortcut)/dx . dy (dy itself for the identity).
     The sums use the backend's ``add`` op, accumulating in place into an array a path has just
-    made when no layer keeps it (``numpy_ref.NumpyBackend.add`` is the reference).
+    made when no layer keeps it (**Reference:** ``NumpyBackend.add`` in
+    ``nbcnn/backends/numpy_ref.py``; each inner layer names its own).
 
     The block has no parameters of its own: they live in its inner layers, and
     ``get_weights`` / ``set_weights`` / ``get_grads`` name them as a nested PyTorch
@@ -84,38 +89,48 @@ class Residual(Layer):
                              "maps the input to the body's shape, e.g. a strided 1x1 conv)")
         return body
 
-    def build(self, input_shape, backend, rng):
+    def build(self, input_shape, backend, rng, *, followed_by=None, input_grad=True):
         """Check that both paths agree, then build the body's layers and the shortcut's, in
-        that order, from ``rng``."""
+        that order, from ``rng``, as ``Layer.build`` says: each inner layer is built with the
+        ``followed_by`` of its place in its path (``followers``), the last ones with the
+        block's own (the add passes their output on to what follows the block); ``input_grad``
+        goes to the first layer of each path (``need_input_grad``)."""
         input_shape = tuple(int(s) for s in input_shape)
         out = self.output_shape(input_shape)
         for path in (self.body, self.shortcut):
             shape = input_shape
-            for layer in path:
-                shape = layer.build(shape, backend, rng)
+            for layer, after in zip(path, followers(path, followed_by)):
+                shape = layer.build(shape, backend, rng, followed_by=after)
         self.input_shape = input_shape
         self.backend = backend
+        self._keeps_numpy = None
+        self.need_input_grad = input_grad
         self.params, self.buffers, self.grads = {}, {}, {}
         return out
+
+    def lead(self):
+        """The first activation or weighted layer of the body, else of the shortcut."""
+        return next((lead for lead in (layer.lead() for layer in self.body + self.shortcut)
+                     if lead is not None), None)
 
     # ---- running --------------------------------------------------------------------------
     def _forward(self, x, training):
         h = x
         for layer in self.body:
-            h = layer._forward(h, training)
+            h = layer.forward(h, training)
         s = x
         for layer in self.shortcut:
-            s = layer._forward(s, training)
+            s = layer.forward(s, training)
         self._cache = tuple(x.shape)
         return self.backend.add(h, s, out=_owned(h, s, self.body, self.shortcut, _NEW_OUTPUT))
 
     def _backward(self, dy):
         g = dy
         for layer in reversed(self.body):
-            g = layer._backward(g)
+            g = layer.backward(g)
         s = dy
         for layer in reversed(self.shortcut):
-            s = layer._backward(s)
+            s = layer.backward(s)
         if not self.need_input_grad:       # the paths' parameter gradients are all that counts
             return None
         return self.backend.add(g, s, out=_owned(g, s, self.body, self.shortcut, _NEW_INPUT_GRAD,

@@ -8,7 +8,17 @@ from .base import Layer
 
 
 class Flatten(Layer):
-    """Reshapes each example to one vector (C order, as PyTorch's flatten)."""
+    """Reshapes each example to one vector, in C order (as PyTorch's flatten). No arguments,
+    no parameters.
+
+    **Shapes:** x (N, C, H, W) (any per-example shape) -> y (N, C*H*W); dy (N, C*H*W) -> dx
+    like x.
+
+    **Forward:** y[n, (c*H + h)*W + w] = x[n, c, h, w]. **Backward:** dx = dy reshaped back.
+
+    **Reference:** the backend's ``reshape`` (``numpy.reshape`` in
+    ``nbcnn/backends/numpy_ref.py``; no arithmetic).
+    """
 
     def output_shape(self, input_shape):
         return (math.prod(input_shape),)

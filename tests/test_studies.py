@@ -1,0 +1,102 @@
+"""What the long studies of issue 14 need: the Fashion-MNIST benchmark presets, batch norm after
+a dense layer, the MultiStep schedule and the study grid files."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+import nbcnn
+from nbcnn import arch, layers, optim
+
+from conftest import backend_or_skip
+from test_gradcheck import REF64, check_layer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---- presets -------------------------------------------------------------------------------
+def test_fmnist_2conv_is_the_tensorflow_benchmark_net():
+    model = nbcnn.build("fmnist-2conv", input_shape=(1, 28, 28), backend="numpy")
+    conv1, _, pool1, conv2, _, pool2, _, dense1, _, drop, dense2 = model.layers
+    assert (conv1.filters, conv1.kernel_size, conv2.filters, conv2.kernel_size) == \
+        (32, (5, 5), 64, (5, 5))
+    assert pool2.output_shape(conv2.output_shape(pool1.output_shape((32, 28, 28)))) == (64, 7, 7)
+    assert (dense1.units, drop.p, dense2.units) == (1024, 0.4, 10)
+    # conv 5*5*32+32, conv 5*5*32*64+64, dense 3136*1024+1024, dense 1024*10+10
+    assert model.count_params() == 832 + 51_264 + 3_212_288 + 10_250 == 3_274_634
+
+
+def test_fmnist_2conv_bn_is_the_submitted_keras_net():
+    model = nbcnn.build("fmnist-2conv-bn", input_shape=(1, 28, 28), backend="numpy")
+    convs = [lay for lay in model.layers if isinstance(lay, layers.Conv2D)]
+    assert [(c.filters, c.kernel_size[0]) for c in convs] == [(32, 5), (32, 5), (64, 3), (64, 3)]
+    bn = next(lay for lay in model.layers if isinstance(lay, layers.BatchNorm2D))
+    assert bn.input_shape == (512,) and (bn.momentum, bn.eps) == (0.01, 0.001)
+    assert [d.p for d in model.layers if isinstance(d, layers.Dropout)] == [0.25, 0.25, 0.5]
+    # the Keras summary of the submission: 1,694,186 trainable parameters (its other 1,024 are
+    # the running statistics, buffers here)
+    assert model.count_params() == 832 + 25_632 + 18_496 + 36_928 + 1_606_144 + 1_024 + 5_130 \
+        == 1_694_186
+    assert sum(b.size for lay in model.layers for b in lay.buffers.values()) == 1_024
+
+
+@pytest.mark.parametrize("name", ["fmnist-2conv", "fmnist-2conv-bn"])
+def test_fmnist_presets_round_trip_and_train_a_step(name, tmp_path):
+    model = nbcnn.build(name, input_shape=(1, 28, 28), backend="numpy", seed=0)
+    assert model.output_shape == (10,)
+    assert nbcnn.build(model.spec(), input_shape=(1, 28, 28), backend="numpy").spec() == \
+        model.spec() == arch.PRESETS[name]
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 8)
+    history = model.fit((x, y), epochs=1, batch_size=8, optimizer=optim.RMSprop(lr=1e-3, alpha=0.9),
+                        verbose=False)
+    assert np.isfinite(history["train_loss"]).all()
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_allclose(nbcnn.Sequential.load(tmp_path / "m.npz").predict(x),
+                               model.predict(x), rtol=1e-5, atol=1e-6)
+
+
+# ---- batch norm on vectors (after a dense layer) --------------------------------------------
+def test_batchnorm_on_vectors_gradients():
+    check_layer(layers.BatchNorm2D(backend=REF64), (5, 3))
+    check_layer(layers.BatchNorm2D(momentum=0.01, eps=1e-3, backend=REF64), (2, 4), seed=3)
+
+
+def test_batchnorm_on_vectors_refuses_other_ranks():
+    with pytest.raises(ValueError, match=r"BatchNorm2D: expected input of shape \(N, C, H, W\) "
+                                         r"or \(N, C\), got per-example shape \(3, 4\)"):
+        layers.BatchNorm2D().output_shape((3, 4))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba", "opencl"])
+def test_batchnorm_on_vectors_is_torch_batchnorm1d(backend):
+    torch = pytest.importorskip("torch")
+    be = backend_or_skip(backend)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 5)).astype(np.float32) * 3 + 1
+    dy = rng.standard_normal((7, 5)).astype(np.float32)
+    layer = layers.BatchNorm2D(momentum=0.01, eps=1e-3)
+    layer.build((5,), be, np.random.default_rng(0))
+    ref = torch.nn.BatchNorm1d(5, momentum=0.01, eps=1e-3)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = ref(xt)
+    yt.backward(torch.tensor(dy))
+    b = layer.backend
+    y = b.to_numpy(layer.forward(b.from_numpy(x), training=True))
+    dx = b.to_numpy(layer.backward(b.from_numpy(dy)))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.to_numpy(layer.grads["weight"]), ref.weight.grad.numpy(),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.to_numpy(layer.grads["bias"]), ref.bias.grad.numpy(),
+                               rtol=1e-4, atol=1e-5)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(b.to_numpy(layer.buffers[name]),
+                                   getattr(ref, name).numpy(), rtol=1e-4, atol=1e-6)
+    ref.eval()
+    np.testing.assert_allclose(b.to_numpy(layer.forward(b.from_numpy(x), training=False)),
+                               ref(torch.tensor(x)).detach().numpy(), rtol=1e-4, atol=1e-5)

@@ -100,3 +100,58 @@ def test_batchnorm_on_vectors_is_torch_batchnorm1d(backend):
     ref.eval()
     np.testing.assert_allclose(b.to_numpy(layer.forward(b.from_numpy(x), training=False)),
                                ref(torch.tensor(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+# ---- MultiStep ------------------------------------------------------------------------------
+@pytest.mark.parametrize("milestones,gamma", [((82, 123), 0.1), ((15, 25, 35), 0.5), ((1,), 0.3),
+                                              ((2, 3, 9), 2.0)])
+def test_multistep_is_torch_multisteplr(milestones, gamma):
+    torch = pytest.importorskip("torch")
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=gamma)
+    ours = optim.SGD(lr=0.1, schedule=optim.MultiStep(milestones, gamma))
+    for epoch in range(max(milestones) + 5):
+        ours.start_epoch(epoch)
+        assert ours.current_lr == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12), epoch
+        opt.step()
+        sched.step()
+
+
+def test_multistep_string():
+    s = optim.parse_schedule("multistep:82:123", epochs=164)
+    assert isinstance(s, optim.MultiStep) and s.milestones == (82, 123) and s.gamma == 0.1
+    assert [s.factor(e) for e in (0, 81, 82, 122, 123, 163)] == \
+        pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    half = optim.parse_schedule("MultiStep:15:25:35:gamma=0.5", epochs=40)
+    assert half.milestones == (15, 25, 35) and half.gamma == 0.5
+    both = optim.parse_schedule("warmup:2*multistep:5", epochs=10)
+    assert both.factor(0) == pytest.approx(1 / 3) and both.factor(5) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("multistep", "needs at least one milestone"),
+    ("multistep:gamma=0.5", "needs at least one milestone"),
+    ("multistep:10:5", "strictly increasing"),
+    ("multistep:5:5", "strictly increasing"),
+    ("multistep:0:5", r"whole epochs >= 1, got 0"),
+    ("multistep:2.5", r"whole epochs >= 1 \(and gamma=G comes last\), got '2.5'"),
+    ("multistep:gamma=0.5:10", r"got 'gamma=0.5'"),
+    ("multistep:10:gamma=x", "gamma must be a number"),
+    ("multistep:10:gamma=0", r"gamma must be > 0"),
+])
+def test_multistep_bad_strings(text, match):
+    with pytest.raises(ValueError, match=match):
+        optim.parse_schedule(text, epochs=20)
+
+
+def test_multistep_in_fit_history_and_grid_setting():
+    from nbcnn.harness.spec import check_value
+    assert check_value("schedule", "multistep:2:3:gamma=0.5") == "multistep:2:3:gamma=0.5"
+    rng = np.random.default_rng(0)
+    x, y = rng.random((12, 1, 6, 6), dtype=np.float32), rng.integers(0, 3, 12)
+    model = nbcnn.build("flatten-dense(3)", input_shape=(1, 6, 6), backend="numpy", seed=0)
+    history = model.fit((x, y), epochs=5, batch_size=6, verbose=False,
+                        optimizer=optim.SGD(lr=0.2, schedule=optim.parse_schedule(
+                            "multistep:2:3:gamma=0.5", epochs=5)))
+    assert list(history["learning_rate"]) == pytest.approx([0.2, 0.2, 0.1, 0.05, 0.05])

@@ -143,10 +143,10 @@ def _groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     if not vary:
         return [("", runs)]
     out = []
-    for values, idx in text.groupby(vary, sort=False).groups.items():
+    for values, part in text.groupby(vary, sort=False):
         values = values if isinstance(values, tuple) else (values,)
         label = ", ".join(f"{k}={v or 'none'}" for k, v in zip(vary, values))
-        out.append((label, runs.loc[idx]))
+        out.append((label, runs.loc[part.index]))
     return out
 
 
@@ -192,12 +192,13 @@ COLUMNS = ["study", "dataset", "arch", "settings", "metric", "published", "sourc
            "mean", "sd"]
 
 
-def compare(runs: pd.DataFrame, entries=PUBLISHED) -> pd.DataFrame:
+def compare(runs: pd.DataFrame, entries=None) -> pd.DataFrame:
     """One row per published entry and group of matching finished runs (see the module
     docstring), for the studies that ``runs`` holds (a runs table of one or more studies, with
     a ``study`` column). Entries of studies not in ``runs`` are left out; an entry of a study
     that is there without a matching finished run gets a row saying so. ``mean`` / ``sd`` are
-    the fractions behind ``ours``."""
+    the fractions behind ``ours``. ``entries``: default ``PUBLISHED``."""
+    entries = PUBLISHED if entries is None else entries
     ok = runs[runs["status"] == "ok"] if "status" in runs else runs
     studies = set(runs["study"]) if "study" in runs else set()
     rows = []

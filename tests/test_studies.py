@@ -155,3 +155,58 @@ def test_multistep_in_fit_history_and_grid_setting():
                         optimizer=optim.SGD(lr=0.2, schedule=optim.parse_schedule(
                             "multistep:2:3:gamma=0.5", epochs=5)))
     assert list(history["learning_rate"]) == pytest.approx([0.2, 0.2, 0.1, 0.05, 0.05])
+
+
+# ---- the study grid files -------------------------------------------------------------------
+def _grid(name):
+    from nbcnn.harness.spec import load_grid
+    return load_grid(os.path.join(ROOT, "experiments", f"{name}.toml"))
+
+
+def test_mnist_seeds_grid_is_the_published_setting():
+    grid = _grid("mnist_seeds")
+    assert len(grid.cells) == 15
+    assert {c["arch"] for c in grid.cells} == {"mnist-simple", "mnist-complex", "lenet5",
+                                              "mnist-tiny", "mnist-strided"}
+    for c in grid.cells:
+        assert (c["batch_size"], c["lr"], c["optimizer"], c["momentum"], c["epochs"]) == \
+            (10, 0.05, "sgd", 0.0, 30)
+        assert round(c["val_fraction"] * 60000) == 5000 and c["seed"] in (0, 1, 2)
+
+
+def test_fashion_benchmark_grid():
+    grid = _grid("fashion_mnist_benchmark")
+    assert len(grid.cells) == 12
+    assert {(c["arch"], c.get("augment", "none")) for c in grid.cells} == \
+        {(a, g) for a in ("fmnist-2conv", "fmnist-2conv-bn") for g in ("none", "crop:2,flip")}
+    c = grid.cells[0]
+    assert (c["optimizer"], c["lr"], c["alpha"], c["batch_size"], c["epochs"]) == \
+        ("rmsprop", 0.001, 0.9, 512, 40)
+    s = optim.parse_schedule(c["schedule"], c["epochs"])
+    assert [s.factor(e) for e in (14, 15, 25, 35)] == [1, 0.5, 0.25, 0.125]
+    assert round(c["val_fraction"] * 60000) == 5000
+
+
+def test_cifar_grids():
+    he = _grid("cifar10_resnet20")
+    assert [c["seed"] for c in he.cells] == [0, 1]
+    c = he.cells[0]
+    assert (c["arch"], c["lr"], c["momentum"], c["weight_decay"], c["batch_size"], c["epochs"],
+            c["augment"], c["val_fraction"]) == \
+        ("cifar-resnet20", 0.1, 0.9, 1e-4, 128, 164, "crop:4,flip", 0.0)
+    s = optim.parse_schedule(c["schedule"], c["epochs"])
+    assert [s.factor(e) for e in (81, 82, 122, 123)] == pytest.approx([1, 0.1, 0.1, 0.01])
+    fast = _grid("cifar10_onecycle")
+    assert [c["seed"] for c in fast.cells] == [0, 1]
+    c = fast.cells[0]
+    assert c["nesterov"] and c["schedule"] == "onecycle" and c["epochs"] < he.cells[0]["epochs"]
+    assert c["val_fraction"] > 0
+
+
+def test_kajda_search_grid():
+    grid = _grid("mnist_strided_kajda")
+    assert len(grid.cells) == 76 and {c["arch"] for c in grid.cells} == {"mnist-strided"}
+    settings = {(c["optimizer"], c["lr"], c.get("momentum"), c["batch_size"], c["schedule"])
+                for c in grid.cells}
+    assert len(settings) == 38
+    assert all(c["epochs"] == 20 and c["val_fraction"] > 0 for c in grid.cells)

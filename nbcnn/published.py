@@ -189,7 +189,9 @@ def verdict(entry: Published, mean: float) -> str:
 #: compare()'s columns
 COLUMNS = ["study", "dataset", "arch", "settings", "metric", "published", "source",
            "published settings", "ours", "seeds", "epochs", "s/epoch", "cpu", "verdict", "note",
-           "mean", "sd"]
+           "mean", "sd", "keys"]
+#: compare()'s columns for programs, not for the printed tables
+_HIDDEN = ("mean", "sd", "keys")
 
 
 def compare(runs: pd.DataFrame, entries=None) -> pd.DataFrame:
@@ -197,7 +199,7 @@ def compare(runs: pd.DataFrame, entries=None) -> pd.DataFrame:
     docstring), for the studies that ``runs`` holds (a runs table of one or more studies, with
     a ``study`` column). Entries of studies not in ``runs`` are left out; an entry of a study
     that is there without a matching finished run gets a row saying so. ``mean`` / ``sd`` are
-    the fractions behind ``ours``. ``entries``: default ``PUBLISHED``."""
+    the fractions behind ``ours``, ``keys`` the row's runs. ``entries``: default ``PUBLISHED``."""
     entries = PUBLISHED if entries is None else entries
     ok = runs[runs["status"] == "ok"] if "status" in runs else runs
     studies = set(runs["study"]) if "study" in runs else set()
@@ -216,7 +218,7 @@ def compare(runs: pd.DataFrame, entries=None) -> pd.DataFrame:
             if mine.empty:
                 rows.append({**base, "settings": "", "ours": "", "seeds": 0, "epochs": "",
                              "s/epoch": math.nan, "cpu": "", "verdict": "no finished runs",
-                             "note": "", "mean": math.nan, "sd": math.nan})
+                             "note": "", "mean": math.nan, "sd": math.nan, "keys": []})
                 continue
             groups = _groups(mine)
             chosen = ""
@@ -239,8 +241,19 @@ def compare(runs: pd.DataFrame, entries=None) -> pd.DataFrame:
                              "epochs": ", ".join(map(str, epochs)),
                              "s/epoch": _mean_sd(g["seconds_per_epoch"])[0],
                              "cpu": _cpu(g), "verdict": verdict(entry, mean), "note": note,
-                             "mean": mean, "sd": sd})
+                             "mean": mean, "sd": sd, "keys": list(g["key"])})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def headline_key(runs: pd.DataFrame, keys) -> str | None:
+    """The run of ``keys`` to show for a row (its confusion matrix): the one with the median
+    test accuracy (the lower of the two middle ones for an even count), so the figure is a
+    typical seed, not the luckiest."""
+    mine = runs[runs["key"].isin(list(keys))].dropna(subset=["test_accuracy"])
+    if mine.empty:
+        return None
+    ordered = mine.sort_values(["test_accuracy", "key"], kind="stable")
+    return str(ordered["key"].iloc[(len(ordered) - 1) // 2])
 
 
 def compute_seconds(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.Series:
@@ -278,8 +291,9 @@ def compute(runs: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """A ``compare`` or ``compute`` table as GitHub markdown (without ``mean`` / ``sd``)."""
-    table = table.drop(columns=[c for c in ("mean", "sd") if c in table])
+    """A ``compare`` or ``compute`` table as GitHub markdown (without ``mean``, ``sd``,
+    ``keys``)."""
+    table = table.drop(columns=[c for c in _HIDDEN if c in table])
     cols = list(table.columns)
 
     def cell(col, v):
@@ -295,7 +309,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 def text(table: pd.DataFrame) -> str:
     """A ``compare`` or ``compute`` table as plain text, one block per row (its cells are long)."""
-    table = table.drop(columns=[c for c in ("mean", "sd") if c in table])
+    table = table.drop(columns=[c for c in _HIDDEN if c in table])
     blocks = []
     for _, r in table.iterrows():
         lines = []

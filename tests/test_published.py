@@ -168,3 +168,30 @@ def test_markdown_and_text_cells():
     assert math.isnan(table["sd"].iloc[0]) and table["ours"].iloc[0] == "90.00%"
     assert "  verdict            met (+0.00 pp)" in published.text(table)
     assert published.compare(_runs([("s", 0.1, 0, 0.9, 0.9, 3.0)]), []).empty
+
+
+def test_headline_figures(tiny_study, monkeypatch, tmp_path, capsys):
+    import matplotlib
+    matplotlib.use("Agg")
+    from nbcnn import plots
+    # two numbers for the same runs: each setting is drawn once
+    monkeypatch.setattr(published, "PUBLISHED", (_entry(), _entry(value=0.9, kind="goal")))
+    runs = results.load(tiny_study).runs
+    table = published.compare(runs)
+    paths = plots.plot_headlines(tiny_study, out=str(tmp_path))
+    names = sorted(os.path.basename(p) for p in paths)
+    assert len(names) == 4 and all(os.path.getsize(p) > 0 for p in paths)
+    for setting in ("none", "flip"):
+        row = table[table["settings"] == f"augment={setting}"].iloc[0]
+        key = published.headline_key(runs, row["keys"])
+        accs = sorted(runs.loc[runs["key"].isin(row["keys"]), "test_accuracy"])
+        assert float(runs.loc[runs["key"] == key, "test_accuracy"].iloc[0]) == accs[0]
+        assert all(n.startswith("headline_conv_4_3_-relu-maxpool_2_-flatten-dense_4_augment_")
+                   for n in names)
+        assert any(n.endswith(f"augment_{setting}_confusion_{key}.png") for n in names)
+        assert any(n.endswith(f"augment_{setting}_learning_curves.png") for n in names)
+    assert cli_main(["plot", tiny_study, "--out", str(tmp_path / "cli"), "--headlines"]) == 0
+    shown = [os.path.basename(p) for p in capsys.readouterr().out.split()]
+    assert sorted(n for n in shown if n.startswith("headline_")) == names
+    monkeypatch.setattr(published, "PUBLISHED", ())
+    assert plots.plot_headlines(tiny_study, out=str(tmp_path / "none")) == []

@@ -2,7 +2,7 @@
 
 ``PUBLISHED`` lists, for each study of issue 14, the number a paper, a benchmark table or a claim
 gives for one architecture on one data set: the value, where it comes from, and the settings it
-was obtained with. ``compare(runs, epochs)`` puts beside each the matching finished runs of the
+was obtained with. ``compare(runs)`` puts beside each the matching finished runs of the
 study (same study name, architecture and data set): ours as mean +- sd over seeds, the epochs,
 the training seconds per epoch, the CPU the runs ran on, and "met" or "not met" with the
 difference in percentage points. Runs that differ in some setting besides the seed (e.g. with
@@ -136,16 +136,25 @@ def _value(v) -> str:
 def _groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(label, runs) for each combination of the settings that vary among ``runs`` (the seed
     aside): the label names them, e.g. 'augment=crop:2,flip', '' when nothing varies. A setting
-    absent from some runs (augment left out while off) counts as 'none' there."""
+    left out of some runs while off (augment, early stopping) counts as 'none' there; one of
+    another optimizer (momentum of an Adam run) is not named in that run's label, and does not
+    vary because other optimizers' runs lack it."""
+    from .harness.spec import OPTIMIZER_SETTINGS
+    own = {k for keys in OPTIMIZER_SETTINGS.values() for k in keys}
     cols = [c for c in _setting_columns(runs) if c != "seed"]
     text = runs[cols].apply(lambda col: col.map(_value))
-    vary = [c for c in cols if text[c].nunique() > 1]
+    vary = []
+    for c in cols:
+        present = text[c] != ""
+        if text.loc[present, c].nunique() > 1 or (c not in own and 0 < present.sum() < len(text)):
+            vary.append(c)
     if not vary:
         return [("", runs)]
     out = []
     for values, part in text.groupby(vary, sort=False):
         values = values if isinstance(values, tuple) else (values,)
-        label = ", ".join(f"{k}={v or 'none'}" for k, v in zip(vary, values))
+        label = ", ".join(f"{k}={v or 'none'}" for k, v in zip(vary, values)
+                          if v or k not in own)
         out.append((label, runs.loc[part.index]))
     return out
 

@@ -195,3 +195,17 @@ def test_headline_figures(tiny_study, monkeypatch, tmp_path, capsys):
     assert sorted(n for n in shown if n.startswith("headline_")) == names
     monkeypatch.setattr(published, "PUBLISHED", ())
     assert plots.plot_headlines(tiny_study, out=str(tmp_path / "none")) == []
+
+
+def test_labels_name_only_the_settings_a_run_uses():
+    runs = _runs([("s", 0.1, 0, 0.9, 0.9, 1.0), ("s", 0.1, 0, 0.9, 0.9, 1.0),
+                  ("s", 0.001, 0, 0.9, 0.9, 1.0)])
+    runs["optimizer"] = ["sgd", "sgd", "adam"]
+    runs["momentum"] = [0.9, 0.0, float("nan")]          # SGD's only
+    runs["beta1"] = [float("nan"), float("nan"), 0.9]    # Adam's only: never varies
+    runs["augment"] = ["crop:2,flip", float("nan"), float("nan")]   # left out while off
+    table = published.compare(runs, [Published(("s",), "mnist-strided", "mnist", 0.9, "a", "b")])
+    assert list(table["settings"]) == [
+        "optimizer=sgd, lr=0.1, momentum=0.9, augment=crop:2,flip",
+        "optimizer=sgd, lr=0.1, momentum=0.0, augment=none",
+        "optimizer=adam, lr=0.001, augment=none"]

@@ -28,7 +28,7 @@ def run(args) -> int:
     from nbcnn import plots
 
     paths = plots.plot_study(args.dir, out=args.out, key=args.key, fmt=args.format, dpi=args.dpi)
-    if args.headlines:
+    if getattr(args, "headlines", False):      # (a Namespace made without the option)
         paths += plots.plot_headlines(args.dir, out=args.out, fmt=args.format, dpi=args.dpi)
     for p in paths:
         print(p)

@@ -26,7 +26,7 @@ def run(args) -> int:
         study = results.load(d)
         runs.append(study.runs if "study" in study.runs else study.runs.assign(study=study.name))
         epochs.append(study.epochs)
-    if args.published:
+    if getattr(args, "published", False):      # (a Namespace made without the option)
         return _published(pd.concat(runs, ignore_index=True), pd.concat(epochs, ignore_index=True),
                           args.markdown)
     table = results.summarize(pd.concat(runs, ignore_index=True))

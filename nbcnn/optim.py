@@ -15,6 +15,7 @@ their total L2 norm exceeds MAX (PyTorch's ``clip_grad_norm_``).
 
 from __future__ import annotations
 
+import bisect
 import math
 import numbers
 
@@ -82,6 +83,33 @@ class StepDecay(Schedule):
 
     def __repr__(self):
         return f"StepDecay({self.step_size}, gamma={self.gamma})"
+
+
+class MultiStep(Schedule):
+    """Multiply by ``gamma`` at each of the ``milestones`` (epochs, 0-based): the factor of epoch
+    ``e`` is ``gamma ** (number of milestones <= e)``, PyTorch's ``MultiStepLR`` stepped once per
+    epoch. He et al.'s CIFAR schedule (lr / 10 after 82 and 123 epochs) is
+    ``MultiStep((82, 123))``: epochs 0-81 at the base rate, 82-122 at a tenth, then a hundredth.
+    Milestones are whole numbers >= 1, strictly increasing."""
+
+    def __init__(self, milestones, gamma: float = 0.1):
+        milestones = tuple(milestones)
+        if not milestones:
+            raise ValueError("MultiStep: milestones must name at least one epoch")
+        for m in milestones:
+            if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
+                raise ValueError(f"MultiStep: milestones must be whole epochs >= 1, got {m!r} "
+                                 f"in {milestones!r}")
+        if any(b <= a for a, b in zip(milestones, milestones[1:])):
+            raise ValueError(f"MultiStep: milestones must be strictly increasing, got {milestones!r}")
+        self.milestones = tuple(int(m) for m in milestones)
+        self.gamma = _setting("MultiStep", "gamma", gamma, 0, lo_open=True)
+
+    def factor(self, epoch):
+        return self.gamma ** bisect.bisect_right(self.milestones, epoch)
+
+    def __repr__(self):
+        return f"MultiStep({self.milestones}, gamma={self.gamma})"
 
 
 class ExponentialDecay(Schedule):
@@ -186,12 +214,17 @@ class Product(Schedule):
 
 def parse_schedule(text: str, epochs: int):
     """A schedule from a string: ``constant``, ``cosine`` (over the run's epochs), ``cosine:T``,
-    ``cosine:T:MIN``, ``step:S`` / ``step:S:GAMMA``, ``exp:GAMMA``, ``warmup:W``,
-    ``onecycle`` / ``onecycle:PCT`` / ``onecycle:PCT:DIV`` / ``onecycle:PCT:DIV:FINAL_DIV``
-    (per batch, over the run's epochs); combined with ``*``, e.g. ``warmup:2*cosine``."""
+    ``cosine:T:MIN``, ``step:S`` / ``step:S:GAMMA``, ``multistep:M1:M2...`` /
+    ``multistep:M1:M2...:gamma=G`` (times G, default 0.1, at each milestone epoch),
+    ``exp:GAMMA``, ``warmup:W``, ``onecycle`` / ``onecycle:PCT`` / ``onecycle:PCT:DIV`` /
+    ``onecycle:PCT:DIV:FINAL_DIV`` (per batch, over the run's epochs); combined with ``*``, e.g.
+    ``warmup:2*cosine`` or ``multistep:82:123``."""
     parts = []
     for piece in str(text).lower().replace(" ", "").split("*"):
         name, *args = piece.split(":")
+        if name == "multistep":
+            parts.append(_multistep(text, args))
+            continue
         try:
             nums = [float(a) for a in args]
         except ValueError:
@@ -232,12 +265,38 @@ def parse_schedule(text: str, epochs: int):
                 raise ValueError(f"schedule {text!r}: {exc}") from None
         else:
             raise ValueError(f"unknown schedule {name!r} in {text!r}; expected constant, cosine, "
-                             "cosine:T[:MIN], step:S[:GAMMA], exp:GAMMA, warmup:W, "
-                             "onecycle[:PCT[:DIV[:FINAL_DIV]]], joined by '*'")
+                             "cosine:T[:MIN], step:S[:GAMMA], multistep:M1:M2...[:gamma=G], "
+                             "exp:GAMMA, warmup:W, onecycle[:PCT[:DIV[:FINAL_DIV]]], "
+                             "joined by '*'")
     out = parts[0]
     for p in parts[1:]:
         out = out * p
     return out
+
+
+def _multistep(text: str, args: list) -> MultiStep:
+    """``multistep:M1:M2...[:gamma=G]``'s schedule (``args``: the parts after the name)."""
+    gamma = 0.1
+    if args and args[-1].startswith("gamma="):
+        try:
+            gamma = float(args[-1][len("gamma="):])
+        except ValueError:
+            raise ValueError(f"schedule {text!r}: multistep's gamma must be a number, got "
+                             f"{args[-1]!r}") from None
+        args = args[:-1]
+    if not args:
+        raise ValueError(f"schedule {text!r}: multistep needs at least one milestone epoch, "
+                         "e.g. multistep:82:123 or multistep:15:25:gamma=0.5")
+    milestones = []
+    for a in args:
+        if not a.isdigit():
+            raise ValueError(f"schedule {text!r}: multistep's milestones must be whole epochs "
+                             f">= 1 (and gamma=G comes last), got {a!r}")
+        milestones.append(int(a))
+    try:
+        return MultiStep(milestones, gamma)
+    except ValueError as exc:
+        raise ValueError(f"schedule {text!r}: {exc}") from None
 
 
 # ---- optimizers ----------------------------------------------------------------------------

@@ -12,6 +12,10 @@ cell's value; ``fig.savefig("x.png")`` writes it). ``plot_study(dir)`` draws the
 - ``confusion_matrix(y_true, y_pred, classes)``: row-normalised confusion matrix of one run.
 - ``filters(model)``: the first convolution's learned filters.
 - ``feature_maps(model, image)``: one image and the first convolution block's output maps.
+
+``plot_headlines(dir)`` draws, for each row of the study's comparison with the published numbers
+(``nbcnn.published.compare``), that row's learning curves alone and the confusion matrix of its
+median-seed run.
 """
 
 from __future__ import annotations
@@ -393,4 +397,51 @@ def plot_study(study_dir, out=None, key: str | None = None, fmt: str = "png", dp
                 save(feature_maps(model, pred["sample_x"][0], label=label), f"feature_maps_{key}")
         except ValueError:           # no convolution: no filters to show
             pass
+    return written
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe version of a label: letters, digits, '.', '-' and '_'."""
+    out = "".join(c if c.isalnum() or c in ".-_" else "_" for c in str(text))
+    return "_".join(filter(None, out.split("_")))[:80]
+
+
+def plot_headlines(study_dir, out=None, fmt: str = "png", dpi: int = 120):
+    """For each row of the study's comparison with its published numbers
+    (``published.compare``; one row per architecture and setting): the learning curves of that
+    row's runs (mean and sd over seeds) and the test confusion matrix of its median-seed run
+    (``published.headline_key``), into ``out`` (default ``<study>/figures``) as
+    ``headline_<arch>[_<settings>]_learning_curves`` and ``..._confusion_<key>``. Rows of one
+    architecture and setting compared with two numbers are drawn once. Returns the paths
+    written (none when the study has no published numbers)."""
+    from . import published
+    from . import results as R
+    res = R.load(study_dir)
+    out = out or os.path.join(res.dir, "figures")
+    runs, epochs = res.runs, res.epochs
+    if "study" not in runs:
+        runs = runs.assign(study=res.name)
+    table = published.compare(runs)
+    written, seen = [], set()
+    for _, row in table.iterrows():
+        keys = list(row["keys"])
+        if not keys or tuple(sorted(keys)) in seen:
+            continue
+        seen.add(tuple(sorted(keys)))
+        setting = row["settings"]
+        name = "headline_" + _slug(row["arch"] + (f"_{setting}" if setting else ""))
+        what = f"{row['study']}: {row['arch']}" + (f" ({setting})" if setting else "")
+        os.makedirs(out, exist_ok=True)
+        mine = epochs[epochs["key"].isin(keys)]
+        if not mine.empty:
+            fig = learning_curves(mine, title=f"{what}: learning curves" + _title_suffix(mine))
+            written.append(os.path.join(out, f"{name}_learning_curves.{fmt}"))
+            fig.savefig(written[-1], dpi=dpi)
+        key = published.headline_key(runs, keys)
+        pred = res.predictions(key) if key else None
+        if pred is not None:
+            fig = confusion_matrix(pred["y_true"], pred["y_pred"], list(pred["classes"]),
+                                   title=f"{what}, run {key} (median seed): test confusion matrix")
+            written.append(os.path.join(out, f"{name}_confusion_{key}.{fmt}"))
+            fig.savefig(written[-1], dpi=dpi)
     return written

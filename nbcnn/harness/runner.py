@@ -54,7 +54,8 @@ def _now() -> str:
 
 @functools.lru_cache(maxsize=1)
 def environment() -> dict:
-    """Versions, host and git commit of this process (computed once)."""
+    """Versions, host (its CPU model and vector width, and how many cores it has) and git commit
+    of this process (computed once)."""
     from importlib import metadata
 
     import nbcnn
@@ -74,7 +75,9 @@ def environment() -> dict:
             commit = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"hostname": socket.gethostname(), "python": platform.python_version(),
+    from ..cpu import this_cpu
+    return {"hostname": socket.gethostname(), "cpu": this_cpu().describe(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "nbcnn_version": nbcnn.__version__, "numpy_version": np.__version__,
             "numba_version": version("numba"), "pyopencl_version": version("pyopencl"),
             "git_commit": commit}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Layer
-from .geometry import expect_rank
 
 
 class BatchNorm2D(Layer):
@@ -17,8 +16,11 @@ class BatchNorm2D(Layer):
     **Parameters:** ``weight`` (gamma, C) and ``bias`` (beta, C), learned; buffers
     ``running_mean`` and ``running_var`` (C), saved but not trained.
 
-    **Shapes:** x (N, C, H, W) -> y like x; dy like y -> dx like x. Statistics are over the
-    M = N*H*W values of each channel.
+    **Shapes:** x (N, C, H, W) -> y like x, each channel normalised over the batch and the
+    positions (PyTorch's ``BatchNorm2d``); or, after a Dense layer, x (N, C) -> y like x, each
+    unit normalised over the batch alone (PyTorch's ``BatchNorm1d``: the same op on the batch
+    viewed as (N, C, 1, 1)). dy like y -> dx like x. Statistics are over the M = N*H*W values
+    of each channel (M = N on vectors).
 
     **Forward**, in training (per channel c)::
 
@@ -48,7 +50,9 @@ class BatchNorm2D(Layer):
         self.eps = float(eps)
 
     def output_shape(self, input_shape):
-        expect_rank(self.describe(), input_shape, 3, "C, H, W")
+        if len(input_shape) not in (1, 3):
+            raise ValueError(f"{self.describe()}: expected input of shape (N, C, H, W) or (N, C), "
+                             f"got per-example shape {tuple(input_shape)}")
         return tuple(input_shape)
 
     def _initial_params(self, input_shape, rng):
@@ -61,19 +65,26 @@ class BatchNorm2D(Layer):
 
     def _forward(self, x, training):
         p, b = self.params, self.buffers
+        vectors = len(x.shape) == 2                  # (N, C): seen as (N, C, 1, 1)
+        if vectors:
+            x = self.backend.reshape(x, (x.shape[0], x.shape[1], 1, 1))
         if training:
             y, self._cache = self.backend.batchnorm2d_forward_train(
                 x, p["weight"], p["bias"], b["running_mean"], b["running_var"],
                 self.momentum, self.eps)
-            return y
-        self._cache = None
-        return self.backend.batchnorm2d_forward_eval(x, p["weight"], p["bias"], b["running_mean"],
-                                                     b["running_var"], self.eps)
+        else:
+            self._cache = None
+            y = self.backend.batchnorm2d_forward_eval(x, p["weight"], p["bias"],
+                                                      b["running_mean"], b["running_var"], self.eps)
+        return self.backend.reshape(y, (y.shape[0], y.shape[1])) if vectors else y
 
     def _backward(self, dy):
+        vectors = len(dy.shape) == 2
+        if vectors:
+            dy = self.backend.reshape(dy, (dy.shape[0], dy.shape[1], 1, 1))
         dx, dgamma, dbeta = self.backend.batchnorm2d_backward(dy, self._cache, self.params["weight"])
         self.grads = {"weight": dgamma, "bias": dbeta}
-        return dx
+        return self.backend.reshape(dx, (dx.shape[0], dx.shape[1])) if vectors else dx
 
     def config(self):
         return {"momentum": self.momentum, "eps": self.eps}

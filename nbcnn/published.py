@@ -135,28 +135,27 @@ def _value(v) -> str:
 
 def _groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(label, runs) for each combination of the settings that vary among ``runs`` (the seed
-    aside): the label names them, e.g. 'augment=crop:2,flip', '' when nothing varies. A setting
-    left out of some runs while off (augment, early stopping) counts as 'none' there; one of
-    another optimizer (momentum of an Adam run) is not named in that run's label, and does not
-    vary because other optimizers' runs lack it."""
-    from .harness.spec import OPTIMIZER_SETTINGS
-    own = {k for keys in OPTIMIZER_SETTINGS.values() for k in keys}
+    aside; ``settings.varying``): the label names them, e.g. 'augment=crop:2,flip', '' when
+    nothing varies. A setting left out of some runs while off (augment, early stopping) is
+    'none' there; one of another optimizer (momentum of an Adam run) is not named in that
+    run's label."""
+    from .settings import SETTINGS, varying, with_default
     cols = [c for c in _setting_columns(runs) if c != "seed"]
-    text = runs[cols].apply(lambda col: col.map(_value))
-    vary = []
-    for c in cols:
-        present = text[c] != ""
-        if text.loc[present, c].nunique() > 1 or (c not in own and 0 < present.sum() < len(text)):
-            vary.append(c)
+    rows = runs[cols].to_dict("records")
+    vary = varying(rows, cols)
     if not vary:
         return [("", runs)]
-    out = []
-    for values, part in text.groupby(vary, sort=False):
-        values = values if isinstance(values, tuple) else (values,)
-        label = ", ".join(f"{k}={v or 'none'}" for k, v in zip(vary, values)
-                          if v or k not in own)
-        out.append((label, runs.loc[part.index]))
-    return out
+    labels = []
+    for r in rows:
+        parts = []
+        for k in vary:
+            v = _value(with_default(r, k))
+            if not v and k in SETTINGS and SETTINGS[k].optimizers:
+                continue                       # a setting of another optimizer
+            parts.append(f"{k}={v or 'none'}")
+        labels.append(", ".join(parts))
+    labels = pd.Series(labels, index=runs.index)
+    return [(label, runs[labels == label]) for label in dict.fromkeys(labels)]
 
 
 def _cpu(runs: pd.DataFrame) -> str:

@@ -477,12 +477,20 @@ SUMMARY_SETTINGS = ["dataset", "arch", "backend", "optimizer", "lr", "batch_size
 
 
 def summarize(runs: pd.DataFrame, by=None) -> pd.DataFrame:
-    """One row per combination of the settings ``by`` (default: the study and
-    ``SUMMARY_SETTINGS``) over the ok runs, that is over seeds: how many seeds, test accuracy
+    """One row per combination of the settings ``by`` (default: the study, ``SUMMARY_SETTINGS``
+    and any other setting but the seed that varies among the runs) over the ok runs, that is
+    over seeds: how many seeds, test accuracy
     mean and standard deviation, best validation accuracy, seconds per epoch and images per
     second. ``nbcnn report`` and the table at the end of ``nbcnn grid`` are this."""
+    from .settings import ABSENT_WHEN_DEFAULT, NAMES, default, varying
     ok = runs[runs["status"] == "ok"] if "status" in runs else runs
-    by = [c for c in (by or ["study", *SUMMARY_SETTINGS]) if c in ok]
+    ok = ok.assign(**{k: ok[k].map(lambda v, k=k: _shown_default(k, v, default))
+                      for k in ABSENT_WHEN_DEFAULT if k in ok})
+    if by is None:
+        others = varying(ok, [k for k in NAMES if k in ok and k not in SUMMARY_SETTINGS
+                              and k != "seed"])
+        by = ["study", *SUMMARY_SETTINGS, *others]
+    by = [c for c in by if c in ok]
     if ok.empty:
         return pd.DataFrame(columns=by)
     ok = ok.reindex(columns=[*ok.columns, *(c for c in SUMMARY_METRICS if c not in ok)])
@@ -493,6 +501,14 @@ def summarize(runs: pd.DataFrame, by=None) -> pd.DataFrame:
                        best_val_accuracy=("best_val_accuracy", "mean"),
                        seconds_per_epoch=("seconds_per_epoch", "mean"),
                        images_per_second=("images_per_second", "mean")).reset_index()
+
+
+def _shown_default(name, value, default):
+    """A run's value of an ``ABSENT_WHEN_DEFAULT`` setting, its default where it has none, as
+    a summary shows it ("off" for early stopping that is off)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        value = default(name)
+    return "off" if value is None else value
 
 
 #: what a summary averages over seeds

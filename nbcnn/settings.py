@@ -373,7 +373,8 @@ def varying(rows, names=None) -> list:
     """The settings among ``names`` (default: every setting, then any other key, in table
     order) that take more than one value across ``rows``: settings dicts (grid cells, run
     records) or a DataFrame (one row per run or epoch). A row without the setting (NaN in a
-    DataFrame), e.g. ``momentum`` of an Adam run, does not count. The one rule behind a grid's
+    DataFrame), e.g. ``momentum`` of an Adam run, does not count, except for the
+    ``ABSENT_WHEN_DEFAULT`` settings, which it has at their default (``augment = "none"``). The one rule behind a grid's
     table, the settings kept in ``epochs.csv`` and the labels of the plots."""
     rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
     if names is None:
@@ -381,11 +382,29 @@ def varying(rows, names=None) -> list:
         names = [k for k in SETTINGS if k in seen] + sorted(k for k in seen if k not in SETTINGS)
     out = []
     for k in names:
-        values = {json.dumps(r[k], sort_keys=True, default=str) for r in rows
-                  if k in r and not (isinstance(r[k], float) and math.isnan(r[k]))}
+        values = {json.dumps(with_default(r, k), sort_keys=True, default=str) for r in rows
+                  if k in ABSENT_WHEN_DEFAULT or not _absent(r.get(k))}
         if len(values) > 1:
             out.append(k)
     return out
+
+
+#: settings a run leaves out while they are at their default (off), so that the keys of runs
+#: made before they existed stay as they were: a run without one has it at its default
+ABSENT_WHEN_DEFAULT = ("augment", "early_stopping", "clip_grad_norm", "label_smoothing")
+
+
+def with_default(row: dict, name: str):
+    """``row``'s value of setting ``name``; for ``ABSENT_WHEN_DEFAULT`` settings a row without
+    it (or with NaN, in a table) has the default."""
+    v = row.get(name)
+    if name in ABSENT_WHEN_DEFAULT and _absent(v):
+        return default(name)
+    return v
+
+
+def _absent(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def markdown() -> str:

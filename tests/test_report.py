@@ -36,3 +36,21 @@ def test_report_command_on_a_real_grid(tmp_path, capsys):
     assert main(["report", str(tmp_path / "tiny"), "--markdown"]) == 0
     out = capsys.readouterr().out
     assert "| tiny | shapes | flatten-dense(4) |" in out and "| 2 |" in out
+
+
+def test_a_setting_left_out_while_off_still_varies_and_splits_the_summary():
+    """augment is absent from a run's settings while off: such runs have augment = none, so a
+    study of plain and augmented runs gets one summary row for each, not one for both."""
+    import pandas as pd
+
+    from nbcnn import results, settings
+    cells = [{"arch": "a", "seed": 0}, {"arch": "a", "seed": 0, "augment": "crop:4,flip"}]
+    assert settings.varying(cells) == ["augment"]
+    assert settings.varying([{"arch": "a"}, {"arch": "a", "optimizer": "adam"}]) == []
+    runs = pd.DataFrame({"study": "s", "arch": "a", "status": "ok", "seed": [0, 1, 0, 1],
+                         "augment": [float("nan"), float("nan"), "crop:4,flip", "crop:4,flip"],
+                         "test_accuracy": [0.5, 0.6, 0.7, 0.8]})
+    table = results.summarize(runs)
+    assert list(table["augment"]) == ["none", "crop:4,flip"]
+    assert list(table["seeds"]) == [2, 2]
+    assert table["test_accuracy"].round(6).tolist() == [0.55, 0.75]

@@ -279,8 +279,8 @@ _TABLE = [
             "scale all gradients together when their total L2 norm exceeds this", "optimizer",
             _ALL, shown="none (no clipping)"),
     Setting("schedule", "constant", _schedule, "learning-rate schedule: constant, "
-            "cosine[:T[:MIN]], step:S[:GAMMA], exp:GAMMA, warmup:W, joined by '*' (e.g. "
-            "warmup:1*cosine), or onecycle[:PCT[:DIV[:FINAL_DIV]]] (per batch, lr is the peak)",
+            "cosine[:T[:MIN]], step:S[:GAMMA], multistep:M1:M2...[:gamma=G], exp:GAMMA, "
+            "warmup:W, joined by '*' (e.g. warmup:1*cosine), or onecycle[:PCT[:DIV[:FINAL_DIV]]] (per batch, lr is the peak)",
             "optimizer", _ALL),
     Setting("label_smoothing", 0.0, Number(0, 1), "train against (1-eps)*onehot + eps/classes",
             "training"),

@@ -383,7 +383,8 @@ def varying(rows, names=None) -> list:
     out = []
     for k in names:
         values = {json.dumps(with_default(r, k), sort_keys=True, default=str) for r in rows
-                  if k in ABSENT_WHEN_DEFAULT or not _absent(r.get(k))}
+                  if k in ABSENT_WHEN_DEFAULT
+                  or (k in r and not (isinstance(r[k], float) and math.isnan(r[k])))}
         if len(values) > 1:
             out.append(k)
     return out

@@ -146,7 +146,8 @@ def test_committed_studies_keep_their_keys(study):
     grids = [os.path.join(study, "grid.toml"), *glob.glob(os.path.join(study, "grids", "*"))]
     cells = {c.key: c.settings for g in grids if os.path.isfile(g) for c in load_grid(g).cells}
     records = [json.load(open(p)) for p in glob.glob(os.path.join(study, "records", "*.json"))]
-    assert records
+    if not records:                    # a long study committed mid-way: checkpoints only
+        pytest.skip(f"{os.path.basename(study)} has no finished run yet")
     for r in records:
         assert r["key"] in cells, f"{r['key']} is no longer a cell of its grid file"
         assert cell_key(r["settings"]) == r["key"]

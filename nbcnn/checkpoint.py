@@ -26,11 +26,12 @@ this run would:
   from must be in the file under its name (their states are restored, not redrawn);
 - the data and the validation data: their fingerprints (``data_fingerprint``), unchanged;
 - the fit settings (epochs, batch size, shuffling, label smoothing, augmentation read by this
-  code, early stopping) and the optimizer (its name, every setting, the schedule), setting by
-  setting: a setting the saved run lacks is the same when this run has it at its default (a
-  setting nbcnn gained, e.g. ``clip_grad_norm: null``), one this code no longer has is the same
-  when the saved run had it at its default then (the defaults are saved in the checkpoint;
-  ``nbcnn.settings`` for files that predate that). Numbers compare by value (0 equals 0.0).
+  code, early stopping) and the optimizer (its name, every setting, the schedule as its
+  ``repr``), setting by setting: a setting the saved run lacks is the same when this run has it
+  at its default (a setting nbcnn gained, e.g. ``clip_grad_norm: null``), one this code no
+  longer has is the same when the saved run had it at its default then (the defaults are saved
+  in the checkpoint; ``nbcnn.settings`` for files that predate that). Numbers compare by value
+  (0 equals 0.0).
 
 What the saved config says is read with this code's meaning: a default that changed its
 *behaviour* without changing its value is not seen, as the file cannot tell.
@@ -121,6 +122,7 @@ def fit_defaults() -> dict:
 
 
 def early_stopping_defaults() -> dict:
+    """``EarlyStopping``'s keyword defaults, as its ``config()`` names them."""
     from .callbacks import EarlyStopping
     return {k: p.default for k, p in inspect.signature(EarlyStopping).parameters.items()
             if p.default is not inspect.Parameter.empty}

@@ -37,11 +37,12 @@ class Interrupted(Exception):
     pass
 
 
-def _fit(backend, train, val, path=None, epochs=4, stop_after=None, lr=3e-3, **kw):
+def _fit(backend, train, val, path=None, epochs=4, stop_after=None, lr=3e-3, net=NET, seed=5,
+         batch_size=16, augment="crop:1,flip", clip_grad_norm=None, **kw):
     """fit with the settings every test shares; ``stop_after=k`` raises right after the k-th
     checkpoint is written, as a kill between two epochs would leave it."""
-    model = nbcnn.build(NET, input_shape=train.input_shape, backend=backend_or_skip(backend),
-                        seed=5)
+    model = nbcnn.build(net, input_shape=train.input_shape, backend=backend_or_skip(backend),
+                        seed=seed)
     real_save, saved = ckpt.save, []
 
     def save(*args):
@@ -52,9 +53,10 @@ def _fit(backend, train, val, path=None, epochs=4, stop_after=None, lr=3e-3, **k
 
     ckpt.save = save
     try:
-        history = model.fit(train, epochs=epochs, batch_size=16, validation=val,
-                            optimizer=optim.Adam(lr=lr, schedule=optim.CosineDecay(epochs)),
-                            augment="crop:1,flip", checkpoint=path, verbose=False, **kw)
+        history = model.fit(train, epochs=epochs, batch_size=batch_size, validation=val,
+                            optimizer=optim.Adam(lr=lr, schedule=optim.CosineDecay(epochs),
+                                                 clip_grad_norm=clip_grad_norm),
+                            augment=augment, checkpoint=path, verbose=False, **kw)
     finally:
         ckpt.save = real_save
     return history, model
@@ -109,6 +111,14 @@ def test_file_honours_the_umask_and_holds_no_pickle(shapes, tmp_path):
     (dict(epochs=5), "fit.epochs: 4 -> 5"),
     (dict(data=True), "data.sha1"),
     (dict(early_stopping=EarlyStopping(patience=2)), "fit.early_stopping"),
+    (dict(batch_size=8), "fit.batch_size: 16 -> 8"),
+    (dict(augment="flip"), "fit.augment: 'crop:1,flip' -> 'flip'"),
+    (dict(clip_grad_norm=1.0), "fit.optimizer.clip_grad_norm: None -> 1.0"),
+    (dict(net=NET.replace("dropout(0.3)", "dropout(0.5)")), "model.layers.5.p: 0.3 -> 0.5"),
+    (dict(net=NET.replace("conv(4,3)", "conv(4,3,init=glorot)")),
+     "model.layers.0.init: 'he' -> 'glorot'"),
+    (dict(seed=6), "model.seed: 5 -> 6"),
+    (dict(validation=True), "validation.sha1"),
 ])
 def test_mismatching_checkpoint_is_refused_and_kept(shapes, tmp_path, change, where):
     train, val = shapes
@@ -119,6 +129,8 @@ def test_mismatching_checkpoint_is_refused_and_kept(shapes, tmp_path, change, wh
     kw = dict(change)
     if kw.pop("data", False):
         train = train[1:]
+    if kw.pop("validation", False):
+        val = val[1:]
     with pytest.raises(CheckpointMismatch, match="refusing") as info:
         _fit("numba", train, val, path, **kw)
     assert where in str(info.value) and str(path) in str(info.value)
@@ -134,6 +146,164 @@ def test_other_architecture_is_refused(shapes, tmp_path):
     with pytest.raises(CheckpointMismatch, match="model.spec: .conv") as info:
         model.fit(train, epochs=4, batch_size=16, checkpoint=path, verbose=False)
     assert "flatten-dense(4)" in str(info.value) and "model.layers" not in str(info.value)
+
+
+# ---- checkpoints written by an older nbcnn ------------------------------------------------
+@pytest.fixture(scope="module")
+def half_run(shapes, tmp_path_factory):
+    """(the checkpoint's bytes after 2 of 4 epochs, the uninterrupted run's history and model)."""
+    train, val = shapes
+    path = tmp_path_factory.mktemp("half") / "run.ckpt.npz"
+    with pytest.raises(Interrupted):
+        _fit("numba", train, val, path, stop_after=2)
+    return path.read_bytes(), _fit("numba", train, val)
+
+
+def _edit(path, change) -> None:
+    """Rewrite the checkpoint at ``path`` with ``change(meta, arrays)`` applied."""
+    meta, arrays = ckpt.load(path)
+    change(meta, arrays)
+    ckpt.save(path, meta, arrays)
+
+
+def _layers(meta):
+    return meta["match"]["model"]["layers"]
+
+
+def _without_new_layer_keys(meta, arrays):     # an nbcnn before dilation and groups
+    for key in ("dilation", "groups"):
+        del _layers(meta)[0]["config"][key]
+
+
+def _init_resolved(meta, arrays):              # an nbcnn that saved the init it drew with
+    _layers(meta)[0]["config"]["init"] = "he"      # conv before batchnorm-relu
+    _layers(meta)[-1]["config"]["init"] = "glorot"  # the last dense
+
+
+def _older_spec_and_retired_argument(meta, arrays):
+    # a config this nbcnn cannot read (dropout took an argument it no longer has, at its
+    # default), so the spec is read instead, written with aliases and defaults spelt out
+    _layers(meta)[5]["config"]["inplace"] = False
+    meta["match"]["model"]["spec"] = \
+        "conv2d(4,(3:3),0,stride=1)-bn(0.1,1e-05)-relu-maxpool(2,2)-flatten-dropout(0.3)-fc(4)"
+
+
+def _optimizer_before_clipping(meta, arrays):
+    del meta["match"]["fit"]["optimizer"]["clip_grad_norm"]
+    del meta["defaults"]["optimizer"]["clip_grad_norm"]
+
+
+def _optimizer_with_retired_setting(meta, arrays):   # "amsgrad", off by default then
+    meta["match"]["fit"]["optimizer"]["amsgrad"] = False
+    meta["defaults"]["optimizer"]["amsgrad"] = False
+
+
+def _fit_settings_of_an_int_writer(meta, arrays):     # 0 for 0.0: the same number
+    meta["match"]["fit"]["label_smoothing"] = 0
+    meta["match"]["fit"]["augment"] = "flip, crop:1"
+
+
+def _slots_in_another_order(meta, arrays):
+    """A parameter order other than this nbcnn's: format 2 finds each state by its name."""
+    opt = meta["optimizer"]
+    n = len(opt["params"])
+    opt["params"] = opt["params"][::-1]
+    opt["slots"] = {str(n - 1 - int(i)): flags for i, flags in opt["slots"].items()}
+    moved = {}
+    for k in [k for k in arrays if k.startswith("optim:")]:
+        _, i, j = k.split(":")
+        moved[f"optim:{n - 1 - int(i)}:{j}"] = arrays.pop(k)
+    arrays.update(moved)
+
+
+def _format_1(meta, arrays):
+    meta["version"] = 1
+    for key in ("nbcnn_version", "defaults"):
+        del meta[key]
+    del meta["optimizer"]["params"]
+
+
+@pytest.mark.parametrize("change", [
+    _without_new_layer_keys, _init_resolved, _older_spec_and_retired_argument,
+    _optimizer_before_clipping, _optimizer_with_retired_setting, _fit_settings_of_an_int_writer,
+    _slots_in_another_order, _format_1])
+def test_checkpoint_of_an_older_nbcnn_continues_exactly(shapes, tmp_path, half_run, change):
+    train, val = shapes
+    saved, (h_full, m_full) = half_run
+    path = tmp_path / "run.ckpt.npz"
+    path.write_bytes(saved)
+    _edit(path, change)
+    h_resumed, m_resumed = _fit("numba", train, val, path)
+    assert h_resumed.attrs["resumed_epochs"] == 2
+    assert_same_run(h_full, m_full, h_resumed, m_resumed)
+    meta, _ = ckpt.load(path)                           # written again in today's format
+    assert meta["version"] == ckpt.VERSION and meta["nbcnn_version"] == nbcnn.__version__
+
+
+def _shape(name, shape):
+    def change(meta, arrays):
+        arrays[name] = arrays[name].reshape(shape)
+    return change
+
+
+def _set(where, value):
+    def change(meta, arrays):
+        *path, last = where
+        node = meta
+        for k in path:
+            node = node[k]
+        node[last] = value
+    return change
+
+
+def _spec_read_and_other(meta, arrays):
+    """A config this nbcnn cannot read, so the spec is, and it says another batch norm."""
+    _layers(meta)[5]["config"]["inplace"] = False
+    meta["match"]["model"]["spec"] = NET.replace("batchnorm", "batchnorm(0.2)")
+
+
+def _rename_generator(meta, arrays):
+    meta["random"]["layer5.rng"] = meta["random"].pop("layer5._rng")
+
+
+@pytest.mark.parametrize("change,where", [
+    (_set(("match", "fit", "optimizer", "amsgrad"), True),
+     "fit.optimizer.amsgrad: True -> (a setting nbcnn"),
+    (_set(("match", "fit", "optimizer", "beta1"), 0.8), "fit.optimizer.beta1: 0.8 -> 0.9"),
+    (_set(("match", "model", "layers", 0, "config", "init"), "glorot"),
+     "model.layers.0.init: 'glorot' -> 'he'"),
+    (_spec_read_and_other, "model.layers.1.momentum: 0.2 -> 0.1"),
+    (_set(("match", "model", "spec"), "conv(4,3)-relu-flatten-dense(4)"), None),   # config wins
+    (_shape("weight:0.bias", (4, 1)), "weights.0.bias: [4, 1] -> [4]"),
+    (_rename_generator, "random generators: ["),
+])
+def test_older_checkpoint_that_means_another_run_is_refused(shapes, tmp_path, half_run, change,
+                                                            where):
+    train, val = shapes
+    path = tmp_path / "run.ckpt.npz"
+    path.write_bytes(half_run[0])
+    _edit(path, change)
+    if where is None:
+        assert _fit("numba", train, val, path)[0].attrs["resumed_epochs"] == 2
+        return
+    before = path.read_bytes()
+    with pytest.raises(CheckpointMismatch, match="refusing") as info:
+        _fit("numba", train, val, path)
+    assert where in str(info.value) and str(path) in str(info.value)
+    assert path.read_bytes() == before
+
+
+def test_checkpoint_of_a_newer_format_is_refused(shapes, tmp_path, half_run):
+    train, val = shapes
+    path = tmp_path / "run.ckpt.npz"
+    path.write_bytes(half_run[0])
+    _edit(path, lambda meta, arrays: meta.update(version=ckpt.VERSION + 1,
+                                                 nbcnn_version="9.9.0"))
+    with pytest.raises(CheckpointError, match="is newer than nbcnn") as info:
+        _fit("numba", train, val, path)
+    text = str(info.value)
+    assert str(path) in text and "9.9.0" in text and f"version {ckpt.VERSION + 1}" in text
+    assert "delete the file" in text
 
 
 @pytest.mark.parametrize("cut", [0.5, 0.97, 10])

@@ -144,3 +144,40 @@ def test_grid_killed_mid_cell_continues_that_cell(tmp_path):
                                   plain.epochs.drop(columns=TIMING), check_exact=True)
     assert resumed.runs["test_accuracy"].iloc[0] == plain.runs["test_accuracy"].iloc[0]
     assert plain.runs["resumed_epochs"].iloc[0] == 0
+
+
+def test_grid_cell_with_a_refused_checkpoint_says_which_file_to_delete(tmp_path):
+    import numpy as np
+
+    import nbcnn
+    path = write(tmp_path, BASE + "epochs = 2\nbatch_size = 16\n")
+    res = tmp_path / "res"
+    key = parse_grid(textwrap.dedent(BASE + "epochs = 2\nbatch_size = 16\n"), path).cells[0].key
+    point = res / "t" / "checkpoints" / f"{key}.ckpt.npz"
+    point.parent.mkdir(parents=True)
+    # another run's checkpoint at the cell's path (other data and settings)
+    rng = np.random.default_rng(0)
+    other = nbcnn.build(TINY, input_shape=(1, 12, 12), backend="numpy", seed=0)
+    other.fit((rng.random((8, 1, 12, 12), dtype=np.float32), rng.integers(0, 4, 8)), epochs=1,
+              checkpoint=point, verbose=False)
+    before = point.read_bytes()
+
+    cmd = [sys.executable, "-m", "nbcnn", "grid", path, "--results", str(res), "--quiet"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    line = (f"CheckpointMismatch: checkpoint {point} refused; delete that file to restart this "
+            "cell from its first epoch")
+    assert line in out.stderr and "data.sha1" in out.stderr
+    assert f"[{key}] its checkpoint {point} was refused and will be again: delete it" \
+        in out.stderr
+    assert point.read_bytes() == before                    # never deleted by nbcnn
+    record = results.load(res / "t").runs.iloc[0]
+    assert record["status"] == "failed" and record["checkpoint_refused"] == str(point)
+    assert record["error"].startswith(line)
+
+    # the same again is refused again; once the file is deleted the cell runs from epoch 1
+    again = harness.run_grid(path, str(res), verbose=False, log=lambda m: None)
+    assert again["status"].iloc[0] == "failed" and point.exists()
+    point.unlink()
+    runs = harness.run_grid(path, str(res), verbose=False, log=lambda m: None)
+    assert runs["status"].iloc[0] == "ok" and runs["resumed_epochs"].iloc[0] == 0

@@ -84,5 +84,10 @@ def run(args) -> int:
     if failed:
         print(f"{failed} of {len(runs)} runs failed; run the same command again to retry them",
               file=sys.stderr)
+        refused = runs.get("checkpoint_refused")
+        for key, path in zip(runs["key"], refused if refused is not None else []):
+            if isinstance(path, str) and path:
+                print(f"[{key}] its checkpoint {path} was refused and will be again: delete it "
+                      "to restart that cell from its first epoch", file=sys.stderr)
         return 1
     return 0

@@ -22,7 +22,10 @@ What is measured (all wall clock, ``time.perf_counter``):
 
 With a ``checkpoint`` path the cell's ``fit`` checkpoints after every epoch and, when a killed run
 left the file, continues from it (``resumed_epochs`` says after which epoch); the times above then
-cover this process's part only. ``stopped_epoch`` / ``kept_epoch`` come from early stopping,
+cover this process's part only. A checkpoint ``fit`` refuses (of another run, unreadable, of a
+newer format: ``nbcnn.checkpoint``) fails the cell with an error that names the file and says to
+delete it to restart the cell, and ``checkpoint_refused`` (its path) in the metrics; it is never
+deleted here, so a retry meets the same refusal until someone decides. ``stopped_epoch`` / ``kept_epoch`` come from early stopping,
 ``warning`` from an exploding loss (see ``nbcnn.callbacks``).
 """
 
@@ -40,6 +43,7 @@ import traceback
 
 import numpy as np
 
+from ..checkpoint import CheckpointError, CheckpointMismatch
 from ..settings import load_data, make_early_stopping, make_optimizer
 
 #: models up to this many parameters are saved when the grid does not say
@@ -191,6 +195,12 @@ def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose:
         out["status"] = "ok"
     except KeyboardInterrupt:
         raise
+    except (CheckpointError, CheckpointMismatch) as exc:     # the retry would meet it again
+        reason = str(exc).removeprefix(f"{checkpoint}: ")
+        out["error"] = (f"{type(exc).__name__}: checkpoint {checkpoint} refused; delete that file "
+                        f"to restart this cell from its first epoch: {reason}")[:1000]
+        out["traceback"] = traceback.format_exc()
+        metrics["checkpoint_refused"] = checkpoint
     except Exception as exc:          # recorded, and the grid goes on
         text = f"{type(exc).__name__}: {exc}".strip()
         out["error"] = text.splitlines()[0][:500] if text else type(exc).__name__

@@ -417,27 +417,53 @@ def test_broken_kernel_gives_build_log(be):
 
 
 # ---- every blocking variant the tuner may pick, and the tuner's cache ----------------------
+from nbcnn.backends.geometry import ConvGeometry  # noqa: E402
 from nbcnn.backends.opencl import tune  # noqa: E402
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[2], CONV_CASES[4], CONV_CASES[8]],
-                         ids=["s2-pad1", "s2-asym", "c9-o17"])
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (2, 4, 5, 6, 8, 9)],
+                         ids=["s2-pad1", "s2-asym", "k5-s2", "k3x5-s1x2", "c9-o17", "pad-only-row"])
 def test_conv_all_variants(be, case):
+    """Every blocking the tuner may choose, not only its pick: the forward (and, at stride 1,
+    the input gradient it computes on the flipped kernel), the weight and bias gradients."""
     n, c, h, w, o, kh, kw, stride, padding = case
     x, wt = rand(n, c, h, w, seed=40), rand(o, c, kh, kw, seed=41)
     y_ref = REF.conv2d_forward(x, wt, None, stride, padding)
     dy = rand(*y_ref.shape, seed=42)
-    _, dw_ref, _ = REF.conv2d_backward(x, wt, dy, stride, padding, False, False)
-    dx_, wd_ = be.from_numpy(x), be.from_numpy(wt)
-    oh, ow = y_ref.shape[2:]
+    dx_ref, dw_ref, db_ref = REF.conv2d_backward(x, wt, dy, stride, padding, True, True)
+    dx_, wd_, dy_ = be.from_numpy(x), be.from_numpy(wt), be.from_numpy(dy)
+    g = ConvGeometry.of(x.shape, wt.shape, stride, padding)
+    gt = g.transposed()
     for cand in tune.FWD_CANDIDATES:
         y = be._empty(y_ref.shape)
-        be._conv_fwd(dx_, wd_, None, y, n, c, h, w, o, oh, ow, kh, kw, *stride,
-                     padding[0], padding[2], False, cand)
+        be._conv_fwd(dx_, wd_, None, y, g, False, cand)
         close(np_(be, y), y_ref)
-    geo = (c, h, w, o, oh, ow, kh, kw, *stride, padding[0], padding[2])
+        if gt is not None:
+            dx = be._empty(x.shape)
+            be._conv_fwd(dy_, wd_, None, dx, gt, True, cand)
+            close(np_(be, dx), dx_ref, atol=1e-4)
     for cand in tune.DW_CANDIDATES:
-        close(np_(be, be._conv_dw(dx_, be.from_numpy(dy), n, geo, cand)), dw_ref, rtol=2e-4, atol=2e-4)
+        for with_bias in (True, False):
+            dw, db = be._conv_dw(dx_, dy_, g, with_bias, cand)
+            close(np_(be, dw), dw_ref, rtol=2e-4, atol=2e-4)
+            if with_bias:
+                close(np_(be, db), db_ref, rtol=2e-4, atol=2e-4)
+            else:
+                assert db is None
+
+
+def test_conv_dw_split_images_every_variant(be):
+    """Few (channel, filter) blocks: the images split into chunks of partial sums, every
+    weight-gradient variant (bias included)."""
+    x, wt = rand(9, 1, 7, 9, seed=47), rand(3, 1, 3, 3, seed=48)
+    dy = rand(9, 3, 7, 9, seed=49)
+    _, dw_ref, db_ref = REF.conv2d_backward(x, wt, dy, (1, 1), (1, 1, 1, 1), True, False)
+    g = ConvGeometry.of(x.shape, wt.shape, (1, 1), (1, 1, 1, 1))
+    assert be._split_images(9, 1)[0] > 1
+    for cand in tune.DW_CANDIDATES:
+        dw, db = be._conv_dw(be.from_numpy(x), be.from_numpy(dy), g, True, cand)
+        close(np_(be, dw), dw_ref, rtol=2e-4, atol=2e-4)
+        close(np_(be, db), db_ref, rtol=2e-4, atol=2e-4)
 
 
 def test_gemm_all_variants(be):
@@ -458,12 +484,13 @@ def test_autotune_picks_and_caches(monkeypatch, tmp_path):
     assert path.is_file() and str(path).startswith(str(tmp_path))
     import json
     saved = json.loads(path.read_text())[b.tuning.device_key]
-    key = "conv_fwd:2,3,9,10,5,3,3,1,1"
+    g = ConvGeometry.of(x.shape, wt.shape, (1, 1), (1, 1, 1, 1))
+    key = f"conv_fwd:{g.key()}"
     assert saved[key] in tune.FWD_CANDIDATES
+    assert b.tuning.chosen()[key] == saved[key]
     # a new backend reuses the saved choice without timing again
     b2 = OpenCLBackend(autotune=True)
-    monkeypatch.setattr(b2.tuning, "_time_fwd", lambda *a: pytest.fail("timed again"))
-    assert b2.tuning.conv_fwd((2, 3, 9, 10, 5, 3, 3, 1, 1)) == saved[key]
+    assert b2.tuning.conv_fwd(g, lambda cand: pytest.fail("timed again")) == saved[key]
 
 
 def test_maxpool_backward_tiled_path_matches_gather_kernel():

@@ -3,12 +3,14 @@
 For a convolution or matrix multiply big enough for the choice to matter (at least
 ``MIN_TUNE_FLOP``), the tuner times a few variants of the kernel once per device and shape and
 keeps the fastest in ``~/.cache/nbcnn/opencl/autotune.json`` (``$XDG_CACHE_HOME`` respected), so
-later runs reuse the choice without timing. Smaller ops, and every op when tuning is off
+later runs reuse the choice without timing; the cache is keyed by platform, device name and
+driver version, so a new driver re-tunes. Smaller ops, and every op when tuning is off
 (``NBCNN_OPENCL_AUTOTUNE=0`` or ``OpenCLBackend(autotune=False)``), use the defaults below.
 
 Variants:
 * conv forward (also the stride-1 input gradient): OB output channels x PX columns per work-item;
-* conv weight gradient: DOB output channels x QB taps x DPX-wide vectors per work-item;
+* conv weight gradient: VO filters (one vector) x TB taps per work-item on channels-last dy
+  (conv2d_bwd_dw_vec), or DOB filters x QB taps x DPX-wide vectors of columns (conv2d_bwd_dw);
 * matrix multiply: TM x TN tile per work-group, TK deep, RM x RN per work-item.
 """
 
@@ -20,8 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..switches import switched_on
 
 ENV_AUTOTUNE = "NBCNN_OPENCL_AUTOTUNE"
@@ -29,8 +29,11 @@ ENV_AUTOTUNE = "NBCNN_OPENCL_AUTOTUNE"
 MIN_TUNE_FLOP = 1e8
 
 FWD_CANDIDATES = [{"OB": 8, "PX": 4}, {"OB": 8, "PX": 8}, {"OB": 12, "PX": 8}, {"OB": 16, "PX": 8}]
-DW_CANDIDATES = [{"DOB": 8, "QB": 1, "DPX": 4}, {"DOB": 4, "QB": 3, "DPX": 4},
-                 {"DOB": 8, "QB": 3, "DPX": 4}, {"DOB": 4, "QB": 3, "DPX": 8}]
+#: conv weight gradient: conv2d_bwd_dw_vec (VO filters x TB taps, the CPU default) or
+#: conv2d_bwd_dw (DOB filters x QB taps x DPX columns, the GPU default)
+DW_CANDIDATES = [{"VO": 16, "TB": 9}, {"VO": 8, "TB": 9}, {"VO": 16, "TB": 3},
+                 {"DOB": 8, "QB": 1, "DPX": 4}, {"DOB": 8, "QB": 3, "DPX": 4},
+                 {"DOB": 4, "QB": 3, "DPX": 8}]
 GEMM_CANDIDATES = [
     {"TM": 32, "TN": 32, "TK": 16, "RM": 4, "RN": 4},
     {"TM": 64, "TN": 64, "TK": 16, "RM": 8, "RN": 8},
@@ -61,6 +64,8 @@ class Tuner:
         max_wg = int(dev.max_work_group_size)
         local = int(dev.local_mem_size)
         self.gemm_ok = [c for c in GEMM_CANDIDATES if self._gemm_fits(c, max_wg, local)] or [GEMM_SAFE]
+        #: the device's preferred float vector width (16 on AVX-512 CPUs, 1 to 4 on most GPUs)
+        self.vector_width = int(dev.preferred_vector_width_float) or 1
 
     # ---- defaults -------------------------------------------------------------------------
     @staticmethod
@@ -68,51 +73,56 @@ class Tuner:
         return ((c["TN"] // c["RN"]) * (c["TM"] // c["RM"]) <= max_wg
                 and 4 * c["TK"] * (c["TM"] + c["TN"]) <= local)
 
-    def _default_fwd(self, shape):
-        n, c, h, w, o, kh, kw, sh, sw = shape
+    def _default_fwd(self, g):
         if self.backend.is_gpu:
             return {"OB": 8, "PX": 4}
-        return {"OB": 16 if o >= 16 else 8, "PX": 8 if w >= 8 else 4}
+        return {"OB": 16 if g.o >= 16 else 8, "PX": 8 if g.w >= 8 else 4}
 
-    def _default_dw(self, shape):
-        return {"DOB": 8, "QB": 1, "DPX": 4}
+    def _default_dw(self, g):
+        if self.backend.is_gpu:
+            return {"DOB": 8, "QB": 1, "DPX": 4}
+        return {"VO": 16 if g.o > 8 and self.vector_width >= 16 else 8, "TB": 9}
 
     def _default_gemm(self, shape):
         pref = GEMM_CANDIDATES[0] if self.backend.is_gpu else GEMM_CANDIDATES[2]
         return dict(pref if pref in self.gemm_ok else self.gemm_ok[0])
 
     # ---- choices --------------------------------------------------------------------------
-    def conv_fwd(self, shape: tuple) -> dict:
-        n, c, h, w, o, kh, kw, sh, sw = shape
-        flop = 2.0 * n * o * c * kh * kw * (h // sh) * (w // sw)
-        return self._choose("conv_fwd", shape, flop, self._default_fwd(shape), FWD_CANDIDATES,
-                            self._time_fwd)
+    # Each takes the op's geometry and ``run``, a callable that enqueues the op with a given
+    # candidate (on the op's own arrays): the tuner times it, and never calls the backend.
+    def conv_fwd(self, g, run) -> dict:
+        """OB x PX of conv2d_fwd for the plain convolution ``g``."""
+        return self._choose("conv_fwd", g.key(), 2.0 * g.multiply_adds, self._default_fwd(g),
+                            FWD_CANDIDATES, run)
 
-    def conv_dw(self, shape: tuple) -> dict:
-        n, c, h, w, o, kh, kw, sh, sw = shape
-        flop = 2.0 * n * o * c * kh * kw * (h // sh) * (w // sw)
-        return self._choose("conv_dw", shape, flop, self._default_dw(shape), DW_CANDIDATES,
-                            self._time_dw)
+    def conv_dw(self, g, run) -> dict:
+        """The weight gradient's kernel and blocking for the plain convolution ``g``."""
+        return self._choose("conv_dw", g.key(), 2.0 * g.multiply_adds, self._default_dw(g),
+                            DW_CANDIDATES, run)
 
-    def conv_dx(self, shape: tuple) -> dict:
-        return dict(DX_GATHER)
-
-    def gemm_tiles(self, shape: tuple) -> dict:
+    def gemm_tiles(self, shape: tuple, run) -> dict:
         m, n, k = shape
-        return self._choose("gemm", shape, 2.0 * m * n * k, self._default_gemm(shape),
-                            self.gemm_ok, self._time_gemm)
+        return self._choose("gemm", ",".join(map(str, shape)), 2.0 * m * n * k,
+                            self._default_gemm(shape), self.gemm_ok, run)
 
-    def _choose(self, op, shape, flop, default, candidates, timer):
+    def chosen(self) -> dict:
+        """Every choice made or loaded for this device so far, by op and shape."""
+        with self._lock:
+            self._load()
+            return {k: dict(v) for k, v in sorted(self._choices.items())}
+
+    def _choose(self, op, shape_key, flop, default, candidates, run):
         if not self.enabled or flop < MIN_TUNE_FLOP or len(candidates) < 2:
             return default
-        key = f"{op}:{','.join(map(str, shape))}"
+        key = f"{op}:{shape_key}"
         with self._lock:
             self._load()
             hit = self._choices.get(key)
             if hit is not None:
                 return dict(hit)
             try:
-                times = [(timer(shape, cand), i) for i, cand in enumerate(candidates)]
+                times = [(self._best_of(lambda: run(dict(cand))), i)
+                         for i, cand in enumerate(candidates)]
                 best = dict(candidates[min(times)[1]])
             except Exception:                         # noqa: BLE001 - never fail an op for tuning
                 best = default
@@ -131,38 +141,6 @@ class Tuner:
             self.backend.synchronize()
             best = min(best, time.perf_counter() - t0)
         return best
-
-    def _rand(self, *shape):
-        rng = np.random.default_rng(0)
-        return self.backend.from_numpy(rng.standard_normal(shape, dtype=np.float32))
-
-    def _conv_args(self, shape):
-        n, c, h, w, o, kh, kw, sh, sw = shape
-        # padding does not change the cost much; time the "same"-like case
-        pt, pl = (kh - 1) // 2, (kw - 1) // 2
-        oh, ow = (h + 2 * pt - kh) // sh + 1, (w + 2 * pl - kw) // sw + 1
-        return n, c, h, w, o, kh, kw, sh, sw, pt, pl, oh, ow
-
-    def _time_fwd(self, shape, cand):
-        be = self.backend
-        n, c, h, w, o, kh, kw, sh, sw, pt, pl, oh, ow = self._conv_args(shape)
-        x, wt = self._rand(n, c, h, w), self._rand(o, c, kh, kw)
-        y = be._empty((n, o, oh, ow))
-        return self._best_of(lambda: be._conv_fwd(x, wt, None, y, n, c, h, w, o, oh, ow, kh, kw,
-                                                  sh, sw, pt, pl, False, cand))
-
-    def _time_dw(self, shape, cand):
-        be = self.backend
-        n, c, h, w, o, kh, kw, sh, sw, pt, pl, oh, ow = self._conv_args(shape)
-        x, dy = self._rand(n, c, h, w), self._rand(n, o, oh, ow)
-        geo = (c, h, w, o, oh, ow, kh, kw, sh, sw, pt, pl)
-        return self._best_of(lambda: be._conv_dw(x, dy, n, geo, cand))
-
-    def _time_gemm(self, shape, cand):
-        be = self.backend
-        m, n, k = shape
-        a, b = self._rand(m, k), self._rand(n, k)
-        return self._best_of(lambda: be._gemm(a, k, 1, b, 1, k, None, m, n, k, cand))
 
     # ---- persistence ----------------------------------------------------------------------
     def _load(self):

@@ -748,3 +748,77 @@ __kernel void conv2d_bwd_dw_vec(__global const float *xp, __global const float *
             dbpart[(size_t)s * O + o0 + e] = v[e];
     }
 }
+
+/* Forward on a zero-padded input: the same blocking as conv2d_fwd (OB filters x PX columns per
+ * work-item, wt from conv2d_wtrans), but xp (N, C, HP, WP) holds the padding (pad2d), wide
+ * enough that every block's PX columns of every tap are inside it: the inner loop has no
+ * bounds test and no edge path. Only the store of a row's last block is masked.
+ * global = (OH * ceil(OW/PX), OP/OB, N). */
+__kernel void conv2d_fwd_padded(__global const float *xp, __global const float *wt,
+                                __global const float *b, const int has_bias,
+                                __global float *y,
+                                const int C, const int HP, const int WP,
+                                const int O, const int OH, const int OW,
+                                const int KH, const int KW, const int SH, const int SW,
+                                const int OP)
+{
+    const int nbx = (OW + PX - 1) / PX;
+    const int g0 = get_global_id(0);
+    const int o0 = get_global_id(1) * OB;
+    const int n = get_global_id(2);
+    if (g0 >= OH * nbx || o0 >= O)
+        return;
+    const int i = g0 / nbx;
+    const int j0 = (g0 - i * nbx) * PX;
+
+    VF acc[OB];
+#pragma unroll
+    for (int k = 0; k < OB; ++k)
+        acc[k] = (VF)(0.0f);
+
+    __global const float *xb = xp + (size_t)n * C * HP * WP + (i * SH) * WP + j0 * SW;
+    for (int c = 0; c < C; ++c) {
+        __global const float *xc = xb + (size_t)c * HP * WP;
+        __global const float *wc = wt + (size_t)c * KH * KW * OP + o0;
+        for (int p = 0; p < KH; ++p) {
+            __global const float *xr = xc + p * WP;
+            __global const float *wr = wc + p * KW * OP;
+            for (int q = 0; q < KW; ++q) {
+                VF xv;
+                if (SW == 1) {
+                    xv = VLOAD(0, xr + q);
+                } else {
+                    float t[PX];
+                    for (int e = 0; e < PX; ++e)
+                        t[e] = xr[q + e * SW];
+                    xv = VLOAD(0, t);
+                }
+                __global const float *wq = wr + q * OP;
+#pragma unroll
+                for (int k = 0; k < OB; ++k)
+                    acc[k] = mad((VF)(wq[k]), xv, acc[k]);
+            }
+        }
+    }
+
+    const int plane = OH * OW;
+    __global float *yr = y + ((size_t)n * O * plane) + i * OW + j0;
+#pragma unroll
+    for (int k = 0; k < OB; ++k) {
+        const int o = o0 + k;
+        if (o < O) {
+            VF v = acc[k];
+            if (has_bias)
+                v += (VF)(b[o]);
+            __global float *dst = yr + (size_t)o * plane;
+            if (j0 + PX - 1 < OW) {
+                VSTORE(v, 0, dst);
+            } else {
+                float t[PX];
+                VSTORE(v, 0, t);
+                for (int e = 0; e < PX && j0 + e < OW; ++e)
+                    dst[e] = t[e];
+            }
+        }
+    }
+}

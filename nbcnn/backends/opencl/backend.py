@@ -244,19 +244,38 @@ class OpenCLBackend(Backend):
         """Enqueue the blocked forward kernel: y = conv(x, w) (+ bias) for the plain geometry
         ``g``. With ``flip`` the weight is (C, O, KH, KW) read as w[c, o, kh-1-p, kw-1-q] (the
         stride-1 input gradient, ``g`` then being ``transposed()``). ``t``: blocking {"OB",
-        "PX"}, else the tuner's choice (which times this very launch)."""
+        "PX", "PAD"}, else the tuner's choice (which times this very launch). With PAD, x is
+        first zero-padded (pad2d) and conv2d_fwd_padded runs without bounds tests; else
+        conv2d_fwd tests the image's edges itself."""
         if t is None:
             t = self.tuning.conv_fwd(g, lambda cand: self._conv_fwd(x, w, bias, y, g, flip, cand))
-        ob = t["OB"]
+        ob, px = t["OB"], t["PX"]
+        defines = {"OB": ob, "PX": px}
         op = _round_up(g.o, ob)
         taps = g.c * g.kh * g.kw
         wt = self._empty((taps, op))
-        self._launch(self._kernel("conv", "conv2d_wtrans", t), (op, taps), None,
+        self._launch(self._kernel("conv", "conv2d_wtrans", defines), (op, taps), None,
                      w, wt, g.o, g.c, g.kh, g.kw, op, int(flip))
         has_b = bias is not None
-        self._launch(self._kernel("conv", "conv2d_fwd", t), (g.oh * -(-g.ow // t["PX"]), op // ob, g.n),
-                     None, x, wt, bias if has_b else self._dummy, int(has_b), y,
-                     g.c, g.h, g.w, g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, op)
+        gsize = (g.oh * -(-g.ow // px), op // ob, g.n)
+        b_arg = bias if has_b else self._dummy
+        if not t.get("PAD"):
+            self._launch(self._kernel("conv", "conv2d_fwd", defines), gsize, None,
+                         x, wt, b_arg, int(has_b), y,
+                         g.c, g.h, g.w, g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, op)
+            return
+        # rows and columns every block reads: the last block's PX columns of the last tap
+        hp = (g.oh - 1) * g.sh + g.kh
+        wp = (_round_up(g.ow, px) - 1) * g.sw + g.kw
+        if g.pt == 0 and g.pl == 0 and hp <= g.h and wp <= g.w:
+            xp, hp, wp = x, g.h, g.w
+        else:
+            xp = self._empty((g.n, g.c, hp, wp))
+            self._launch(self._kernel("conv", "pad2d", defines), (wp, hp, g.n * g.c), None,
+                         x, xp, g.h, g.w, hp, wp, g.pt, g.pl)
+        self._launch(self._kernel("conv", "conv2d_fwd_padded", defines), gsize, None,
+                     xp, wt, b_arg, int(has_b), y,
+                     g.c, hp, wp, g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, op)
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation=(1, 1), groups=1):
         x, w = self._in(x), self._in(w)

@@ -28,7 +28,11 @@ ENV_AUTOTUNE = "NBCNN_OPENCL_AUTOTUNE"
 #: ops smaller than this many floating-point operations are not worth timing
 MIN_TUNE_FLOP = 1e8
 
-FWD_CANDIDATES = [{"OB": 8, "PX": 4}, {"OB": 8, "PX": 8}, {"OB": 12, "PX": 8}, {"OB": 16, "PX": 8}]
+#: conv forward: OB filters x PX columns per work-item, PAD: on a zero-padded copy of x
+#: (conv2d_fwd_padded, no bounds tests; the CPU default) or testing the edges (conv2d_fwd)
+FWD_CANDIDATES = [{"OB": 16, "PX": 8, "PAD": 1}, {"OB": 16, "PX": 16, "PAD": 1},
+                  {"OB": 8, "PX": 16, "PAD": 1}, {"OB": 8, "PX": 4, "PAD": 0},
+                  {"OB": 8, "PX": 8, "PAD": 0}, {"OB": 16, "PX": 8, "PAD": 0}]
 #: conv weight gradient: conv2d_bwd_dw_vec (VO filters x TB taps, the CPU default) or
 #: conv2d_bwd_dw (DOB filters x QB taps x DPX columns, the GPU default)
 DW_CANDIDATES = [{"VO": 16, "TB": 9}, {"VO": 8, "TB": 9}, {"VO": 16, "TB": 3},
@@ -75,8 +79,8 @@ class Tuner:
 
     def _default_fwd(self, g):
         if self.backend.is_gpu:
-            return {"OB": 8, "PX": 4}
-        return {"OB": 16 if g.o >= 16 else 8, "PX": 8 if g.w >= 8 else 4}
+            return {"OB": 8, "PX": 4, "PAD": 0}
+        return {"OB": 16 if g.o >= 16 else 8, "PX": 16 if self.vector_width >= 16 else 8, "PAD": 1}
 
     def _default_dw(self, g):
         if self.backend.is_gpu:

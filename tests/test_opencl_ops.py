@@ -466,11 +466,24 @@ def test_conv_dw_split_images_every_variant(be):
         close(np_(be, db), db_ref, rtol=2e-4, atol=2e-4)
 
 
-def test_gemm_all_variants(be):
-    x, w = rand(37, 70, seed=43), rand(45, 70, seed=44)
-    for cand in tune.GEMM_CANDIDATES + [tune.GEMM_SAFE]:
-        out = be._gemm(be.from_numpy(x), 70, 1, be.from_numpy(w), 1, 70, None, 37, 45, 70, cand)
-        close(np_(be, out), x @ w.T, atol=1e-4)
+@pytest.mark.parametrize("layout", ["dot", "rows", "any"])
+def test_gemm_all_variants(be, layout):
+    """Every matrix-multiply kernel and blocking the tuner may choose, on the strides of each
+    of the dense layer's three products, odd sizes (past one block and one vector)."""
+    m, n, k = 37, 45, 70
+    a, b, bias = rand(m, k, seed=43), rand(k, n, seed=44), rand(n, seed=45)
+    if layout == "dot":           # A(m, k) row-major, B(k, n) = W[n, k]
+        a_d, sam, sak, b_d, sbk, sbn = a, k, 1, b.T.copy(), 1, k
+    elif layout == "rows":        # A(m, k) = D[k, m], B(k, n) row-major
+        a_d, sam, sak, b_d, sbk, sbn = a.T.copy(), 1, m, b, n, 1
+    else:                         # neither: A row-major, B(k, n) = W[n, k] with A = D[k, m]
+        a_d, sam, sak, b_d, sbk, sbn = a.T.copy(), 1, m, b.T.copy(), 1, k
+    cands = tune.GEMM_CANDIDATES + [tune.GEMM_SAFE] + tune.CPU_GEMM_CANDIDATES[layout]
+    for cand in cands:
+        for with_bias in (False, True):
+            out = be._gemm(be.from_numpy(a_d), sam, sak, be.from_numpy(b_d), sbk, sbn,
+                           be.from_numpy(bias) if with_bias else None, m, n, k, cand)
+            close(np_(be, out), a @ b + (bias if with_bias else 0), atol=1e-4)
 
 
 def test_autotune_picks_and_caches(monkeypatch, tmp_path):

@@ -20,10 +20,6 @@ from .errors import INSTALL_HINT, OpenCLUnavailableError
 from .program import ProgramCache
 from . import tune
 
-#: on CPU devices, products of at most this many multiply-adds run on the untiled gemm_simple
-#: (a tiled work-group with local memory and barriers costs far more there for small layers)
-_SIMPLE_GEMM_MAX = 1 << 24
-
 _ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3}
 
 #: build options per kernel file. Fast-math only where the kernels do plain multiply-adds and
@@ -536,23 +532,34 @@ class OpenCLBackend(Backend):
 
     # ---- dense ----------------------------------------------------------------------------
     def _gemm(self, a, sam, sak, b, sbk, sbn, bias, m, n, k, t=None):
-        """C (m, n) = A(m, k) @ B(k, n) (+ bias[n]) with strided A and B; ``t``: the tiles,
-        else the tuner's choice."""
+        """C (m, n) = A(m, k) @ B(k, n) (+ bias[n]) with strided A and B; ``t``: the kernel
+        ("KIND": dot, rows, simple or tiled) and its blocking, else the tuner's choice for the
+        strides' layout (dot: both contiguous along k; rows: B contiguous along n)."""
+        if t is None:
+            layout = "dot" if sak == 1 and sbk == 1 else "rows" if sbn == 1 else "any"
+            t = self.tuning.gemm_tiles((m, n, k), layout, lambda cand: self._gemm(
+                a, sam, sak, b, sbk, sbn, bias, m, n, k, cand))
         out = self._empty((m, n))
         has_b = bias is not None
-        if t is None and not self.is_gpu and m * n * k <= _SIMPLE_GEMM_MAX:
+        b_arg = bias if has_b else self._dummy
+        kind = t.get("KIND", "tiled")
+        defines = {key: v for key, v in t.items() if key != "KIND"} or None
+        if kind == "dot":
+            self._launch(self._kernel("dense", "gemm_dot", defines),
+                         (-(-n // t["RN"]), -(-m // t["RM"])), None,
+                         a, sam, b, sbn, b_arg, int(has_b), out, m, n, k)
+        elif kind == "rows":
+            self._launch(self._kernel("dense", "gemm_rows", defines),
+                         (-(-n // t["VN"]), -(-m // t["RM"])), None,
+                         a, sam, sak, b, sbk, b_arg, int(has_b), out, m, n, k)
+        elif kind == "simple":
             self._launch(self._kernel("dense", "gemm_simple"), (n, m), None,
-                         a, sam, sak, b, sbk, sbn, bias if has_b else self._dummy, int(has_b),
-                         out, m, n, k)
-            return out
-        if t is None:
-            t = self.tuning.gemm_tiles((m, n, k), lambda cand: self._gemm(
-                a, sam, sak, b, sbk, sbn, bias, m, n, k, cand))
-        lx, ly = t["TN"] // t["RN"], t["TM"] // t["RM"]
-        gsize = (-(-n // t["TN"]) * lx, -(-m // t["TM"]) * ly)
-        self._launch(self._kernel("dense", "gemm", t), gsize, (lx, ly),
-                     a, sam, sak, b, sbk, sbn, bias if has_b else self._dummy, int(has_b),
-                     out, m, n, k)
+                         a, sam, sak, b, sbk, sbn, b_arg, int(has_b), out, m, n, k)
+        else:
+            lx, ly = t["TN"] // t["RN"], t["TM"] // t["RM"]
+            gsize = (-(-n // t["TN"]) * lx, -(-m // t["TM"]) * ly)
+            self._launch(self._kernel("dense", "gemm", defines), gsize, (lx, ly),
+                         a, sam, sak, b, sbk, sbn, b_arg, int(has_b), out, m, n, k)
         return out
 
     def dense_forward(self, x, w, b):

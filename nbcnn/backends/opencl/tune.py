@@ -11,7 +11,8 @@ Variants:
 * conv forward (also the stride-1 input gradient): OB output channels x PX columns per work-item;
 * conv weight gradient: VO filters (one vector) x TB taps per work-item on channels-last dy
   (conv2d_bwd_dw_vec), or DOB filters x QB taps x DPX-wide vectors of columns (conv2d_bwd_dw);
-* matrix multiply: TM x TN tile per work-group, TK deep, RM x RN per work-item.
+* matrix multiply: TM x TN tile per work-group, TK deep, RM x RN per work-item (GPUs), or the
+  CPU forms without local memory (CPU_GEMM_CANDIDATES).
 """
 
 from __future__ import annotations
@@ -44,6 +45,19 @@ GEMM_CANDIDATES = [
     {"TM": 64, "TN": 64, "TK": 32, "RM": 4, "RN": 8},
     {"TM": 32, "TN": 64, "TK": 16, "RM": 4, "RN": 8},
 ]
+#: CPU forms (no local memory): dot products along k when A and B are contiguous along k,
+#: else rows of B-vectors when B is contiguous along n; "simple" (one output per work-item)
+#: for other strides
+CPU_GEMM_CANDIDATES = {
+    "dot": [{"KIND": "dot", "RM": 4, "RN": 4, "VK": 16}, {"KIND": "dot", "RM": 2, "RN": 4, "VK": 16},
+            {"KIND": "dot", "RM": 4, "RN": 4, "VK": 8}],
+    "rows": [{"KIND": "rows", "RM": 8, "VN": 16}, {"KIND": "rows", "RM": 4, "VN": 16},
+             {"KIND": "rows", "RM": 8, "VN": 8}],
+    "any": [{"KIND": "simple"}],
+}
+#: on CPU devices, products of other strides of at most this many multiply-adds run on
+#: gemm_simple (a tiled work-group with local memory and barriers costs far more there)
+SIMPLE_GEMM_MAX = 1 << 24
 #: safe choice for any device (64 work-items, 4 KiB of local memory)
 GEMM_SAFE = {"TM": 16, "TN": 16, "TK": 16, "RM": 2, "RN": 2}
 DX_GATHER = {"OB": 8}
@@ -87,7 +101,16 @@ class Tuner:
             return {"DOB": 8, "QB": 1, "DPX": 4}
         return {"VO": 16 if g.o > 8 and self.vector_width >= 16 else 8, "TB": 9}
 
-    def _default_gemm(self, shape):
+    def _default_gemm(self, shape, layout):
+        if not self.backend.is_gpu:
+            m, n, k = shape
+            if layout != "any":
+                cand = dict(CPU_GEMM_CANDIDATES[layout][0])
+                width = "VK" if layout == "dot" else "VN"
+                cand[width] = 16 if self.vector_width >= 16 else 8
+                return cand
+            if m * n * k <= SIMPLE_GEMM_MAX:
+                return {"KIND": "simple"}
         pref = GEMM_CANDIDATES[0] if self.backend.is_gpu else GEMM_CANDIDATES[2]
         return dict(pref if pref in self.gemm_ok else self.gemm_ok[0])
 
@@ -104,10 +127,13 @@ class Tuner:
         return self._choose("conv_dw", g.key(), 2.0 * g.multiply_adds, self._default_dw(g),
                             DW_CANDIDATES, run)
 
-    def gemm_tiles(self, shape: tuple, run) -> dict:
+    def gemm_tiles(self, shape: tuple, layout: str, run) -> dict:
+        """The matrix multiply's kernel and blocking for (m, n, k) and the strides' ``layout``
+        (dot, rows or any: see CPU_GEMM_CANDIDATES)."""
         m, n, k = shape
-        return self._choose("gemm", ",".join(map(str, shape)), 2.0 * m * n * k,
-                            self._default_gemm(shape), self.gemm_ok, run)
+        candidates = self.gemm_ok + CPU_GEMM_CANDIDATES[layout]
+        return self._choose("gemm", ",".join(map(str, (*shape, layout))), 2.0 * m * n * k,
+                            self._default_gemm(shape, layout), candidates, run)
 
     def chosen(self) -> dict:
         """Every choice made or loaded for this device so far, by op and shape."""

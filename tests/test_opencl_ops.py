@@ -506,6 +506,59 @@ def test_autotune_picks_and_caches(monkeypatch, tmp_path):
     assert b2.tuning.conv_fwd(g, lambda cand: pytest.fail("timed again")) == saved[key]
 
 
+def test_autotune_cache_keyed_by_device_and_driver(monkeypatch, tmp_path):
+    """A choice is reused only by the same platform, device and driver version: a new driver
+    (or a cached choice no longer among the candidates) times every candidate again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(tune, "MIN_TUNE_FLOP", 0)
+    b = OpenCLBackend(autotune=True)
+    dev = b.device
+    assert b.tuning.device_key.endswith(dev.driver_version.strip())
+    assert dev.name.strip() in b.tuning.device_key
+    g = ConvGeometry.of((2, 3, 9, 10), (5, 3, 3, 3), (1, 1), (1, 1, 1, 1))
+    timed = []
+    first = b.tuning.conv_fwd(g, lambda cand: timed.append(dict(cand)))
+    assert first in tune.FWD_CANDIDATES
+    assert {tuple(sorted(c.items())) for c in timed} == \
+        {tuple(sorted(c.items())) for c in tune.FWD_CANDIDATES}    # every candidate timed
+    # same device and driver: reused, nothing timed
+    same = OpenCLBackend(autotune=True)
+    assert same.tuning.conv_fwd(g, lambda cand: pytest.fail("timed again")) == first
+    # a new driver version: its own entry, tuned afresh
+    newer = OpenCLBackend(autotune=True)
+    newer.tuning.device_key = b.tuning.device_key + ".1"
+    timed.clear()
+    assert newer.tuning.conv_fwd(g, lambda cand: timed.append(cand)) in tune.FWD_CANDIDATES
+    assert len(timed) >= len(tune.FWD_CANDIDATES)
+    import json
+    data = json.loads(tune.cache_path().read_text())
+    assert {b.tuning.device_key, newer.tuning.device_key} <= set(data)
+    # a stored choice that is not a candidate any more re-tunes
+    data[b.tuning.device_key][f"conv_fwd:{g.key()}"] = {"OB": 3, "PX": 5}
+    tune.cache_path().write_text(json.dumps(data))
+    stale = OpenCLBackend(autotune=True)
+    timed.clear()
+    assert stale.tuning.conv_fwd(g, lambda cand: timed.append(cand)) in tune.FWD_CANDIDATES
+    assert timed
+    assert any(line.startswith("tuned conv_fwd:") for line in stale.tuning.describe())
+
+
+def test_untuned_defaults_are_candidates_on_cpu_and_gpu(be, monkeypatch):
+    """The defaults without tuning are among the tested candidates, for this device and for
+    the GPU branch (forced: is_gpu), so the paths only large devices take run here too."""
+    g = ConvGeometry.of((2, 32, 9, 10), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1))
+    for gpu in (False, True):
+        monkeypatch.setattr(be, "is_gpu", gpu)
+        assert be.tuning._default_fwd(g) in tune.FWD_CANDIDATES
+        assert be.tuning._default_dw(g) in tune.DW_CANDIDATES
+        for layout in ("dot", "rows", "any"):
+            t = be.tuning._default_gemm((64, 128, 1024), layout)
+            assert t in be.tuning.gemm_ok + tune.CPU_GEMM_CANDIDATES[layout]
+        x, w = rand(2, 32, 9, 10, seed=50), rand(64, 32, 3, 3, seed=51)
+        y = be.conv2d_forward(be.from_numpy(x), be.from_numpy(w), None, (1, 1), (1, 1, 1, 1))
+        close(np_(be, y), REF.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1)), atol=1e-4)
+
+
 def test_maxpool_backward_tiled_path_matches_gather_kernel():
     """stride == kernel takes maxpool2d_bwd_tiled; it must equal the general gather kernel,
     including inputs that are not a multiple of the window (the uncovered edge gets zeros),

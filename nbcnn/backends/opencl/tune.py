@@ -141,6 +141,30 @@ class Tuner:
             self._load()
             return {k: dict(v) for k, v in sorted(self._choices.items())}
 
+    def describe(self) -> list[str]:
+        """What ``nbcnn info`` shows: the device's limits, the defaults for a typical layer
+        (64 filters of 3x3 on 32 channels of 28x28, batch 64; dense 64 x 128 x 1024) and every
+        choice the tuner made or loaded for this device."""
+        from ..geometry import ConvGeometry
+
+        dev = self.backend.device
+        g = ConvGeometry(64, 32, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1)
+        fmt = lambda t: " ".join(f"{k}={v}" for k, v in t.items())       # noqa: E731
+        chosen = self.chosen()
+        lines = [
+            f"device key: {self.device_key} (a new driver version re-tunes)",
+            f"limits: float vector width {self.vector_width}, work-group <= "
+            f"{int(dev.max_work_group_size)}, local memory {int(dev.local_mem_size) // 1024} KiB",
+            f"auto-tuning: {'on' if self.enabled else 'off'} ({ENV_AUTOTUNE}), ops of "
+            f">= {MIN_TUNE_FLOP:.0e} FLOP; cache {cache_path()} ({len(chosen)} tuned here)",
+            f"defaults: conv forward {fmt(self._default_fwd(g))}; conv weight gradient "
+            f"{fmt(self._default_dw(g))}; dense forward "
+            f"{fmt(self._default_gemm((64, 128, 1024), 'dot'))}; dense gradients "
+            f"{fmt(self._default_gemm((128, 1024, 64), 'rows'))}",
+        ]
+        lines += [f"tuned {key}: {fmt(t)}" for key, t in chosen.items()]
+        return lines
+
     def _choose(self, op, shape_key, flop, default, candidates, run):
         if not self.enabled or flop < MIN_TUNE_FLOP or len(candidates) < 2:
             return default
@@ -148,7 +172,7 @@ class Tuner:
         with self._lock:
             self._load()
             hit = self._choices.get(key)
-            if hit is not None:
+            if hit in candidates:            # a choice no longer offered (older nbcnn) re-tunes
                 return dict(hit)
             try:
                 times = [(self._best_of(lambda: run(dict(cand))), i)

@@ -172,7 +172,28 @@ POOL_CASES = [
     (2, 3, 9, 7, (3, 3), (2, 2)),       # overlapping windows
     (2, 2, 9, 10, (2, 3), (3, 2)),      # gaps between windows, non-square
     (1, 3, 5, 5, (5, 5), (1, 1)),
+    (2, 3, 7, 35, (2, 2), (2, 2)),      # 2x2 kernels' vector blocks of 8 windows and a tail
 ]
+
+
+def test_maxpool2x2_vector_path_keeps_nan_and_first_maximum(be):
+    """The 2x2 kernels' vector lanes: a NaN wins its window wherever it is (as numpy_ref's
+    max); ties keep the first maximum and the gradient goes to it, as numpy_ref."""
+    x = rand(2, 2, 4, 32, seed=7)
+    x[1, 1, 0, 8:10] = 2.5
+    x[1, 1, 1, 8] = 2.5
+    y_ref, st_ref = REF.maxpool2d_forward(x, (2, 2), (2, 2))
+    y, st = be.maxpool2d_forward(be.from_numpy(x), (2, 2), (2, 2))
+    np.testing.assert_array_equal(np_(be, y), y_ref)
+    np.testing.assert_array_equal(np_(be, st[0]), st_ref[0])
+    dy = rand(*y_ref.shape, seed=8)
+    np.testing.assert_array_equal(np_(be, be.maxpool2d_backward(be.from_numpy(dy), st)),
+                                  REF.maxpool2d_backward(dy, st_ref))
+    x[0, 0, 0, 3], x[0, 1, 1, 6], x[1, 0, 1, 17], x[1, 1, 1, 9] = np.nan, np.nan, np.nan, np.nan
+    y_ref, _ = REF.maxpool2d_forward(x, (2, 2), (2, 2))
+    y, st = be.maxpool2d_forward(be.from_numpy(x), (2, 2), (2, 2))
+    np.testing.assert_array_equal(np_(be, y), y_ref)
+    assert np.isnan(y_ref).sum() == 4
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[:4]}-k{c[4]}-s{c[5]}")
@@ -573,6 +594,8 @@ def test_maxpool_backward_tiled_path_matches_gather_kernel():
     rng = np.random.default_rng(3)
     for shape, k, pads, out in (((2, 3, 7, 9), 2, (0, 0, 0, 0), None),
                                 ((1, 2, 8, 8), 2, (0, 0, 0, 0), None),
+                                ((2, 3, 5, 37), 2, (0, 0, 0, 0), None),     # 2x2: full + tail
+                                ((1, 2, 6, 32), 2, (0, 0, 0, 0), None),     # 2x2: full blocks
                                 ((2, 1, 10, 11), 3, (0, 0, 0, 0), None),
                                 ((2, 3, 7, 9), 2, (0, 0, 0, 0), (4, 5)),       # ceil mode
                                 ((2, 2, 9, 10), 3, (1, 1, 1, 1), (4, 4))):     # padded, ceil

@@ -451,7 +451,10 @@ class OpenCLBackend(Backend):
             tuple(x.shape), kernel, stride, padding, output_size)
         y = self._empty((n, c, oh, ow))
         arg = self._empty((n, c, oh, ow), np.int32)
-        if plain:
+        if plain and (kh, kw, sh, sw) == (2, 2, 2, 2):
+            self._launch(self._kernel("pool", "maxpool2x2_fwd"), (-(-ow // 8), oh, n * c), None,
+                         x, y, arg, h, w, oh, ow)
+        elif plain:
             self._launch(self._kernel("pool", "maxpool2d_fwd"), (ow, oh, n * c), None,
                          x, y, arg, h, w, oh, ow, kh, kw, sh, sw)
         else:
@@ -462,12 +465,15 @@ class OpenCLBackend(Backend):
     def maxpool2d_backward(self, dy, state):
         arg, x_shape, kernel, stride, padding = state
         dy = self._in(dy)
-        n, c, h, w, kh, kw, sh, sw, oh, ow, _ = self._pool_geometry(
+        n, c, h, w, kh, kw, sh, sw, oh, ow, plain = self._pool_geometry(
             x_shape, kernel, stride, padding, tuple(dy.shape[2:]))
         top, _, left, _ = padding
         pads = {"PAD_T": top, "PAD_L": left} if top or left else None    # compile-time
         dx = self._empty(x_shape)
-        if (kh, kw) == (sh, sw):            # windows tile the input: one work-item per window
+        if plain and (kh, kw, sh, sw) == (2, 2, 2, 2):
+            self._launch(self._kernel("pool", "maxpool2x2_bwd"), (-(-w // 16), -(-h // 2), n * c),
+                         None, dy, arg, dx, h, w, oh, ow)
+        elif (kh, kw) == (sh, sw):            # windows tile the input: one work-item per window
             self._launch(self._kernel("pool", "maxpool2d_bwd_tiled", pads),
                          (-(-(w + left) // kw), -(-(h + top) // kh), n * c), None,
                          dy, arg, dx, h, w, oh, ow, kh, kw)

@@ -674,16 +674,29 @@ __kernel void nchw_to_nhwc(__global const float *src, __global float *dst, const
 }
 
 /* xp[m, r, s] = x[m, r - PT, s - PL] where that is inside x, else 0; x is (M, H, W), xp is
- * (M, HP, WP).  global = (WP, HP, M). */
+ * (M, HP, WP). One row of xp per work-item (three plain loops: left zeros, the copied row,
+ * right zeros), global = (HP, M). */
 __kernel void pad2d(__global const float *x, __global float *xp, const int H, const int W,
                     const int HP, const int WP, const int PT, const int PL)
 {
-    const int s = get_global_id(0), r = get_global_id(1), m = get_global_id(2);
-    if (s >= WP || r >= HP)
+    const int r = get_global_id(0), m = get_global_id(1);
+    if (r >= HP)
         return;
-    const int h = r - PT, w = s - PL;
-    xp[((size_t)m * HP + r) * WP + s] =
-        (h >= 0 && h < H && w >= 0 && w < W) ? x[((size_t)m * H + h) * W + w] : 0.0f;
+    __global float *dst = xp + ((size_t)m * HP + r) * WP;
+    const int h = r - PT;
+    if (h < 0 || h >= H) {
+        for (int s = 0; s < WP; ++s)
+            dst[s] = 0.0f;
+        return;
+    }
+    __global const float *src = x + ((size_t)m * H + h) * W;
+    const int lo = min(PL, WP), hi = min(PL + W, WP);
+    for (int s = 0; s < lo; ++s)
+        dst[s] = 0.0f;
+    for (int s = lo; s < hi; ++s)
+        dst[s] = src[s - PL];
+    for (int s = hi; s < WP; ++s)
+        dst[s] = 0.0f;
 }
 
 /* global = (C * ceil(KH*KW/TB), OP/VO, S).  Work-item (g, ob, s) sums over images

@@ -267,7 +267,7 @@ class OpenCLBackend(Backend):
             xp, hp, wp = x, g.h, g.w
         else:
             xp = self._empty((g.n, g.c, hp, wp))
-            self._launch(self._kernel("conv", "pad2d", defines), (wp, hp, g.n * g.c), None,
+            self._launch(self._kernel("conv", "pad2d", defines), (hp, g.n * g.c), None,
                          x, xp, g.h, g.w, hp, wp, g.pt, g.pl)
         self._launch(self._kernel("conv", "conv2d_fwd_padded", defines), gsize, None,
                      xp, wt, b_arg, int(has_b), y,
@@ -418,7 +418,7 @@ class OpenCLBackend(Backend):
             xp = x
         else:
             xp = self._empty((g.n, g.c, hp, wp))
-            self._launch(self._kernel("conv", "pad2d", t), (wp, hp, g.n * g.c), None,
+            self._launch(self._kernel("conv", "pad2d", t), (hp, g.n * g.c), None,
                          x, xp, g.h, g.w, hp, wp, g.pt, g.pl)
         blocks = g.c * -(-(g.kh * g.kw) // tb)
         s, nper = self._split_images(g.n, blocks * (op // vo))

@@ -251,7 +251,7 @@ __kernel void global_avgpool2d_bwd(__global const float *dy, __global float *dx,
 /* ---- 2x2 windows at stride 2 without padding (the common case), 8 outputs per work-item ----
  * Forward: two input rows of 16 columns as vectors, the window's four candidates as its even
  * and odd lanes; the same rule as maxpool2d_fwd (strictly greater wins, the first NaN wins),
- * lane by lane. A row's last block of fewer than 8 outputs runs scalar.
+ * lane by lane. A row's last block of fewer than 8 outputs loads its columns one by one.
  * global = (ceil(OW/8), OH, N*C); needs W >= 2*OW, H >= 2*OH. */
 inline void take8(float8 v, int k, float8 *best, int8 *at)
 {
@@ -269,28 +269,38 @@ __kernel void maxpool2x2_fwd(__global const float *x, __global float *y, __globa
     __global const float *r0 = x + (size_t)nc * H * W + (2 * i) * W + 2 * j0;
     __global const float *r1 = r0 + W;
     const size_t o = (size_t)nc * OH * OW + i * OW + j0;
-    if (j0 + 8 <= OW) {
-        const float16 a = vload16(0, r0), b = vload16(0, r1);
-        float8 best = a.even;
-        int8 at = (int8)(0);
-        take8(a.odd, 1, &best, &at);
-        take8(b.even, 2, &best, &at);
-        take8(b.odd, 3, &best, &at);
+    const int full = j0 + 8 <= OW;
+    float16 a, b;
+    if (full) {
+        a = vload16(0, r0);
+        b = vload16(0, r1);
+    } else {                         /* a row's last block: its 2*(OW - j0) columns, then 0 */
+        float ta[16], tb[16];
+        const int nv = 2 * (OW - j0);
+        for (int e = 0; e < 16; ++e) {
+            ta[e] = e < nv ? r0[e] : 0.0f;
+            tb[e] = e < nv ? r1[e] : 0.0f;
+        }
+        a = vload16(0, ta);
+        b = vload16(0, tb);
+    }
+    float8 best = a.even;
+    int8 at = (int8)(0);
+    take8(a.odd, 1, &best, &at);
+    take8(b.even, 2, &best, &at);
+    take8(b.odd, 3, &best, &at);
+    if (full) {
         vstore8(best, 0, y + o);
         vstore8(at, 0, arg + o);
         return;
     }
+    float tv[8];
+    int ti[8];
+    vstore8(best, 0, tv);
+    vstore8(at, 0, ti);
     for (int e = 0; j0 + e < OW; ++e) {
-        const float v[4] = {r0[2 * e], r0[2 * e + 1], r1[2 * e], r1[2 * e + 1]};
-        float best = v[0];
-        int best_at = 0;
-        for (int k = 1; k < 4; ++k)
-            if (v[k] > best || (isnan(v[k]) && !isnan(best))) {
-                best = v[k];
-                best_at = k;
-            }
-        y[o + e] = best;
-        arg[o + e] = best_at;
+        y[o + e] = tv[e];
+        arg[o + e] = ti[e];
     }
 }
 

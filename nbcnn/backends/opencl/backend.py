@@ -34,14 +34,6 @@ _OPTIONS = {
 }
 
 
-def _i32(v) -> np.int32:
-    return np.int32(v)
-
-
-def _f32(v) -> np.float32:
-    return np.float32(v)
-
-
 def _floor_pow2(v: int) -> int:
     return 1 << (max(1, int(v)).bit_length() - 1)
 
@@ -180,12 +172,6 @@ class OpenCLBackend(Backend):
         out = self._empty(shape)
         if out.nbytes:
             self._cl.enqueue_fill_buffer(self.queue, out.base_data, np.float32(0), 0, out.nbytes)
-        return out
-
-    def _zeros_like_shape(self, shape, dtype=np.float32):
-        out = self._empty(shape, dtype)
-        if out.nbytes:
-            self._cl.enqueue_fill_buffer(self.queue, out.base_data, dtype(0), 0, out.nbytes)
         return out
 
     def copy_into(self, dst, src):

@@ -8,11 +8,15 @@
  * Blocking: every work-item computes a small block of outputs so that each value it loads is
  * used several times from registers:
  *   forward  : OB output channels x PX neighbouring output columns (one floatPX per channel),
- *              weights re-laid out (conv2d_wtrans) so a tap's OB weights are contiguous
+ *              weights re-laid out (conv2d_wtrans) so a tap's OB weights are contiguous; on a
+ *              zero-padded copy of x (pad2d, conv2d_fwd_padded: no bounds tests, the CPU
+ *              default) or testing the image's edges (conv2d_fwd)
  *   dx       : stride 1: the forward kernel on dy with the flipped, transposed kernel;
  *              otherwise gather: OB input channels x 4 neighbouring input columns, each dx
  *              element sums over the outputs that read it (no write races, no atomics)
- *   dw       : DOB output channels x QB neighbouring taps (q) of one (c, p), reducing over
+ *   dw       : on CPUs, VO filters (one vector) x TB taps per work-item on a channels-last
+ *              copy of dy and a padded x, the bias gradient alongside (conv2d_bwd_dw_vec);
+ *              on GPUs, DOB output channels x QB neighbouring taps (q) of one (c, p), reducing over
  *              images and pixels with DPX-wide vector partial sums; images can be split into S
  *              chunks (partial sums, added by reduce.cl) so small layers still have enough
  *              work-items.

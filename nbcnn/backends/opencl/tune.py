@@ -8,7 +8,8 @@ driver version, so a new driver re-tunes. Smaller ops, and every op when tuning 
 (``NBCNN_OPENCL_AUTOTUNE=0`` or ``OpenCLBackend(autotune=False)``), use the defaults below.
 
 Variants:
-* conv forward (also the stride-1 input gradient): OB output channels x PX columns per work-item;
+* conv forward (also the stride-1 input gradient): OB output channels x PX columns per work-item,
+  on a zero-padded copy of the input (PAD) or testing the image's edges;
 * conv weight gradient: VO filters (one vector) x TB taps per work-item on channels-last dy
   (conv2d_bwd_dw_vec), or DOB filters x QB taps x DPX-wide vectors of columns (conv2d_bwd_dw);
 * matrix multiply: TM x TN tile per work-group, TK deep, RM x RN per work-item (GPUs), or the

@@ -8,11 +8,15 @@
  * Blocking: every work-item computes a small block of outputs so that each value it loads is
  * used several times from registers:
  *   forward  : OB output channels x PX neighbouring output columns (one floatPX per channel),
- *              weights re-laid out (conv2d_wtrans) so a tap's OB weights are contiguous
+ *              weights re-laid out (conv2d_wtrans) so a tap's OB weights are contiguous; on a
+ *              zero-padded copy of x (pad2d, conv2d_fwd_padded: no bounds tests, the CPU
+ *              default) or testing the image's edges (conv2d_fwd)
  *   dx       : stride 1: the forward kernel on dy with the flipped, transposed kernel;
  *              otherwise gather: OB input channels x 4 neighbouring input columns, each dx
  *              element sums over the outputs that read it (no write races, no atomics)
- *   dw       : DOB output channels x QB neighbouring taps (q) of one (c, p), reducing over
+ *   dw       : on CPUs, VO filters (one vector) x TB taps per work-item on a channels-last
+ *              copy of dy and a padded x, the bias gradient alongside (conv2d_bwd_dw_vec);
+ *              on GPUs, DOB output channels x QB neighbouring taps (q) of one (c, p), reducing over
  *              images and pixels with DPX-wide vector partial sums; images can be split into S
  *              chunks (partial sums, added by reduce.cl) so small layers still have enough
  *              work-items.
@@ -640,4 +644,198 @@ __kernel void conv2d_grouped_bwd_dw(__global const float *x, __global const floa
         }
     }
     part[((size_t)s * O + o) * Cg * KK + r] = acc;
+}
+
+/* ---- weight gradient, vectorised over filters ------------------------------------------------
+ *
+ *   dw[o,c,p,q] = sum_{n,i,j} dy[n,o,i,j] * xpad[n,c,i*SH+p,j*SW+q],   db[o] = sum dy[n,o,i,j]
+ *
+ * The form for CPU devices (and any device where wide vectors pay): dy is first laid out
+ * channels-last, dyt[n,i,j,o] (nchw_to_nhwc, filters padded to OP, a multiple of VO), and x is
+ * zero-padded (pad2d) so that every tap of every output pixel lies inside xp: no bounds test in
+ * the inner loop. A work-item holds TB taps of one input channel for VO filters, TB vector
+ * accumulators: per output pixel it loads one vector of VO filters' dy and TB scalars of x
+ * (broadcast), and does TB vector multiply-adds. Taps past KH*KW in the last block are clamped
+ * to the last tap and not stored. */
+#ifndef VO
+#define VO 16
+#endif
+#ifndef TB
+#define TB 9
+#endif
+#define OVF CAT(float, VO)
+#define OVLOAD CAT(vload, VO)
+#define OVSTORE CAT(vstore, VO)
+
+/* dst[n, e, o] = src[n, o, e] for o < O, 0 for O <= o < OP.  global = (OP, HW, N). */
+__kernel void nchw_to_nhwc(__global const float *src, __global float *dst, const int O,
+                           const int HW, const int OP)
+{
+    const int o = get_global_id(0), e = get_global_id(1), n = get_global_id(2);
+    if (o >= OP || e >= HW)
+        return;
+    dst[((size_t)n * HW + e) * OP + o] = o < O ? src[((size_t)n * O + o) * HW + e] : 0.0f;
+}
+
+/* xp[m, r, s] = x[m, r - PT, s - PL] where that is inside x, else 0; x is (M, H, W), xp is
+ * (M, HP, WP). One row of xp per work-item (three plain loops: left zeros, the copied row,
+ * right zeros), global = (HP, M). */
+__kernel void pad2d(__global const float *x, __global float *xp, const int H, const int W,
+                    const int HP, const int WP, const int PT, const int PL)
+{
+    const int r = get_global_id(0), m = get_global_id(1);
+    if (r >= HP)
+        return;
+    __global float *dst = xp + ((size_t)m * HP + r) * WP;
+    const int h = r - PT;
+    if (h < 0 || h >= H) {
+        for (int s = 0; s < WP; ++s)
+            dst[s] = 0.0f;
+        return;
+    }
+    __global const float *src = x + ((size_t)m * H + h) * W;
+    const int lo = min(PL, WP), hi = min(PL + W, WP);
+    for (int s = 0; s < lo; ++s)
+        dst[s] = 0.0f;
+    for (int s = lo; s < hi; ++s)
+        dst[s] = src[s - PL];
+    for (int s = hi; s < WP; ++s)
+        dst[s] = 0.0f;
+}
+
+/* global = (C * ceil(KH*KW/TB), OP/VO, S).  Work-item (g, ob, s) sums over images
+ * n = s*NPER .. min(N, (s+1)*NPER)-1 into part[s, o, c, p, q] (S == 1: part is dw) and, for
+ * g == 0 when has_bias, the bias gradient's part into dbpart[s, o]. */
+__kernel void conv2d_bwd_dw_vec(__global const float *xp, __global const float *dyt,
+                                __global float *part, __global float *dbpart,
+                                const int has_bias, const int N, const int NPER,
+                                const int C, const int HP, const int WP,
+                                const int O, const int OH, const int OW,
+                                const int KH, const int KW, const int SH, const int SW,
+                                const int OP)
+{
+    const int KK = KH * KW, ntb = (KK + TB - 1) / TB;
+    const int g = get_global_id(0), o0 = get_global_id(1) * VO, s = get_global_id(2);
+    if (g >= C * ntb || o0 >= OP)
+        return;
+    const int c = g / ntb, t0 = (g - c * ntb) * TB;
+    int off[TB];
+#pragma unroll
+    for (int t = 0; t < TB; ++t) {
+        const int tap = min(t0 + t, KK - 1), p = tap / KW;
+        off[t] = p * WP + (tap - p * KW);
+    }
+    OVF acc[TB];
+#pragma unroll
+    for (int t = 0; t < TB; ++t)
+        acc[t] = (OVF)(0.0f);
+    OVF bacc = (OVF)(0.0f);
+    const int n_lo = s * NPER, n_hi = min(N, n_lo + NPER);
+    for (int n = n_lo; n < n_hi; ++n) {
+        __global const float *xc = xp + ((size_t)n * C + c) * HP * WP;
+        __global const float *dn = dyt + (size_t)n * OH * OW * OP + o0;
+        for (int i = 0; i < OH; ++i) {
+            __global const float *xr = xc + i * SH * WP;
+            __global const float *dr = dn + (size_t)i * OW * OP;
+            for (int j = 0; j < OW; ++j) {
+                const OVF dv = OVLOAD(0, dr + j * OP);
+                __global const float *xq = xr + j * SW;
+#pragma unroll
+                for (int t = 0; t < TB; ++t)
+                    acc[t] = mad((OVF)(xq[off[t]]), dv, acc[t]);
+                bacc += dv;
+            }
+        }
+    }
+    const int CKK = C * KK;
+    __global float *dst = part + (size_t)s * O * CKK + c * KK + t0;
+#pragma unroll
+    for (int t = 0; t < TB; ++t) {
+        if (t0 + t < KK) {
+            float v[VO];
+            OVSTORE(acc[t], 0, v);
+            for (int e = 0; e < VO && o0 + e < O; ++e)
+                dst[(size_t)(o0 + e) * CKK + t] = v[e];
+        }
+    }
+    if (has_bias && g == 0) {
+        float v[VO];
+        OVSTORE(bacc, 0, v);
+        for (int e = 0; e < VO && o0 + e < O; ++e)
+            dbpart[(size_t)s * O + o0 + e] = v[e];
+    }
+}
+
+/* Forward on a zero-padded input: the same blocking as conv2d_fwd (OB filters x PX columns per
+ * work-item, wt from conv2d_wtrans), but xp (N, C, HP, WP) holds the padding (pad2d), wide
+ * enough that every block's PX columns of every tap are inside it: the inner loop has no
+ * bounds test and no edge path. Only the store of a row's last block is masked.
+ * global = (OH * ceil(OW/PX), OP/OB, N). */
+__kernel void conv2d_fwd_padded(__global const float *xp, __global const float *wt,
+                                __global const float *b, const int has_bias,
+                                __global float *y,
+                                const int C, const int HP, const int WP,
+                                const int O, const int OH, const int OW,
+                                const int KH, const int KW, const int SH, const int SW,
+                                const int OP)
+{
+    const int nbx = (OW + PX - 1) / PX;
+    const int g0 = get_global_id(0);
+    const int o0 = get_global_id(1) * OB;
+    const int n = get_global_id(2);
+    if (g0 >= OH * nbx || o0 >= O)
+        return;
+    const int i = g0 / nbx;
+    const int j0 = (g0 - i * nbx) * PX;
+
+    VF acc[OB];
+#pragma unroll
+    for (int k = 0; k < OB; ++k)
+        acc[k] = (VF)(0.0f);
+
+    __global const float *xb = xp + (size_t)n * C * HP * WP + (i * SH) * WP + j0 * SW;
+    for (int c = 0; c < C; ++c) {
+        __global const float *xc = xb + (size_t)c * HP * WP;
+        __global const float *wc = wt + (size_t)c * KH * KW * OP + o0;
+        for (int p = 0; p < KH; ++p) {
+            __global const float *xr = xc + p * WP;
+            __global const float *wr = wc + p * KW * OP;
+            for (int q = 0; q < KW; ++q) {
+                VF xv;
+                if (SW == 1) {
+                    xv = VLOAD(0, xr + q);
+                } else {
+                    float t[PX];
+                    for (int e = 0; e < PX; ++e)
+                        t[e] = xr[q + e * SW];
+                    xv = VLOAD(0, t);
+                }
+                __global const float *wq = wr + q * OP;
+#pragma unroll
+                for (int k = 0; k < OB; ++k)
+                    acc[k] = mad((VF)(wq[k]), xv, acc[k]);
+            }
+        }
+    }
+
+    const int plane = OH * OW;
+    __global float *yr = y + ((size_t)n * O * plane) + i * OW + j0;
+#pragma unroll
+    for (int k = 0; k < OB; ++k) {
+        const int o = o0 + k;
+        if (o < O) {
+            VF v = acc[k];
+            if (has_bias)
+                v += (VF)(b[o]);
+            __global float *dst = yr + (size_t)o * plane;
+            if (j0 + PX - 1 < OW) {
+                VSTORE(v, 0, dst);
+            } else {
+                float t[PX];
+                VSTORE(v, 0, t);
+                for (int e = 0; e < PX && j0 + e < OW; ++e)
+                    dst[e] = t[e];
+            }
+        }
+    }
 }

@@ -247,3 +247,97 @@ __kernel void global_avgpool2d_bwd(__global const float *dy, __global float *dx,
         return;
     dx[e] = dy[e / HW] / (float)HW;
 }
+
+/* ---- 2x2 windows at stride 2 without padding (the common case), 8 outputs per work-item ----
+ * Forward: two input rows of 16 columns as vectors, the window's four candidates as its even
+ * and odd lanes; the same rule as maxpool2d_fwd (strictly greater wins, the first NaN wins),
+ * lane by lane. A row's last block of fewer than 8 outputs loads its columns one by one.
+ * global = (ceil(OW/8), OH, N*C); needs W >= 2*OW, H >= 2*OH. */
+inline void take8(float8 v, int k, float8 *best, int8 *at)
+{
+    const int8 c = isgreater(v, *best) | (isnan(v) & ~isnan(*best));
+    *best = select(*best, v, c);
+    *at = select(*at, (int8)(k), c);
+}
+
+__kernel void maxpool2x2_fwd(__global const float *x, __global float *y, __global int *arg,
+                             const int H, const int W, const int OH, const int OW)
+{
+    const int j0 = get_global_id(0) * 8, i = get_global_id(1), nc = get_global_id(2);
+    if (j0 >= OW || i >= OH)
+        return;
+    __global const float *r0 = x + (size_t)nc * H * W + (2 * i) * W + 2 * j0;
+    __global const float *r1 = r0 + W;
+    const size_t o = (size_t)nc * OH * OW + i * OW + j0;
+    const int full = j0 + 8 <= OW;
+    float16 a, b;
+    if (full) {
+        a = vload16(0, r0);
+        b = vload16(0, r1);
+    } else {                         /* a row's last block: its 2*(OW - j0) columns, then 0 */
+        float ta[16], tb[16];
+        const int nv = 2 * (OW - j0);
+        for (int e = 0; e < 16; ++e) {
+            ta[e] = e < nv ? r0[e] : 0.0f;
+            tb[e] = e < nv ? r1[e] : 0.0f;
+        }
+        a = vload16(0, ta);
+        b = vload16(0, tb);
+    }
+    float8 best = a.even;
+    int8 at = (int8)(0);
+    take8(a.odd, 1, &best, &at);
+    take8(b.even, 2, &best, &at);
+    take8(b.odd, 3, &best, &at);
+    if (full) {
+        vstore8(best, 0, y + o);
+        vstore8(at, 0, arg + o);
+        return;
+    }
+    float tv[8];
+    int ti[8];
+    vstore8(best, 0, tv);
+    vstore8(at, 0, ti);
+    for (int e = 0; j0 + e < OW; ++e) {
+        y[o + e] = tv[e];
+        arg[o + e] = ti[e];
+    }
+}
+
+/* Backward of maxpool2x2_fwd: each work-item writes the 2 x 16 input cells of 8 windows, dy
+ * where the window's argument points and 0 elsewhere (0 + dy, as the gather sum: -0 -> +0);
+ * an odd last row / column of the input (no window) gets 0. global = (ceil(W/16), ceil(H/2),
+ * N*C). */
+__kernel void maxpool2x2_bwd(__global const float *dy, __global const int *arg,
+                             __global float *dx, const int H, const int W, const int OH,
+                             const int OW)
+{
+    const int j0 = get_global_id(0) * 8, i = get_global_id(1), nc = get_global_id(2);
+    if (2 * j0 >= W || 2 * i >= H)
+        return;
+    __global float *r0 = dx + (size_t)nc * H * W + (2 * i) * W + 2 * j0;
+    __global float *r1 = r0 + W;
+    const size_t o = (size_t)nc * OH * OW + i * OW + j0;
+    if (i < OH && j0 + 8 <= OW) {
+        const float8 g = 0.0f + vload8(0, dy + o);
+        const int8 at = vload8(0, arg + o);
+        const float8 z = (float8)(0.0f);
+        const float8 a0 = select(z, g, at == 0), a1 = select(z, g, at == 1);
+        const float8 b0 = select(z, g, at == 2), b1 = select(z, g, at == 3);
+        vstore16((float16)(a0.s0, a1.s0, a0.s1, a1.s1, a0.s2, a1.s2, a0.s3, a1.s3,
+                           a0.s4, a1.s4, a0.s5, a1.s5, a0.s6, a1.s6, a0.s7, a1.s7), 0, r0);
+        vstore16((float16)(b0.s0, b1.s0, b0.s1, b1.s1, b0.s2, b1.s2, b0.s3, b1.s3,
+                           b0.s4, b1.s4, b0.s5, b1.s5, b0.s6, b1.s6, b0.s7, b1.s7), 0, r1);
+        return;
+    }
+    const int cols = min(16, W - 2 * j0);
+    for (int q = 0; q < cols; ++q) {
+        const int j = j0 + q / 2;
+        const int inside = i < OH && j < OW;
+        const int at = inside ? arg[o + q / 2] : -1;
+        const float g = inside ? 0.0f + dy[o + q / 2] : 0.0f;
+        r0[q] = at == (q & 1) ? g : 0.0f;
+        if (2 * i + 1 < H)
+            r1[q] = at == 2 + (q & 1) ? g : 0.0f;
+    }
+}

@@ -5,7 +5,8 @@ or a max pooling that skips it).
 One exception, in one direction only: OpenCL's convolutions. The reference multiplies its
 explicit zero padding (IEEE 0 * NaN = NaN: a NaN weight makes its whole output channel NaN, a
 NaN gradient the whole of its filter's dw), the Numba kernels do the same; PyTorch and the
-OpenCL kernels skip the padding, and OpenCL's dx (a convolution of the padded dy with the
+OpenCL kernels that test the image's edges skip the padding (its padded-input kernels, the CPU
+defaults, multiply it as the reference does), and OpenCL's dx (a convolution of the padded dy with the
 flipped filters) meets a NaN weight at padding the reference never multiplies. For OpenCL the
 test asks that every output a NaN reaches through the data (``_reach``: not through padding or
 zero filler) is NaN: a NaN is never hidden, only the outputs where it meets a zero may differ.

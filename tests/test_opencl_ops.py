@@ -172,7 +172,28 @@ POOL_CASES = [
     (2, 3, 9, 7, (3, 3), (2, 2)),       # overlapping windows
     (2, 2, 9, 10, (2, 3), (3, 2)),      # gaps between windows, non-square
     (1, 3, 5, 5, (5, 5), (1, 1)),
+    (2, 3, 7, 35, (2, 2), (2, 2)),      # 2x2 kernels' vector blocks of 8 windows and a tail
 ]
+
+
+def test_maxpool2x2_vector_path_keeps_nan_and_first_maximum(be):
+    """The 2x2 kernels' vector lanes: a NaN wins its window wherever it is (as numpy_ref's
+    max); ties keep the first maximum and the gradient goes to it, as numpy_ref."""
+    x = rand(2, 2, 4, 32, seed=7)
+    x[1, 1, 0, 8:10] = 2.5
+    x[1, 1, 1, 8] = 2.5
+    y_ref, st_ref = REF.maxpool2d_forward(x, (2, 2), (2, 2))
+    y, st = be.maxpool2d_forward(be.from_numpy(x), (2, 2), (2, 2))
+    np.testing.assert_array_equal(np_(be, y), y_ref)
+    np.testing.assert_array_equal(np_(be, st[0]), st_ref[0])
+    dy = rand(*y_ref.shape, seed=8)
+    np.testing.assert_array_equal(np_(be, be.maxpool2d_backward(be.from_numpy(dy), st)),
+                                  REF.maxpool2d_backward(dy, st_ref))
+    x[0, 0, 0, 3], x[0, 1, 1, 6], x[1, 0, 1, 17], x[1, 1, 1, 9] = np.nan, np.nan, np.nan, np.nan
+    y_ref, _ = REF.maxpool2d_forward(x, (2, 2), (2, 2))
+    y, st = be.maxpool2d_forward(be.from_numpy(x), (2, 2), (2, 2))
+    np.testing.assert_array_equal(np_(be, y), y_ref)
+    assert np.isnan(y_ref).sum() == 4
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[:4]}-k{c[4]}-s{c[5]}")
@@ -417,34 +438,73 @@ def test_broken_kernel_gives_build_log(be):
 
 
 # ---- every blocking variant the tuner may pick, and the tuner's cache ----------------------
+from nbcnn.backends.geometry import ConvGeometry  # noqa: E402
 from nbcnn.backends.opencl import tune  # noqa: E402
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[2], CONV_CASES[4], CONV_CASES[8]],
-                         ids=["s2-pad1", "s2-asym", "c9-o17"])
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (2, 4, 5, 6, 8, 9)],
+                         ids=["s2-pad1", "s2-asym", "k5-s2", "k3x5-s1x2", "c9-o17", "pad-only-row"])
 def test_conv_all_variants(be, case):
+    """Every blocking the tuner may choose, not only its pick: the forward (and, at stride 1,
+    the input gradient it computes on the flipped kernel), the weight and bias gradients."""
     n, c, h, w, o, kh, kw, stride, padding = case
     x, wt = rand(n, c, h, w, seed=40), rand(o, c, kh, kw, seed=41)
     y_ref = REF.conv2d_forward(x, wt, None, stride, padding)
     dy = rand(*y_ref.shape, seed=42)
-    _, dw_ref, _ = REF.conv2d_backward(x, wt, dy, stride, padding, False, False)
-    dx_, wd_ = be.from_numpy(x), be.from_numpy(wt)
-    oh, ow = y_ref.shape[2:]
+    dx_ref, dw_ref, db_ref = REF.conv2d_backward(x, wt, dy, stride, padding, True, True)
+    dx_, wd_, dy_ = be.from_numpy(x), be.from_numpy(wt), be.from_numpy(dy)
+    g = ConvGeometry.of(x.shape, wt.shape, stride, padding)
+    gt = g.transposed()
     for cand in tune.FWD_CANDIDATES:
         y = be._empty(y_ref.shape)
-        be._conv_fwd(dx_, wd_, None, y, n, c, h, w, o, oh, ow, kh, kw, *stride,
-                     padding[0], padding[2], False, cand)
+        be._conv_fwd(dx_, wd_, None, y, g, False, cand)
         close(np_(be, y), y_ref)
-    geo = (c, h, w, o, oh, ow, kh, kw, *stride, padding[0], padding[2])
+        if gt is not None:
+            dx = be._empty(x.shape)
+            be._conv_fwd(dy_, wd_, None, dx, gt, True, cand)
+            close(np_(be, dx), dx_ref, atol=1e-4)
     for cand in tune.DW_CANDIDATES:
-        close(np_(be, be._conv_dw(dx_, be.from_numpy(dy), n, geo, cand)), dw_ref, rtol=2e-4, atol=2e-4)
+        for with_bias in (True, False):
+            dw, db = be._conv_dw(dx_, dy_, g, with_bias, cand)
+            close(np_(be, dw), dw_ref, rtol=2e-4, atol=2e-4)
+            if with_bias:
+                close(np_(be, db), db_ref, rtol=2e-4, atol=2e-4)
+            else:
+                assert db is None
 
 
-def test_gemm_all_variants(be):
-    x, w = rand(37, 70, seed=43), rand(45, 70, seed=44)
-    for cand in tune.GEMM_CANDIDATES + [tune.GEMM_SAFE]:
-        out = be._gemm(be.from_numpy(x), 70, 1, be.from_numpy(w), 1, 70, None, 37, 45, 70, cand)
-        close(np_(be, out), x @ w.T, atol=1e-4)
+def test_conv_dw_split_images_every_variant(be):
+    """Few (channel, filter) blocks: the images split into chunks of partial sums, every
+    weight-gradient variant (bias included)."""
+    x, wt = rand(9, 1, 7, 9, seed=47), rand(3, 1, 3, 3, seed=48)
+    dy = rand(9, 3, 7, 9, seed=49)
+    _, dw_ref, db_ref = REF.conv2d_backward(x, wt, dy, (1, 1), (1, 1, 1, 1), True, False)
+    g = ConvGeometry.of(x.shape, wt.shape, (1, 1), (1, 1, 1, 1))
+    assert be._split_images(9, 1)[0] > 1
+    for cand in tune.DW_CANDIDATES:
+        dw, db = be._conv_dw(be.from_numpy(x), be.from_numpy(dy), g, True, cand)
+        close(np_(be, dw), dw_ref, rtol=2e-4, atol=2e-4)
+        close(np_(be, db), db_ref, rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("layout", ["dot", "rows", "any"])
+def test_gemm_all_variants(be, layout):
+    """Every matrix-multiply kernel and blocking the tuner may choose, on the strides of each
+    of the dense layer's three products, odd sizes (past one block and one vector)."""
+    m, n, k = 37, 45, 70
+    a, b, bias = rand(m, k, seed=43), rand(k, n, seed=44), rand(n, seed=45)
+    if layout == "dot":           # A(m, k) row-major, B(k, n) = W[n, k]
+        a_d, sam, sak, b_d, sbk, sbn = a, k, 1, b.T.copy(), 1, k
+    elif layout == "rows":        # A(m, k) = D[k, m], B(k, n) row-major
+        a_d, sam, sak, b_d, sbk, sbn = a.T.copy(), 1, m, b, n, 1
+    else:                         # neither: A row-major, B(k, n) = W[n, k] with A = D[k, m]
+        a_d, sam, sak, b_d, sbk, sbn = a.T.copy(), 1, m, b.T.copy(), 1, k
+    cands = tune.GEMM_CANDIDATES + [tune.GEMM_SAFE] + tune.CPU_GEMM_CANDIDATES[layout]
+    for cand in cands:
+        for with_bias in (False, True):
+            out = be._gemm(be.from_numpy(a_d), sam, sak, be.from_numpy(b_d), sbk, sbn,
+                           be.from_numpy(bias) if with_bias else None, m, n, k, cand)
+            close(np_(be, out), a @ b + (bias if with_bias else 0), atol=1e-4)
 
 
 def test_autotune_picks_and_caches(monkeypatch, tmp_path):
@@ -458,12 +518,66 @@ def test_autotune_picks_and_caches(monkeypatch, tmp_path):
     assert path.is_file() and str(path).startswith(str(tmp_path))
     import json
     saved = json.loads(path.read_text())[b.tuning.device_key]
-    key = "conv_fwd:2,3,9,10,5,3,3,1,1"
+    g = ConvGeometry.of(x.shape, wt.shape, (1, 1), (1, 1, 1, 1))
+    key = f"conv_fwd:{g.key()}"
     assert saved[key] in tune.FWD_CANDIDATES
+    assert b.tuning.chosen()[key] == saved[key]
     # a new backend reuses the saved choice without timing again
     b2 = OpenCLBackend(autotune=True)
-    monkeypatch.setattr(b2.tuning, "_time_fwd", lambda *a: pytest.fail("timed again"))
-    assert b2.tuning.conv_fwd((2, 3, 9, 10, 5, 3, 3, 1, 1)) == saved[key]
+    assert b2.tuning.conv_fwd(g, lambda cand: pytest.fail("timed again")) == saved[key]
+
+
+def test_autotune_cache_keyed_by_device_and_driver(monkeypatch, tmp_path):
+    """A choice is reused only by the same platform, device and driver version: a new driver
+    (or a cached choice no longer among the candidates) times every candidate again."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(tune, "MIN_TUNE_FLOP", 0)
+    b = OpenCLBackend(autotune=True)
+    dev = b.device
+    assert b.tuning.device_key.endswith(dev.driver_version.strip())
+    assert dev.name.strip() in b.tuning.device_key
+    g = ConvGeometry.of((2, 3, 9, 10), (5, 3, 3, 3), (1, 1), (1, 1, 1, 1))
+    timed = []
+    first = b.tuning.conv_fwd(g, lambda cand: timed.append(dict(cand)))
+    assert first in tune.FWD_CANDIDATES
+    assert {tuple(sorted(c.items())) for c in timed} == \
+        {tuple(sorted(c.items())) for c in tune.FWD_CANDIDATES}    # every candidate timed
+    # same device and driver: reused, nothing timed
+    same = OpenCLBackend(autotune=True)
+    assert same.tuning.conv_fwd(g, lambda cand: pytest.fail("timed again")) == first
+    # a new driver version: its own entry, tuned afresh
+    newer = OpenCLBackend(autotune=True)
+    newer.tuning.device_key = b.tuning.device_key + ".1"
+    timed.clear()
+    assert newer.tuning.conv_fwd(g, lambda cand: timed.append(cand)) in tune.FWD_CANDIDATES
+    assert len(timed) >= len(tune.FWD_CANDIDATES)
+    import json
+    data = json.loads(tune.cache_path().read_text())
+    assert {b.tuning.device_key, newer.tuning.device_key} <= set(data)
+    # a stored choice that is not a candidate any more re-tunes
+    data[b.tuning.device_key][f"conv_fwd:{g.key()}"] = {"OB": 3, "PX": 5}
+    tune.cache_path().write_text(json.dumps(data))
+    stale = OpenCLBackend(autotune=True)
+    timed.clear()
+    assert stale.tuning.conv_fwd(g, lambda cand: timed.append(cand)) in tune.FWD_CANDIDATES
+    assert timed
+    assert any(line.startswith("tuned conv_fwd:") for line in stale.tuning.describe())
+
+
+def test_untuned_defaults_are_candidates_on_cpu_and_gpu(be, monkeypatch):
+    """The defaults without tuning are among the tested candidates, for this device and for
+    the GPU branch (forced: is_gpu), so the paths only large devices take run here too."""
+    g = ConvGeometry.of((2, 32, 9, 10), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1))
+    for gpu in (False, True):
+        monkeypatch.setattr(be, "is_gpu", gpu)
+        assert be.tuning._default_fwd(g) in tune.FWD_CANDIDATES
+        assert be.tuning._default_dw(g) in tune.DW_CANDIDATES
+        for layout in ("dot", "rows", "any"):
+            t = be.tuning._default_gemm((64, 128, 1024), layout)
+            assert t in be.tuning.gemm_ok + tune.CPU_GEMM_CANDIDATES[layout]
+        x, w = rand(2, 32, 9, 10, seed=50), rand(64, 32, 3, 3, seed=51)
+        y = be.conv2d_forward(be.from_numpy(x), be.from_numpy(w), None, (1, 1), (1, 1, 1, 1))
+        close(np_(be, y), REF.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1)), atol=1e-4)
 
 
 def test_maxpool_backward_tiled_path_matches_gather_kernel():
@@ -480,6 +594,8 @@ def test_maxpool_backward_tiled_path_matches_gather_kernel():
     rng = np.random.default_rng(3)
     for shape, k, pads, out in (((2, 3, 7, 9), 2, (0, 0, 0, 0), None),
                                 ((1, 2, 8, 8), 2, (0, 0, 0, 0), None),
+                                ((2, 3, 5, 37), 2, (0, 0, 0, 0), None),     # 2x2: full + tail
+                                ((1, 2, 6, 32), 2, (0, 0, 0, 0), None),     # 2x2: full blocks
                                 ((2, 1, 10, 11), 3, (0, 0, 0, 0), None),
                                 ((2, 3, 7, 9), 2, (0, 0, 0, 0), (4, 5)),       # ceil mode
                                 ((2, 2, 9, 10), 3, (1, 1, 1, 1), (4, 4))):     # padded, ceil

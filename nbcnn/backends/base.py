@@ -34,10 +34,7 @@ from typing import Any
 
 import numpy as np
 
-
-def conv_output_size(size: int, k: int, stride: int, pad_before: int, pad_after: int) -> int:
-    """Output length of a convolution or pooling along one axis."""
-    return (size + pad_before + pad_after - k) // stride + 1
+from .geometry import conv_output_size
 
 
 def pool_output_size(size: int, k: int, stride: int, pad_before: int, pad_after: int,

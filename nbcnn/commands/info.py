@@ -59,6 +59,11 @@ def run(args) -> int:
     for d in devices:
         print(f"  {d['id']}  {d['device']} [{d['type']}] on {d['platform']}: "
               f"{d['opencl_version']}, {d['compute_units']} compute units, {d['global_mem_mb']} MB")
+    if devices and backends.available().get("opencl", "").startswith("ok"):
+        opencl = backends.get_backend("opencl")
+        print(f"OpenCL kernel parameters on {opencl.device_id}:")
+        for line in opencl.tuning.describe():
+            print(f"  {line}")
     print(f"Numba kernel cache: {numba_cache_dir()}")
     print(f"data cache: {cache_dir()} (NBCNN_DATA: {os.environ.get('NBCNN_DATA', 'not set')})")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from ..backends.geometry import conv_output_size
+
 
 def pair(value, what: str) -> tuple[int, int]:
     """An int or a pair of ints as (height, width), each >= 1."""
@@ -60,7 +62,8 @@ def windowed_output(what, size, kernel, stride, padding=(0, 0, 0, 0)) -> tuple[i
     if padded[0] < kernel[0] or padded[1] < kernel[1]:
         raise ValueError(f"{what}: kernel {kernel[0]}x{kernel[1]} is larger than the padded "
                          f"input {padded[0]}x{padded[1]} (input {size[0]}x{size[1]})")
-    return ((padded[0] - kernel[0]) // stride[0] + 1, (padded[1] - kernel[1]) // stride[1] + 1)
+    return (conv_output_size(size[0], kernel[0], stride[0], top, bottom),
+            conv_output_size(size[1], kernel[1], stride[1], left, right))
 
 
 def expect_rank(what: str, input_shape, rank: int, layout: str) -> None:

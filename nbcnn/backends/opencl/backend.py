@@ -13,15 +13,12 @@ import threading
 
 import numpy as np
 
-from ..base import Backend, _lowbias32, conv_output_size, pool_geometry, pool_is_plain
+from ..base import Backend, _lowbias32, pool_geometry, pool_is_plain
+from ..geometry import ConvGeometry
 from .device import device_id, select_device
 from .errors import INSTALL_HINT, OpenCLUnavailableError
 from .program import ProgramCache
 from . import tune
-
-#: on CPU devices, products of at most this many multiply-adds run on the untiled gemm_simple
-#: (a tiled work-group with local memory and barriers costs far more there for small layers)
-_SIMPLE_GEMM_MAX = 1 << 24
 
 _ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3}
 
@@ -35,14 +32,6 @@ _OPTIONS = {
     "activations": (), "loss": (), "dropout": (), "batchnorm": (), "optim": (), "reduce": (),
     "augment": (), "elementwise": (),
 }
-
-
-def _i32(v) -> np.int32:
-    return np.int32(v)
-
-
-def _f32(v) -> np.float32:
-    return np.float32(v)
 
 
 def _floor_pow2(v: int) -> int:
@@ -185,12 +174,6 @@ class OpenCLBackend(Backend):
             self._cl.enqueue_fill_buffer(self.queue, out.base_data, np.float32(0), 0, out.nbytes)
         return out
 
-    def _zeros_like_shape(self, shape, dtype=np.float32):
-        out = self._empty(shape, dtype)
-        if out.nbytes:
-            self._cl.enqueue_fill_buffer(self.queue, out.base_data, dtype(0), 0, out.nbytes)
-        return out
-
     def copy_into(self, dst, src):
         if not isinstance(dst, self._cl_array.Array):
             raise TypeError("copy_into: dst must be an OpenCL array of this backend")
@@ -239,181 +222,205 @@ class OpenCLBackend(Backend):
         return out
 
     # ---- convolution ----------------------------------------------------------------------
-    @staticmethod
-    def _conv_geometry(x_shape, w_shape, stride, padding, dilation=(1, 1), groups=1):
-        n, c, h, w = x_shape
-        o, c2, kh, kw = w_shape
-        if groups == 1 and c != c2:
-            raise ValueError(f"conv2d: input has {c} channels but the weight expects {c2}")
-        if c != c2 * groups or o % groups:
-            raise ValueError(f"conv2d: input has {c} channels and the weight {o} filters of {c2} "
-                             f"channels, which does not fit groups={groups} "
-                             f"(expected {groups} * {c2} channels)")
-        sh, sw = stride
-        top, bottom, left, right = padding
-        oh = conv_output_size(h, (kh - 1) * dilation[0] + 1, sh, top, bottom)
-        ow = conv_output_size(w, (kw - 1) * dilation[1] + 1, sw, left, right)
-        if oh <= 0 or ow <= 0:
-            raise ValueError(f"conv2d: kernel {kh}x{kw} does not fit input {h}x{w} with padding {padding}")
-        return n, c, h, w, o, kh, kw, sh, sw, top, left, oh, ow
-
-    def _conv_fwd(self, x, w, bias, y, n, c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, flip,
-                  t=None):
-        """Enqueue the blocked forward kernel: y = conv(x, w) (+ bias). With ``flip`` the weight
-        is (c_out=o, ...) read as w[c, o, kh-1-p, kw-1-q] (the stride-1 input gradient).
-        ``t``: blocking {"OB", "PX"}, else the tuner's choice."""
-        t = t or self.tuning.conv_fwd((n, c, h, wd, o, kh, kw, sh, sw))
+    def _conv_fwd(self, x, w, bias, y, g: ConvGeometry, flip=False, t=None):
+        """Enqueue the blocked forward kernel: y = conv(x, w) (+ bias) for the plain geometry
+        ``g``. With ``flip`` the weight is (C, O, KH, KW) read as w[c, o, kh-1-p, kw-1-q] (the
+        stride-1 input gradient, ``g`` then being ``transposed()``). ``t``: blocking {"OB",
+        "PX", "PAD"}, else the tuner's choice (which times this very launch). With PAD, x is
+        first zero-padded (pad2d) and conv2d_fwd_padded runs without bounds tests; else
+        conv2d_fwd tests the image's edges itself."""
+        if t is None:
+            t = self.tuning.conv_fwd(g, lambda cand: self._conv_fwd(x, w, bias, y, g, flip, cand))
         ob, px = t["OB"], t["PX"]
-        op = -(-o // ob) * ob
-        wt = self._empty((c * kh * kw, op))
-        self._launch(self._kernel("conv", "conv2d_wtrans", t), (op, c * kh * kw), None,
-                     w, wt, o, c, kh, kw, op, int(flip))
+        defines = {"OB": ob, "PX": px}
+        op = _round_up(g.o, ob)
+        taps = g.c * g.kh * g.kw
+        wt = self._empty((taps, op))
+        self._launch(self._kernel("conv", "conv2d_wtrans", defines), (op, taps), None,
+                     w, wt, g.o, g.c, g.kh, g.kw, op, int(flip))
         has_b = bias is not None
-        self._launch(self._kernel("conv", "conv2d_fwd", t), (oh * -(-ow // px), op // ob, n), None,
-                     x, wt, bias if has_b else self._dummy, int(has_b), y,
-                     c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, op)
+        gsize = (g.oh * -(-g.ow // px), op // ob, g.n)
+        b_arg = bias if has_b else self._dummy
+        if not t.get("PAD"):
+            self._launch(self._kernel("conv", "conv2d_fwd", defines), gsize, None,
+                         x, wt, b_arg, int(has_b), y,
+                         g.c, g.h, g.w, g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, op)
+            return
+        # rows and columns every block reads: the last block's PX columns of the last tap
+        hp = (g.oh - 1) * g.sh + g.kh
+        wp = (_round_up(g.ow, px) - 1) * g.sw + g.kw
+        if g.pt == 0 and g.pl == 0 and hp <= g.h and wp <= g.w:
+            xp, hp, wp = x, g.h, g.w
+        else:
+            xp = self._empty((g.n, g.c, hp, wp))
+            self._launch(self._kernel("conv", "pad2d", defines), (hp, g.n * g.c), None,
+                         x, xp, g.h, g.w, hp, wp, g.pt, g.pl)
+        self._launch(self._kernel("conv", "conv2d_fwd_padded", defines), gsize, None,
+                     xp, wt, b_arg, int(has_b), y,
+                     g.c, hp, wp, g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, op)
 
     def conv2d_forward(self, x, w, b, stride, padding, dilation=(1, 1), groups=1):
         x, w = self._in(x), self._in(w)
-        dilation = tuple(dilation)
-        n, c, h, wd, o, kh, kw, sh, sw, top, left, oh, ow = self._conv_geometry(
-            x.shape, w.shape, stride, padding, dilation, groups)
-        y = self._empty((n, o, oh, ow))
+        g = ConvGeometry.of(x.shape, w.shape, stride, padding, dilation, groups)
+        y = self._empty(g.y_shape)
         bias = None if b is None else self._in(b)
-        if groups > 1 or dilation != (1, 1):
-            geo = (c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, *dilation)
-            if groups == c:
-                self._depthwise_fwd(x, w, bias, y, n, geo)
-            else:
-                self._grouped_fwd(x, w, bias, y, n, geo, groups, False)
-            return y
-        self._conv_fwd(x, w, bias, y, n, c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left, False)
+        if g.plain:
+            self._conv_fwd(x, w, bias, y, g)
+        elif g.groups == g.c:
+            self._depthwise_fwd(x, w, bias, y, g)
+        else:
+            self._grouped_fwd(x, w, bias, y, g, False)
         return y
 
     def _fwd_px(self, ow):
         """Output columns per work-item of the grouped and depthwise forward kernels."""
         return 4 if self.is_gpu or ow < 8 else 8
 
-    def _grouped_fwd(self, x, w, bias, y, n, geo, groups, flip):
-        """Enqueue the grouped forward kernel: y = grouped conv(x, w) (+ bias), geometry ``geo``
-        = (C, H, W, O, OH, OW, KH, KW, SH, SW, PT, PL, DH, DW) of the convolution computed. With
-        ``flip`` the weight (G*C, O/G, KH, KW) is read flipped, in/out swapped (the stride-1
-        input gradient). Not auto-tuned: OB filters x PX columns per work-item."""
-        c, h, wd, o, oh, ow, kh, kw = geo[:8]
-        cg, og = c // groups, o // groups
-        t = {"OB": 4 if og <= 4 else 8, "PX": self._fwd_px(ow)}
+    @staticmethod
+    def _geo_args(g: ConvGeometry):
+        """The sizes the grouped, dilated and depthwise kernels take, in their order."""
+        return (g.c, g.h, g.w, g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, g.pt, g.pl, g.dh, g.dw)
+
+    def _grouped_fwd(self, x, w, bias, y, g: ConvGeometry, flip):
+        """Enqueue the grouped forward kernel: y = grouped conv(x, w) (+ bias) of geometry
+        ``g``. With ``flip`` the weight (G*C, O/G, KH, KW) is read flipped, in/out swapped (the
+        stride-1 input gradient). Not auto-tuned: OB filters x PX columns per work-item."""
+        cg, og = g.c // g.groups, g.o // g.groups
+        t = {"OB": 4 if og <= 4 else 8, "PX": self._fwd_px(g.ow)}
         op = _round_up(og, t["OB"])
-        wt = self._empty((groups, cg * kh * kw, op))
-        self._launch(self._kernel("conv", "conv2d_grouped_wtrans", t), (op, cg * kh * kw, groups),
-                     None, w, wt, og, cg, kh, kw, op, int(flip))
+        wt = self._empty((g.groups, cg * g.kh * g.kw, op))
+        self._launch(self._kernel("conv", "conv2d_grouped_wtrans", t),
+                     (op, cg * g.kh * g.kw, g.groups), None, w, wt, og, cg, g.kh, g.kw, op, int(flip))
         has_b = bias is not None
         self._launch(self._kernel("conv", "conv2d_grouped_fwd", t),
-                     (oh * -(-ow // t["PX"]), groups * (op // t["OB"]), n), None,
-                     x, wt, bias if has_b else self._dummy, int(has_b), y, *geo, groups, op)
+                     (g.oh * -(-g.ow // t["PX"]), g.groups * (op // t["OB"]), g.n), None,
+                     x, wt, bias if has_b else self._dummy, int(has_b), y, *self._geo_args(g),
+                     g.groups, op)
 
-    def _depthwise_fwd(self, x, w, bias, y, n, geo):
+    def _depthwise_fwd(self, x, w, bias, y, g: ConvGeometry):
         """Enqueue the depthwise forward kernel (groups == C): one filter's sliding window over
         its channel, PX columns per work-item."""
-        o, oh, ow = geo[3:6]
-        px = self._fwd_px(ow)
+        px = self._fwd_px(g.ow)
         has_b = bias is not None
         self._launch(self._kernel("conv", "conv2d_depthwise_fwd", {"PX": px}),
-                     (oh * -(-ow // px), o, n), None,
-                     x, w, bias if has_b else self._dummy, int(has_b), y, *geo)
+                     (g.oh * -(-g.ow // px), g.o, g.n), None,
+                     x, w, bias if has_b else self._dummy, int(has_b), y, *self._geo_args(g))
 
     def conv2d_backward(self, x, w, dy, stride, padding, with_bias, need_dx, dilation=(1, 1),
                         groups=1):
         x, w, dy = self._in(x), self._in(w), self._in(dy)
-        dilation = tuple(dilation)
-        n, c, h, wd, o, kh, kw, sh, sw, top, left, oh, ow = self._conv_geometry(
-            x.shape, w.shape, stride, padding, dilation, groups)
-        if tuple(dy.shape) != (n, o, oh, ow):
-            raise ValueError(f"conv2d_backward: dy has shape {tuple(dy.shape)}, expected {(n, o, oh, ow)}")
-        if groups > 1 or dilation != (1, 1):
-            dx = self._grouped_dx(dy, w, n, (c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left),
-                                  padding, dilation, groups) if need_dx else None
-            dw = self._grouped_dw(x, dy, n, (c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left,
-                                             *dilation), groups)
-            db = self._sum_axes02(dy, n, o, oh * ow) if with_bias else None
+        g = ConvGeometry.of(x.shape, w.shape, stride, padding, dilation, groups)
+        if tuple(dy.shape) != g.y_shape:
+            raise ValueError(f"conv2d_backward: dy has shape {tuple(dy.shape)}, expected {g.y_shape}")
+        if not g.plain:
+            dx = self._grouped_dx(dy, w, g) if need_dx else None
+            dw = self._grouped_dw(x, dy, g)
+            db = self._sum_axes02(dy, g.n, g.o, g.oh * g.ow) if with_bias else None
             return dx, dw, db
-        geo = (c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left)
         dx = None
         if need_dx:
-            dx = self._empty((n, c, h, wd))
-            _, bottom, _, right = padding
+            dx = self._empty(g.x_shape)
             # stride 1: dx is the forward convolution of dy (padded by k-1-pad) with the flipped
             # kernel, which runs on the fast forward kernel; otherwise the gather kernel
-            fp = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
-            if sh == 1 and sw == 1 and min(fp) >= 0:
-                self._conv_fwd(dy, w, None, dx, n, o, oh, ow, c, h, wd, kh, kw, 1, 1,
-                               fp[0], fp[2], True)
+            gt = g.transposed()
+            if gt is not None:
+                self._conv_fwd(dy, w, None, dx, gt, True)
             else:
-                t = self.tuning.conv_dx((n, c, h, wd, o, kh, kw, sh, sw))
-                prg = self.programs.get("conv", t, _OPTIONS["conv"])
-                self._launch(prg.kernel("conv2d_bwd_dx"),
-                             (h * ((wd + 3) // 4), -(-c // t["OB"]), n), None, dy, w, dx, *geo)
-        dw = self._conv_dw(x, dy, n, geo)
-        db = self._sum_axes02(dy, n, o, oh * ow) if with_bias else None
+                t = tune.DX_GATHER
+                self._launch(self._kernel("conv", "conv2d_bwd_dx", t),
+                             (g.h * ((g.w + 3) // 4), -(-g.c // t["OB"]), g.n), None, dy, w, dx,
+                             *self._geo_args(g)[:12])
+        dw, db = self._conv_dw(x, dy, g, with_bias)
         return dx, dw, db
 
-    def _grouped_dx(self, dy, w, n, geo, padding, dilation, groups):
+    def _grouped_dx(self, dy, w, g: ConvGeometry):
         """Input gradient of a grouped, dilated or depthwise convolution: for stride 1 (not
         depthwise) the grouped forward of dy, padded by (k-1)*d - pad, with the flipped kernel;
         otherwise the gather kernel."""
-        c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left = geo
-        dh, dwd = dilation
-        _, bottom, _, right = padding
-        span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dwd + 1
-        fp = (span_h - 1 - top, span_h - 1 - bottom, span_w - 1 - left, span_w - 1 - right)
-        dx = self._empty((n, c, h, wd))
-        if groups != c and sh == 1 and sw == 1 and min(fp) >= 0:
-            self._grouped_fwd(dy, w, None, dx, n, (o, oh, ow, c, h, wd, kh, kw, 1, 1, fp[0],
-                                                   fp[2], dh, dwd), groups, True)
+        dx = self._empty(g.x_shape)
+        gt = g.transposed()
+        if g.groups != g.c and gt is not None:
+            self._grouped_fwd(dy, w, None, dx, gt, True)
         else:
             # (built with the plain gather kernel's defines: one program serves both)
             self._launch(self._kernel("conv", "conv2d_grouped_bwd_dx", tune.DX_GATHER),
-                         (h * wd, c, n), None,
-                         dy, w, dx, *geo, dh, dwd, groups)
+                         (g.h * g.w, g.c, g.n), None, dy, w, dx, *self._geo_args(g), g.groups)
         return dx
 
-    def _grouped_dw(self, x, dy, n, geo, groups):
+    def _split_images(self, n, items):
+        """(S, images per chunk): the images split into S chunks of partial sums when ``items``
+        work-items alone are too few for the device."""
+        s = max(1, min(n, -(-self.target_items // items)))
+        nper = -(-n // s)
+        return -(-n // nper), nper
+
+    def _grouped_dw(self, x, dy, g: ConvGeometry):
         """Weight gradient of a grouped, dilated or depthwise convolution, one weight per
         work-item; the images are split into S chunks (partial sums, then added) when the
         weights alone are too few work-items for the device."""
-        c, h, wd, o, oh, ow, kh, kw = geo[:8]
-        per_filter = c // groups * kh * kw
-        items = o * per_filter
-        s = max(1, min(n, -(-self.target_items // items)))
-        nper = -(-n // s)
-        s = -(-n // nper)
-        dw = self._empty((o, c // groups, kh, kw))
+        per_filter = g.c // g.groups * g.kh * g.kw
+        items = g.o * per_filter
+        s, nper = self._split_images(g.n, items)
+        dw = self._empty((g.o, g.c // g.groups, g.kh, g.kw))
         target = dw if s == 1 else self._empty((s, items))
         self._launch(self._kernel("conv", "conv2d_grouped_bwd_dw", tune.DX_GATHER),
-                     (per_filter, o, s), None,
-                     x, dy, target, n, nper, *geo, groups)
+                     (per_filter, g.o, s), None,
+                     x, dy, target, g.n, nper, *self._geo_args(g), g.groups)
         if s > 1:
             self._launch(self._kernel("reduce", "sum_parts"), (items,), None, target, dw, s, items)
         return dw
 
-    def _conv_dw(self, x, dy, n, geo, t=None):
-        """Weight gradient; splits the images into S chunks (partial sums, then added) when the
-        (channel, tap) blocks alone are too few work-items for the device."""
-        c, h, wd, o, oh, ow, kh, kw, sh, sw, top, left = geo
-        t = t or self.tuning.conv_dw((n, c, h, wd, o, kh, kw, sh, sw))
-        groups = c * kh * -(-kw // t["QB"])
-        items = groups * -(-o // t["DOB"])
-        s = max(1, min(n, -(-self.target_items // items)))
-        nper = -(-n // s)
-        s = -(-n // nper)
-        taps = c * kh * kw
-        dw = self._empty((o, c, kh, kw))
-        target = dw if s == 1 else self._empty((s, o * taps))
-        self._launch(self._kernel("conv", "conv2d_bwd_dw", t), (groups, -(-o // t["DOB"]), s), None,
-                     x, dy, target, n, nper, *geo)
+    def _conv_dw(self, x, dy, g: ConvGeometry, with_bias, t=None):
+        """(dw, db or None) of the plain geometry ``g``; ``t``: the kernel's blocking (a
+        ``conv2d_bwd_dw_vec`` one when it has "VO"), else the tuner's choice."""
+        if t is None:
+            t = self.tuning.conv_dw(g, lambda cand: self._conv_dw(x, dy, g, with_bias, cand))
+        if "VO" in t:
+            return self._conv_dw_vec(x, dy, g, with_bias, t)
+        groups = g.c * g.kh * -(-g.kw // t["QB"])
+        obs = -(-g.o // t["DOB"])
+        s, nper = self._split_images(g.n, groups * obs)
+        size = g.o * g.c * g.kh * g.kw
+        dw = self._empty((g.o, g.c, g.kh, g.kw))
+        target = dw if s == 1 else self._empty((s, size))
+        self._launch(self._kernel("conv", "conv2d_bwd_dw", t), (groups, obs, s), None,
+                     x, dy, target, g.n, nper, *self._geo_args(g)[:12])
         if s > 1:
-            size = o * taps
             self._launch(self._kernel("reduce", "sum_parts"), (size,), None, target, dw, s, size)
-        return dw
+        db = self._sum_axes02(dy, g.n, g.o, g.oh * g.ow) if with_bias else None
+        return dw, db
+
+    def _conv_dw_vec(self, x, dy, g: ConvGeometry, with_bias, t):
+        """Weight (and bias) gradient on conv2d_bwd_dw_vec: dy laid out channels-last, x
+        zero-padded so that every tap is inside, VO filters x TB taps per work-item."""
+        vo, tb = t["VO"], t["TB"]
+        op = _round_up(g.o, vo)
+        plane = g.oh * g.ow
+        dyt = self._empty((g.n, plane, op))
+        self._launch(self._kernel("conv", "nchw_to_nhwc", t), (op, plane, g.n), None,
+                     dy, dyt, g.o, plane, op)
+        hp, wp = (g.oh - 1) * g.sh + g.kh, (g.ow - 1) * g.sw + g.kw
+        if (hp, wp, g.pt, g.pl) == (g.h, g.w, 0, 0):
+            xp = x
+        else:
+            xp = self._empty((g.n, g.c, hp, wp))
+            self._launch(self._kernel("conv", "pad2d", t), (hp, g.n * g.c), None,
+                         x, xp, g.h, g.w, hp, wp, g.pt, g.pl)
+        blocks = g.c * -(-(g.kh * g.kw) // tb)
+        s, nper = self._split_images(g.n, blocks * (op // vo))
+        size = g.o * g.c * g.kh * g.kw
+        dw = self._empty((g.o, g.c, g.kh, g.kw))
+        target = dw if s == 1 else self._empty((s, size))
+        db = self._empty((g.o,)) if with_bias else None
+        dbt = (db if s == 1 else self._empty((s, g.o))) if with_bias else self._dummy
+        self._launch(self._kernel("conv", "conv2d_bwd_dw_vec", t), (blocks, op // vo, s), None,
+                     xp, dyt, target, dbt, int(with_bias), g.n, nper, g.c, hp, wp,
+                     g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, op)
+        if s > 1:
+            self._launch(self._kernel("reduce", "sum_parts"), (size,), None, target, dw, s, size)
+            if with_bias:
+                self._launch(self._kernel("reduce", "sum_parts"), (g.o,), None, dbt, db, s, g.o)
+        return dw, db
 
     # ---- pooling --------------------------------------------------------------------------
     @staticmethod
@@ -430,7 +437,10 @@ class OpenCLBackend(Backend):
             tuple(x.shape), kernel, stride, padding, output_size)
         y = self._empty((n, c, oh, ow))
         arg = self._empty((n, c, oh, ow), np.int32)
-        if plain:
+        if plain and (kh, kw, sh, sw) == (2, 2, 2, 2):
+            self._launch(self._kernel("pool", "maxpool2x2_fwd"), (-(-ow // 8), oh, n * c), None,
+                         x, y, arg, h, w, oh, ow)
+        elif plain:
             self._launch(self._kernel("pool", "maxpool2d_fwd"), (ow, oh, n * c), None,
                          x, y, arg, h, w, oh, ow, kh, kw, sh, sw)
         else:
@@ -441,12 +451,15 @@ class OpenCLBackend(Backend):
     def maxpool2d_backward(self, dy, state):
         arg, x_shape, kernel, stride, padding = state
         dy = self._in(dy)
-        n, c, h, w, kh, kw, sh, sw, oh, ow, _ = self._pool_geometry(
+        n, c, h, w, kh, kw, sh, sw, oh, ow, plain = self._pool_geometry(
             x_shape, kernel, stride, padding, tuple(dy.shape[2:]))
         top, _, left, _ = padding
         pads = {"PAD_T": top, "PAD_L": left} if top or left else None    # compile-time
         dx = self._empty(x_shape)
-        if (kh, kw) == (sh, sw):            # windows tile the input: one work-item per window
+        if plain and (kh, kw, sh, sw) == (2, 2, 2, 2):
+            self._launch(self._kernel("pool", "maxpool2x2_bwd"), (-(-w // 16), -(-h // 2), n * c),
+                         None, dy, arg, dx, h, w, oh, ow)
+        elif (kh, kw) == (sh, sw):            # windows tile the input: one work-item per window
             self._launch(self._kernel("pool", "maxpool2d_bwd_tiled", pads),
                          (-(-(w + left) // kw), -(-(h + top) // kh), n * c), None,
                          dy, arg, dx, h, w, oh, ow, kh, kw)
@@ -511,21 +524,34 @@ class OpenCLBackend(Backend):
 
     # ---- dense ----------------------------------------------------------------------------
     def _gemm(self, a, sam, sak, b, sbk, sbn, bias, m, n, k, t=None):
-        """C (m, n) = A(m, k) @ B(k, n) (+ bias[n]) with strided A and B; ``t``: the tiles,
-        else the tuner's choice."""
+        """C (m, n) = A(m, k) @ B(k, n) (+ bias[n]) with strided A and B; ``t``: the kernel
+        ("KIND": dot, rows, simple or tiled) and its blocking, else the tuner's choice for the
+        strides' layout (dot: both contiguous along k; rows: B contiguous along n)."""
+        if t is None:
+            layout = "dot" if sak == 1 and sbk == 1 else "rows" if sbn == 1 else "any"
+            t = self.tuning.gemm_tiles((m, n, k), layout, lambda cand: self._gemm(
+                a, sam, sak, b, sbk, sbn, bias, m, n, k, cand))
         out = self._empty((m, n))
         has_b = bias is not None
-        if t is None and not self.is_gpu and m * n * k <= _SIMPLE_GEMM_MAX:
+        b_arg = bias if has_b else self._dummy
+        kind = t.get("KIND", "tiled")
+        defines = {key: v for key, v in t.items() if key != "KIND"} or None
+        if kind == "dot":
+            self._launch(self._kernel("dense", "gemm_dot", defines),
+                         (-(-n // t["RN"]), -(-m // t["RM"])), None,
+                         a, sam, b, sbn, b_arg, int(has_b), out, m, n, k)
+        elif kind == "rows":
+            self._launch(self._kernel("dense", "gemm_rows", defines),
+                         (-(-n // t["VN"]), -(-m // t["RM"])), None,
+                         a, sam, sak, b, sbk, b_arg, int(has_b), out, m, n, k)
+        elif kind == "simple":
             self._launch(self._kernel("dense", "gemm_simple"), (n, m), None,
-                         a, sam, sak, b, sbk, sbn, bias if has_b else self._dummy, int(has_b),
-                         out, m, n, k)
-            return out
-        t = t or self.tuning.gemm_tiles((m, n, k))
-        lx, ly = t["TN"] // t["RN"], t["TM"] // t["RM"]
-        gsize = (-(-n // t["TN"]) * lx, -(-m // t["TM"]) * ly)
-        self._launch(self._kernel("dense", "gemm", t), gsize, (lx, ly),
-                     a, sam, sak, b, sbk, sbn, bias if has_b else self._dummy, int(has_b),
-                     out, m, n, k)
+                         a, sam, sak, b, sbk, sbn, b_arg, int(has_b), out, m, n, k)
+        else:
+            lx, ly = t["TN"] // t["RN"], t["TM"] // t["RM"]
+            gsize = (-(-n // t["TN"]) * lx, -(-m // t["TM"]) * ly)
+            self._launch(self._kernel("dense", "gemm", defines), gsize, (lx, ly),
+                         a, sam, sak, b, sbk, sbn, b_arg, int(has_b), out, m, n, k)
         return out
 
     def dense_forward(self, x, w, b):

@@ -3,13 +3,17 @@
 For a convolution or matrix multiply big enough for the choice to matter (at least
 ``MIN_TUNE_FLOP``), the tuner times a few variants of the kernel once per device and shape and
 keeps the fastest in ``~/.cache/nbcnn/opencl/autotune.json`` (``$XDG_CACHE_HOME`` respected), so
-later runs reuse the choice without timing. Smaller ops, and every op when tuning is off
+later runs reuse the choice without timing; the cache is keyed by platform, device name and
+driver version, so a new driver re-tunes. Smaller ops, and every op when tuning is off
 (``NBCNN_OPENCL_AUTOTUNE=0`` or ``OpenCLBackend(autotune=False)``), use the defaults below.
 
 Variants:
-* conv forward (also the stride-1 input gradient): OB output channels x PX columns per work-item;
-* conv weight gradient: DOB output channels x QB taps x DPX-wide vectors per work-item;
-* matrix multiply: TM x TN tile per work-group, TK deep, RM x RN per work-item.
+* conv forward (also the stride-1 input gradient): OB output channels x PX columns per work-item,
+  on a zero-padded copy of the input (PAD) or testing the image's edges;
+* conv weight gradient: VO filters (one vector) x TB taps per work-item on channels-last dy
+  (conv2d_bwd_dw_vec), or DOB filters x QB taps x DPX-wide vectors of columns (conv2d_bwd_dw);
+* matrix multiply: TM x TN tile per work-group, TK deep, RM x RN per work-item (GPUs), or the
+  CPU forms without local memory (CPU_GEMM_CANDIDATES).
 """
 
 from __future__ import annotations
@@ -20,23 +24,41 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..switches import switched_on
 
 ENV_AUTOTUNE = "NBCNN_OPENCL_AUTOTUNE"
 #: ops smaller than this many floating-point operations are not worth timing
 MIN_TUNE_FLOP = 1e8
 
-FWD_CANDIDATES = [{"OB": 8, "PX": 4}, {"OB": 8, "PX": 8}, {"OB": 12, "PX": 8}, {"OB": 16, "PX": 8}]
-DW_CANDIDATES = [{"DOB": 8, "QB": 1, "DPX": 4}, {"DOB": 4, "QB": 3, "DPX": 4},
-                 {"DOB": 8, "QB": 3, "DPX": 4}, {"DOB": 4, "QB": 3, "DPX": 8}]
+#: conv forward: OB filters x PX columns per work-item, PAD: on a zero-padded copy of x
+#: (conv2d_fwd_padded, no bounds tests; the CPU default) or testing the edges (conv2d_fwd)
+FWD_CANDIDATES = [{"OB": 16, "PX": 8, "PAD": 1}, {"OB": 16, "PX": 16, "PAD": 1},
+                  {"OB": 8, "PX": 16, "PAD": 1}, {"OB": 8, "PX": 4, "PAD": 0},
+                  {"OB": 8, "PX": 8, "PAD": 0}, {"OB": 16, "PX": 8, "PAD": 0}]
+#: conv weight gradient: conv2d_bwd_dw_vec (VO filters x TB taps, the CPU default) or
+#: conv2d_bwd_dw (DOB filters x QB taps x DPX columns, the GPU default)
+DW_CANDIDATES = [{"VO": 16, "TB": 9}, {"VO": 8, "TB": 9}, {"VO": 16, "TB": 3},
+                 {"DOB": 8, "QB": 1, "DPX": 4}, {"DOB": 8, "QB": 3, "DPX": 4},
+                 {"DOB": 4, "QB": 3, "DPX": 8}]
 GEMM_CANDIDATES = [
     {"TM": 32, "TN": 32, "TK": 16, "RM": 4, "RN": 4},
     {"TM": 64, "TN": 64, "TK": 16, "RM": 8, "RN": 8},
     {"TM": 64, "TN": 64, "TK": 32, "RM": 4, "RN": 8},
     {"TM": 32, "TN": 64, "TK": 16, "RM": 4, "RN": 8},
 ]
+#: CPU forms (no local memory): dot products along k when A and B are contiguous along k,
+#: else rows of B-vectors when B is contiguous along n; "simple" (one output per work-item)
+#: for other strides
+CPU_GEMM_CANDIDATES = {
+    "dot": [{"KIND": "dot", "RM": 4, "RN": 4, "VK": 16}, {"KIND": "dot", "RM": 2, "RN": 4, "VK": 16},
+            {"KIND": "dot", "RM": 4, "RN": 4, "VK": 8}],
+    "rows": [{"KIND": "rows", "RM": 8, "VN": 16}, {"KIND": "rows", "RM": 4, "VN": 16},
+             {"KIND": "rows", "RM": 8, "VN": 8}],
+    "any": [{"KIND": "simple"}],
+}
+#: on CPU devices, products of other strides of at most this many multiply-adds run on
+#: gemm_simple (a tiled work-group with local memory and barriers costs far more there)
+SIMPLE_GEMM_MAX = 1 << 24
 #: safe choice for any device (64 work-items, 4 KiB of local memory)
 GEMM_SAFE = {"TM": 16, "TN": 16, "TK": 16, "RM": 2, "RN": 2}
 DX_GATHER = {"OB": 8}
@@ -61,6 +83,8 @@ class Tuner:
         max_wg = int(dev.max_work_group_size)
         local = int(dev.local_mem_size)
         self.gemm_ok = [c for c in GEMM_CANDIDATES if self._gemm_fits(c, max_wg, local)] or [GEMM_SAFE]
+        #: the device's preferred float vector width (16 on AVX-512 CPUs, 1 to 4 on most GPUs)
+        self.vector_width = int(dev.preferred_vector_width_float) or 1
 
     # ---- defaults -------------------------------------------------------------------------
     @staticmethod
@@ -68,51 +92,92 @@ class Tuner:
         return ((c["TN"] // c["RN"]) * (c["TM"] // c["RM"]) <= max_wg
                 and 4 * c["TK"] * (c["TM"] + c["TN"]) <= local)
 
-    def _default_fwd(self, shape):
-        n, c, h, w, o, kh, kw, sh, sw = shape
+    def _default_fwd(self, g):
         if self.backend.is_gpu:
-            return {"OB": 8, "PX": 4}
-        return {"OB": 16 if o >= 16 else 8, "PX": 8 if w >= 8 else 4}
+            return {"OB": 8, "PX": 4, "PAD": 0}
+        return {"OB": 16 if g.o >= 16 else 8, "PX": 16 if self.vector_width >= 16 else 8, "PAD": 1}
 
-    def _default_dw(self, shape):
-        return {"DOB": 8, "QB": 1, "DPX": 4}
+    def _default_dw(self, g):
+        if self.backend.is_gpu:
+            return {"DOB": 8, "QB": 1, "DPX": 4}
+        return {"VO": 16 if g.o > 8 and self.vector_width >= 16 else 8, "TB": 9}
 
-    def _default_gemm(self, shape):
+    def _default_gemm(self, shape, layout):
+        if not self.backend.is_gpu:
+            m, n, k = shape
+            if layout != "any":
+                cand = dict(CPU_GEMM_CANDIDATES[layout][0])
+                width = "VK" if layout == "dot" else "VN"
+                cand[width] = 16 if self.vector_width >= 16 else 8
+                return cand
+            if m * n * k <= SIMPLE_GEMM_MAX:
+                return {"KIND": "simple"}
         pref = GEMM_CANDIDATES[0] if self.backend.is_gpu else GEMM_CANDIDATES[2]
         return dict(pref if pref in self.gemm_ok else self.gemm_ok[0])
 
     # ---- choices --------------------------------------------------------------------------
-    def conv_fwd(self, shape: tuple) -> dict:
-        n, c, h, w, o, kh, kw, sh, sw = shape
-        flop = 2.0 * n * o * c * kh * kw * (h // sh) * (w // sw)
-        return self._choose("conv_fwd", shape, flop, self._default_fwd(shape), FWD_CANDIDATES,
-                            self._time_fwd)
+    # Each takes the op's geometry and ``run``, a callable that enqueues the op with a given
+    # candidate (on the op's own arrays): the tuner times it, and never calls the backend.
+    def conv_fwd(self, g, run) -> dict:
+        """OB x PX of conv2d_fwd for the plain convolution ``g``."""
+        return self._choose("conv_fwd", g.key(), 2.0 * g.multiply_adds, self._default_fwd(g),
+                            FWD_CANDIDATES, run)
 
-    def conv_dw(self, shape: tuple) -> dict:
-        n, c, h, w, o, kh, kw, sh, sw = shape
-        flop = 2.0 * n * o * c * kh * kw * (h // sh) * (w // sw)
-        return self._choose("conv_dw", shape, flop, self._default_dw(shape), DW_CANDIDATES,
-                            self._time_dw)
+    def conv_dw(self, g, run) -> dict:
+        """The weight gradient's kernel and blocking for the plain convolution ``g``."""
+        return self._choose("conv_dw", g.key(), 2.0 * g.multiply_adds, self._default_dw(g),
+                            DW_CANDIDATES, run)
 
-    def conv_dx(self, shape: tuple) -> dict:
-        return dict(DX_GATHER)
-
-    def gemm_tiles(self, shape: tuple) -> dict:
+    def gemm_tiles(self, shape: tuple, layout: str, run) -> dict:
+        """The matrix multiply's kernel and blocking for (m, n, k) and the strides' ``layout``
+        (dot, rows or any: see CPU_GEMM_CANDIDATES)."""
         m, n, k = shape
-        return self._choose("gemm", shape, 2.0 * m * n * k, self._default_gemm(shape),
-                            self.gemm_ok, self._time_gemm)
+        candidates = self.gemm_ok + CPU_GEMM_CANDIDATES[layout]
+        return self._choose("gemm", ",".join(map(str, (*shape, layout))), 2.0 * m * n * k,
+                            self._default_gemm(shape, layout), candidates, run)
 
-    def _choose(self, op, shape, flop, default, candidates, timer):
+    def chosen(self) -> dict:
+        """Every choice made or loaded for this device so far, by op and shape."""
+        with self._lock:
+            self._load()
+            return {k: dict(v) for k, v in sorted(self._choices.items())}
+
+    def describe(self) -> list[str]:
+        """What ``nbcnn info`` shows: the device's limits, the defaults for a typical layer
+        (64 filters of 3x3 on 32 channels of 28x28, batch 64; dense 64 x 128 x 1024) and every
+        choice the tuner made or loaded for this device."""
+        from ..geometry import ConvGeometry
+
+        dev = self.backend.device
+        g = ConvGeometry(64, 32, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1)
+        fmt = lambda t: " ".join(f"{k}={v}" for k, v in t.items())       # noqa: E731
+        chosen = self.chosen()
+        lines = [
+            f"device key: {self.device_key} (a new driver version re-tunes)",
+            f"limits: float vector width {self.vector_width}, work-group <= "
+            f"{int(dev.max_work_group_size)}, local memory {int(dev.local_mem_size) // 1024} KiB",
+            f"auto-tuning: {'on' if self.enabled else 'off'} ({ENV_AUTOTUNE}), ops of "
+            f">= {MIN_TUNE_FLOP:.0e} FLOP; cache {cache_path()} ({len(chosen)} tuned here)",
+            f"defaults: conv forward {fmt(self._default_fwd(g))}; conv weight gradient "
+            f"{fmt(self._default_dw(g))}; dense forward "
+            f"{fmt(self._default_gemm((64, 128, 1024), 'dot'))}; dense gradients "
+            f"{fmt(self._default_gemm((128, 1024, 64), 'rows'))}",
+        ]
+        lines += [f"tuned {key}: {fmt(t)}" for key, t in chosen.items()]
+        return lines
+
+    def _choose(self, op, shape_key, flop, default, candidates, run):
         if not self.enabled or flop < MIN_TUNE_FLOP or len(candidates) < 2:
             return default
-        key = f"{op}:{','.join(map(str, shape))}"
+        key = f"{op}:{shape_key}"
         with self._lock:
             self._load()
             hit = self._choices.get(key)
-            if hit is not None:
+            if hit in candidates:            # a choice no longer offered (older nbcnn) re-tunes
                 return dict(hit)
             try:
-                times = [(timer(shape, cand), i) for i, cand in enumerate(candidates)]
+                times = [(self._best_of(lambda: run(dict(cand))), i)
+                         for i, cand in enumerate(candidates)]
                 best = dict(candidates[min(times)[1]])
             except Exception:                         # noqa: BLE001 - never fail an op for tuning
                 best = default
@@ -131,38 +196,6 @@ class Tuner:
             self.backend.synchronize()
             best = min(best, time.perf_counter() - t0)
         return best
-
-    def _rand(self, *shape):
-        rng = np.random.default_rng(0)
-        return self.backend.from_numpy(rng.standard_normal(shape, dtype=np.float32))
-
-    def _conv_args(self, shape):
-        n, c, h, w, o, kh, kw, sh, sw = shape
-        # padding does not change the cost much; time the "same"-like case
-        pt, pl = (kh - 1) // 2, (kw - 1) // 2
-        oh, ow = (h + 2 * pt - kh) // sh + 1, (w + 2 * pl - kw) // sw + 1
-        return n, c, h, w, o, kh, kw, sh, sw, pt, pl, oh, ow
-
-    def _time_fwd(self, shape, cand):
-        be = self.backend
-        n, c, h, w, o, kh, kw, sh, sw, pt, pl, oh, ow = self._conv_args(shape)
-        x, wt = self._rand(n, c, h, w), self._rand(o, c, kh, kw)
-        y = be._empty((n, o, oh, ow))
-        return self._best_of(lambda: be._conv_fwd(x, wt, None, y, n, c, h, w, o, oh, ow, kh, kw,
-                                                  sh, sw, pt, pl, False, cand))
-
-    def _time_dw(self, shape, cand):
-        be = self.backend
-        n, c, h, w, o, kh, kw, sh, sw, pt, pl, oh, ow = self._conv_args(shape)
-        x, dy = self._rand(n, c, h, w), self._rand(n, o, oh, ow)
-        geo = (c, h, w, o, oh, ow, kh, kw, sh, sw, pt, pl)
-        return self._best_of(lambda: be._conv_dw(x, dy, n, geo, cand))
-
-    def _time_gemm(self, shape, cand):
-        be = self.backend
-        m, n, k = shape
-        a, b = self._rand(m, k), self._rand(n, k)
-        return self._best_of(lambda: be._gemm(a, k, 1, b, 1, k, None, m, n, k, cand))
 
     # ---- persistence ----------------------------------------------------------------------
     def _load(self):

@@ -252,12 +252,14 @@ class NumbaBackend(Backend):
                   stride[0], stride[1], bool(with_bias), dw, db)
         else:
             n, o = dy.shape[:2]
-            partial = self._ws.get("dw_partial", (n, o, w[0].size))
             work = dy.size * w[0].size // 16
             if stride == (1, 1):
+                per = _blk.dw_images_per_chunk(n, xp.shape[2] * xp.shape[3])
+                partial = self._ws.get("dw_partial", (-(-n // per), o, w[0].size))
                 _call(_blk.conv_backward_weights_stride1, work, xp, dy, w.shape[2], w.shape[3],
-                      partial)
+                      per, partial)
             else:
+                partial = self._ws.get("dw_partial", (n, o, w[0].size))
                 _call(_blk.conv_backward_weights, work, xp, dy, w.shape[2], w.shape[3],
                       stride[0], stride[1], partial)
             np.sum(partial, axis=0, out=dw.reshape(o, -1))

@@ -63,6 +63,7 @@ CONV_CASES = [
     (3, 5, 7, 6, 9, (3, 3), (1, 1), (2, 0, 3, 0)),       # padding > k-1 on one side
     (2, 4, 9, 8, 7, (2, 2), (1, 1), (0, 1, 1, 0)),       # even kernel, asymmetric padding
     (7, 3, 14, 13, 5, (3, 3), (1, 1), (1, 1, 1, 1)),    # stride-1 dw: chunks of 4 + 3 images
+    (3, 2, 9, 7, 6, (3, 3), (1, 1), (1, 0, 1, 2)),      # short window: 3x3 kernel, 4 + 2 filters
 ]
 
 

@@ -178,11 +178,16 @@ class NumbaBackend(Backend):
                                   stride, padding, dilation, y)
             return y
         variant = self.conv_variant
-        if variant == "auto" and w[0].size < self.direct_window:
+        small = variant == "auto" and w[0].size < self.direct_window
+        if small:
             variant = "direct"        # a short window (first layers): too short to
             #                           vectorise as a dot product; vectorise over pixels instead
+            #                           (3 x 3 at stride 1: conv_forward_3x3, 2.5-3x faster)
         if variant == "gemm":
             self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)
+        elif variant == "direct" and small and w.shape[2:] == (3, 3) and stride == (1, 1):
+            _call(_conv.conv_forward_3x3, y.size * w[0].size // 16, self._padded(x, padding),
+                  w, b, y)
         elif variant == "direct":
             _call(_conv.conv_forward_direct, y.size * w[0].size // 8, self._padded(x, padding),
                   w, b, stride[0], stride[1], y)

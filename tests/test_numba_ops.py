@@ -62,7 +62,7 @@ CONV_CASES = [
     (4, 8, 14, 14, 16, (3, 3), (1, 1), (1, 1, 1, 1)),    # wider layer
     (3, 5, 7, 6, 9, (3, 3), (1, 1), (2, 0, 3, 0)),       # padding > k-1 on one side
     (2, 4, 9, 8, 7, (2, 2), (1, 1), (0, 1, 1, 0)),       # even kernel, asymmetric padding
-    (7, 3, 14, 13, 5, (3, 3), (1, 1), (1, 1, 1, 1)),    # stride-1 dw: chunks of 4 + 3 images
+    (17, 3, 14, 13, 5, (3, 3), (1, 1), (1, 1, 1, 1)),   # stride-1 dw: 8 chunks of 2 images + 1
     (3, 2, 9, 7, 6, (3, 3), (1, 1), (1, 0, 1, 2)),      # short window: 3x3 kernel, 4 + 2 filters
 ]
 

@@ -332,6 +332,7 @@ DW_CHUNK_VALUES = 1024
 
 def dw_images_per_chunk(n_img, plane_len):
     """Images per prange iteration of ``conv_backward_weights_stride1`` for padded planes of
-    ``plane_len`` values: about DW_CHUNK_VALUES values, from the shapes alone (never the thread
-    count, so the sum of the partials does not depend on it)."""
-    return max(1, min(n_img, DW_CHUNK_VALUES // plane_len))
+    ``plane_len`` values: about DW_CHUNK_VALUES values, but at least 8 chunks where the batch
+    has 8 images (7 chunks would keep one of 2 cores waiting an eighth of the time). From the
+    shapes alone, never the thread count, so the sum of the partials does not depend on it."""
+    return max(1, min(n_img // 8, DW_CHUNK_VALUES // plane_len))

@@ -64,6 +64,7 @@ CONV_CASES = [
     (2, 4, 9, 8, 7, (2, 2), (1, 1), (0, 1, 1, 0)),       # even kernel, asymmetric padding
     (17, 3, 14, 13, 5, (3, 3), (1, 1), (1, 1, 1, 1)),   # stride-1 dw: 8 chunks of 2 images + 1
     (3, 2, 9, 7, 6, (3, 3), (1, 1), (1, 0, 1, 2)),      # short window: 3x3 kernel, 4 + 2 filters
+    (2, 5, 17, 18, 6, (3, 3), (1, 1), (1, 1, 1, 1)),    # wide plane: 3x3 kernel, dx 4 + 1
 ]
 
 
@@ -102,6 +103,26 @@ def test_conv2d_forward_backward(case, variant):
 
 
 # (N, C, H, W, O, kernel, stride, padding, dilation, groups): grouped, dilated and depthwise
+@pytest.mark.parametrize("width", [1, 10 ** 9], ids=["plane_3x3", "blocked"])
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[5] == (3, 3) and c[6] == (1, 1)],
+                         ids=_case_id)
+def test_conv2d_3x3_plane_and_blocked_paths(case, width):
+    """Both "auto" paths of 3 x 3 stride-1 layers, forced whatever the plane's width: the plane
+    kernel (``conv_forward_3x3``, forward and input gradient) and the blocked one."""
+    NB = backend_with("auto")
+    NB.plane_3x3_width = width
+    n, c, h, w_, o, kernel, stride, padding = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x, w, b = rand(rng, n, c, h, w_), rand(rng, o, c, *kernel), rand(rng, o)
+    close(NB.conv2d_forward(x, w, b, stride, padding),
+          REF64.conv2d_forward(*f64(x, w, b), stride, padding))
+    dy = rand(rng, *REF64.conv2d_forward(*f64(x, w, b), stride, padding).shape)
+    got = NB.conv2d_backward(x, w, dy, stride, padding, True, True)
+    want = REF64.conv2d_backward(*f64(x, w, dy), stride, padding, True, True)
+    for g, r in zip(got, want):
+        close(g, r)
+
+
 GROUPED_CASES = [
     (2, 3, 11, 9, 4, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),      # dilation 2, groups 1
     (3, 4, 10, 13, 5, (3, 3), (2, 1), (1, 2, 0, 1), (2, 1), 1),     # dilation (2, 1), asymmetric

@@ -78,14 +78,20 @@ class NumbaBackend(Backend):
 
     name = "numba"
     dtype = np.dtype(np.float32)
-    #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``, except the
-    #: forward pass of layers whose window has < ``direct_window`` values, which runs
-    #: "direct"), "direct" (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``).
+    #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``, except
+    #: 3 x 3 stride-1 layers on wide planes or with short windows, which run
+    #: ``conv.conv_forward_3x3`` (see ``plane_3x3_width``), and the forward pass of other
+    #: layers whose window has < ``direct_window`` values, which runs "direct"), "direct"
+    #: (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``).
     #: It chooses for the plain convolution only: grouped, dilated and depthwise convolutions
     #: always run the kernels of ``grouped.py``.
     conv_variant = "auto"
     #: windows (C*KH*KW values) shorter than this go "direct" in the "auto" forward pass
     direct_window = 24
+    #: 3 x 3 stride-1 convolutions (forward and input gradient) whose output rows have at least
+    #: this many pixels run ``conv.conv_forward_3x3`` in "auto" (1.1-1.6x the blocked kernel on
+    #: 28 x 28 and 32 x 32 planes here; on 8 x 8 planes its gap columns waste a third of it)
+    plane_3x3_width = 16
     #: target size of one im2col chunk, in bytes
     cols_bytes = 8 << 20
 
@@ -178,16 +184,15 @@ class NumbaBackend(Backend):
                                   stride, padding, dilation, y)
             return y
         variant = self.conv_variant
-        small = variant == "auto" and w[0].size < self.direct_window
-        if small:
-            variant = "direct"        # a short window (first layers): too short to
-            #                           vectorise as a dot product; vectorise over pixels instead
-            #                           (3 x 3 at stride 1: conv_forward_3x3, 2.5-3x faster)
-        if variant == "gemm":
-            self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)
-        elif variant == "direct" and small and w.shape[2:] == (3, 3) and stride == (1, 1):
+        if variant == "auto" and self._plane_3x3(w, stride, ow):
             _call(_conv.conv_forward_3x3, y.size * w[0].size // 16, self._padded(x, padding),
                   w, b, y)
+            return y
+        if variant == "auto" and w[0].size < self.direct_window:
+            variant = "direct"        # a short window (first layers): too short to
+            #                           vectorise as a dot product; vectorise over pixels instead
+        if variant == "gemm":
+            self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)
         elif variant == "direct":
             _call(_conv.conv_forward_direct, y.size * w[0].size // 8, self._padded(x, padding),
                   w, b, stride[0], stride[1], y)
@@ -195,6 +200,13 @@ class NumbaBackend(Backend):
             self._blocked_forward(x, _blk.forward_filters(w), b, w.shape[2], w.shape[3],
                                   stride, padding, y)
         return y
+
+    def _plane_3x3(self, w, stride, ow):
+        """Whether "auto" runs a convolution with filters ``w`` and output rows ``ow`` wide as
+        ``conv.conv_forward_3x3`` (3 x 3, stride 1, rows of at least ``plane_3x3_width``, or a
+        window too short for the blocked kernel)."""
+        return (w.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
+                and (ow >= self.plane_3x3_width or w[0].size < self.direct_window))
 
     def _blocked_forward(self, x, w2, b, kh, kw, stride, padding, y, key="xpn"):
         """``blocked.conv_forward`` on x moved into a reused, zero-bordered channels-last buffer."""
@@ -284,8 +296,14 @@ class NumbaBackend(Backend):
             if (variant == "auto" and stride == (1, 1) and min(flip_pad) >= 0
                     and not np.isnan(w).any()):
                 # dx = dy (padded by k-1-pad) convolved with the flipped, transposed filters
-                self._blocked_forward(dy, _blk.input_grad_filters(w), np.zeros(w.shape[1], _F32),
-                                      kh, kw, (1, 1), flip_pad, dx, key="dypn")
+                zero = np.zeros(w.shape[1], _F32)
+                if self._plane_3x3(w, stride, dx.shape[3]):
+                    wf = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+                    _call(_conv.conv_forward_3x3, dx.size * w.shape[0] * 9 // 16,
+                          self._padded(dy, flip_pad, key="dyp"), wf, zero, dx)
+                else:
+                    self._blocked_forward(dy, _blk.input_grad_filters(w), zero, kh, kw, (1, 1),
+                                          flip_pad, dx, key="dypn")
             else:
                 dxp = self._ws.get("dxp", xp.shape)
                 _call(_conv.conv_backward_input_direct, dy.size * w[0].size // 8, dy, w,

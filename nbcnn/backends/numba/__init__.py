@@ -79,7 +79,7 @@ class NumbaBackend(Backend):
     name = "numba"
     dtype = np.dtype(np.float32)
     #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``, except
-    #: 3 x 3 stride-1 layers on wide planes or with short windows, which run
+    #: 3 x 3 stride-1 layers with few channels on wide planes or short windows, which run
     #: ``conv.conv_forward_3x3`` (see ``plane_3x3_width``), and the forward pass of other
     #: layers whose window has < ``direct_window`` values, which runs "direct"), "direct"
     #: (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``).
@@ -88,10 +88,14 @@ class NumbaBackend(Backend):
     conv_variant = "auto"
     #: windows (C*KH*KW values) shorter than this go "direct" in the "auto" forward pass
     direct_window = 24
-    #: 3 x 3 stride-1 convolutions (forward and input gradient) whose output rows have at least
-    #: this many pixels run ``conv.conv_forward_3x3`` in "auto" (1.1-1.6x the blocked kernel on
-    #: 28 x 28 and 32 x 32 planes here; on 8 x 8 planes its gap columns waste a third of it)
-    plane_3x3_width = 16
+    #: 3 x 3 stride-1 convolutions (forward, and input gradient with the flipped filters) whose
+    #: windows have at most ``plane_3x3_window`` values (16 channels) and whose output rows have
+    #: at least ``plane_3x3_width`` pixels run ``conv.conv_forward_3x3`` in "auto": 1.2-1.6x the
+    #: blocked kernel for 16 -> 16 channels on 32 x 32 planes, 2.2x for 3 -> 32, but 0.7-0.95x
+    #: from 32 channels on (the blocked kernel's dot products are then long enough), and on
+    #: narrow planes the plane kernel's gap columns waste too much (8 x 8: a third)
+    plane_3x3_window = 144
+    plane_3x3_width = 24
     #: target size of one im2col chunk, in bytes
     cols_bytes = 8 << 20
 
@@ -184,7 +188,7 @@ class NumbaBackend(Backend):
                                   stride, padding, dilation, y)
             return y
         variant = self.conv_variant
-        if variant == "auto" and self._plane_3x3(w, stride, ow):
+        if variant == "auto" and self._plane_3x3(w.shape[2:], w[0].size, stride, ow):
             _call(_conv.conv_forward_3x3, y.size * w[0].size // 16, self._padded(x, padding),
                   w, b, y)
             return y
@@ -201,12 +205,14 @@ class NumbaBackend(Backend):
                                   stride, padding, y)
         return y
 
-    def _plane_3x3(self, w, stride, ow):
-        """Whether "auto" runs a convolution with filters ``w`` and output rows ``ow`` wide as
-        ``conv.conv_forward_3x3`` (3 x 3, stride 1, rows of at least ``plane_3x3_width``, or a
-        window too short for the blocked kernel)."""
-        return (w.shape[2:] == (3, 3) and tuple(stride) == (1, 1)
-                and (ow >= self.plane_3x3_width or w[0].size < self.direct_window))
+    def _plane_3x3(self, kernel, window, stride, ow):
+        """Whether "auto" runs a convolution with ``kernel``-sized filters of ``window`` values
+        each (C*KH*KW) and output rows ``ow`` wide as ``conv.conv_forward_3x3``: 3 x 3 at
+        stride 1 with a window too short for the blocked kernel, or of at most
+        ``plane_3x3_window`` values on rows of at least ``plane_3x3_width`` pixels."""
+        return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1)
+                and (window < self.direct_window
+                     or (window <= self.plane_3x3_window and ow >= self.plane_3x3_width)))
 
     def _blocked_forward(self, x, w2, b, kh, kw, stride, padding, y, key="xpn"):
         """``blocked.conv_forward`` on x moved into a reused, zero-bordered channels-last buffer."""
@@ -297,7 +303,7 @@ class NumbaBackend(Backend):
                     and not np.isnan(w).any()):
                 # dx = dy (padded by k-1-pad) convolved with the flipped, transposed filters
                 zero = np.zeros(w.shape[1], _F32)
-                if self._plane_3x3(w, stride, dx.shape[3]):
+                if self._plane_3x3(w.shape[2:], w.shape[0] * kh * kw, stride, dx.shape[3]):
                     wf = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
                     _call(_conv.conv_forward_3x3, dx.size * w.shape[0] * 9 // 16,
                           self._padded(dy, flip_pad, key="dyp"), wf, zero, dx)

@@ -1,10 +1,10 @@
 """2-D convolution kernels (NCHW, float32): the direct form and im2col + BLAS.
 
 The default path (``conv_variant = "auto"``) uses the register-blocked kernels of
-``blocked.py``, ``conv_forward_3x3`` below for 3 x 3 filters at stride 1 on planes at least 16
-pixels wide or with short windows (forward and input gradient), and for other first layers'
-forward passes (windows of < 24 values) the direct forward kernel below. The rest of this module is selectable (``"direct"``, ``"gemm"``) and
-tested; "gemm" calls OpenBLAS through numpy, whose spinning worker threads compete with Numba's
+``blocked.py``, ``conv_forward_3x3`` below for 3 x 3 filters at stride 1 with at most 16
+channels on planes at least 24 pixels wide or with short windows (forward and input gradient),
+and for other first layers' forward passes (windows of < 24 values) the direct forward kernel.
+The rest of this module is selectable (``"direct"``, ``"gemm"``) and tested; "gemm" calls OpenBLAS through numpy, whose spinning worker threads compete with Numba's
 on a machine with few cores, which is why it is not the default.
 
 Notation: x (N, C, H, W) input, xp the zero-padded input (N, C, Hp, Wp), w (O, C, KH, KW) filters,
@@ -66,8 +66,8 @@ def taps3x3(k):
 
 @kernel
 def conv_forward_3x3(xp, w, b, y):
-    """``conv_forward_direct`` for 3 x 3 filters at stride 1 (a first layer's short window, any
-    layer on wide planes, and their input gradients with the flipped filters):
+    """``conv_forward_direct`` for 3 x 3 filters at stride 1 (a first layer's short window, few
+    channels on wide planes, and their input gradients with the flipped filters):
     y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] * xp[n, c, i + p, j + q].
 
     With the padded plane flattened (row length Wp), xp[n, c, i + p, j + q] sits at flat index

@@ -4,8 +4,9 @@ The default path (``conv_variant = "auto"``) uses the register-blocked kernels o
 ``blocked.py``, ``conv_forward_3x3`` below for 3 x 3 filters at stride 1 with at most 16
 channels on planes at least 24 pixels wide or with short windows (forward and input gradient),
 and for other first layers' forward passes (windows of < 24 values) the direct forward kernel.
-The rest of this module is selectable (``"direct"``, ``"gemm"``) and tested; "gemm" calls OpenBLAS through numpy, whose spinning worker threads compete with Numba's
-on a machine with few cores, which is why it is not the default.
+The rest of this module is selectable (``"direct"``, ``"gemm"``) and tested; "gemm" calls
+OpenBLAS through numpy, whose spinning worker threads compete with Numba's on a machine with few
+cores, which is why it is not the default.
 
 Notation: x (N, C, H, W) input, xp the zero-padded input (N, C, Hp, Wp), w (O, C, KH, KW) filters,
 y / dy (N, O, OH, OW) output and its gradient, stride (sh, sw).

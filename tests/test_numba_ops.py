@@ -585,6 +585,33 @@ def test_deterministic_and_thread_count_independent(parallel_paths):
         np.testing.assert_array_equal(a, c)
 
 
+def test_plane_kernel_and_chunked_dw_are_thread_count_independent(parallel_paths):
+    """conv_forward_3x3 (a 1-channel first layer; 16 channels on 32-wide rows, forward and input
+    gradient) and the stride-1 dw in chunks of several images (17 images of 14 x 14): 1 vs all
+    threads give bit-identical results."""
+    rng = np.random.default_rng(5)
+    cases = [(rand(rng, 3, 1, 9, 7), rand(rng, 6, 1, 3, 3)),
+             (rand(rng, 2, 16, 5, 32), rand(rng, 5, 16, 3, 3)),
+             (rand(rng, 17, 3, 14, 14), rand(rng, 5, 3, 3, 3))]
+
+    def outputs():
+        out = []
+        for x, w in cases:
+            y = NB.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1))
+            out += [y, *NB.conv2d_backward(x, w, np.cos(y), (1, 1), (1, 1, 1, 1), True, True)]
+        return out
+
+    first = outputs()
+    top = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = outputs()
+    finally:
+        numba.set_num_threads(top)
+    for a, b in zip(first, single):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_device_name_and_dtype():
     assert NB.dtype == np.float32
     assert "thread" in NB.device_name()

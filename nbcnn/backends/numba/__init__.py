@@ -310,11 +310,37 @@ class NumbaBackend(Backend):
                 else:
                     self._blocked_forward(dy, _blk.input_grad_filters(w), zero, kh, kw, (1, 1),
                                           flip_pad, dx, key="dypn")
+            elif variant == "auto" and self._strided_dx(x, w, dy, stride, padding, dx):
+                pass
             else:
                 dxp = self._ws.get("dxp", xp.shape)
                 _call(_conv.conv_backward_input_direct, dy.size * w[0].size // 8, dy, w,
                       stride[0], stride[1], top, left, dxp, dx)
         return dx, dw, (db if with_bias else None)
+
+    def _strided_dx(self, x, w, dy, stride, padding, dx):
+        """dx of a strided convolution as a stride-1 one: dy spread out by the stride (zeros
+        between its values, ``dyd[:, :, i*sh, j*sw] = dy[:, :, i, j]``) and convolved by the
+        blocked kernel with the flipped, transposed filters, padded so that the result has x's
+        size. It multiplies sh*sw times as many values (most of them zeros) but runs at the
+        blocked kernel's speed: dw + dx of 3x3 stride-2 layers 3-4x faster here than with the
+        scattering direct kernel, 1x1 stride 2 1.7x. Returns False (nothing done) where that does
+        not apply: strides over 2 x 2 (stride 3: 9 times the work, slower), a NaN weight (it would
+        meet the zeros) or padding beyond k - 1."""
+        kh, kw = w.shape[2:]
+        (sh, sw), (top, _, left, _) = stride, padding
+        n, o, oh, ow = dy.shape
+        hd, wd = (oh - 1) * sh + 1, (ow - 1) * sw + 1
+        pt, pl = kh - 1 - top, kw - 1 - left
+        # (bottom and right: what makes the stride-1 output as tall and wide as x)
+        pads = (pt, x.shape[2] - hd - pt + kh - 1, pl, x.shape[3] - wd - pl + kw - 1)
+        if sh * sw > 4 or min(pads) < 0 or np.isnan(w).any():
+            return False
+        dyd = self._ws.get("dy_spread", (n, o, hd, wd), zero=True)   # zeros stay where they are
+        dyd[:, :, ::sh, ::sw] = dy
+        self._blocked_forward(dyd, _blk.input_grad_filters(w), np.zeros(w.shape[1], _F32), kh,
+                              kw, (1, 1), pads, dx, key="dypn")
+        return True
 
     def _grouped_backward(self, x, xp, w, dy, stride, padding, dilation, groups, with_bias, dw,
                           db, dx):

@@ -62,6 +62,9 @@ CONV_CASES = [
     (4, 8, 14, 14, 16, (3, 3), (1, 1), (1, 1, 1, 1)),    # wider layer
     (3, 5, 7, 6, 9, (3, 3), (1, 1), (2, 0, 3, 0)),       # padding > k-1 on one side
     (2, 4, 9, 8, 7, (2, 2), (1, 1), (0, 1, 1, 0)),       # even kernel, asymmetric padding
+    (17, 3, 14, 13, 5, (3, 3), (1, 1), (1, 1, 1, 1)),   # stride-1 dw: 8 chunks of 2 images + 1
+    (3, 2, 9, 7, 6, (3, 3), (1, 1), (1, 0, 1, 2)),      # short window: 3x3 kernel, 4 + 2 filters
+    (2, 5, 17, 18, 6, (3, 3), (1, 1), (1, 1, 1, 1)),    # wide plane: 3x3 kernel, dx 4 + 1
 ]
 
 
@@ -100,6 +103,27 @@ def test_conv2d_forward_backward(case, variant):
 
 
 # (N, C, H, W, O, kernel, stride, padding, dilation, groups): grouped, dilated and depthwise
+@pytest.mark.parametrize("width", [1, 10 ** 9], ids=["plane_3x3", "blocked"])
+@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[5] == (3, 3) and c[6] == (1, 1)],
+                         ids=_case_id)
+def test_conv2d_3x3_plane_and_blocked_paths(case, width):
+    """Both "auto" paths of 3 x 3 stride-1 layers, forced whatever the plane's width: the plane
+    kernel (``conv_forward_3x3``, forward and input gradient) and the blocked one."""
+    NB = backend_with("auto")
+    NB.plane_3x3_width = width
+    NB.plane_3x3_window = 10 ** 9
+    n, c, h, w_, o, kernel, stride, padding = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    x, w, b = rand(rng, n, c, h, w_), rand(rng, o, c, *kernel), rand(rng, o)
+    close(NB.conv2d_forward(x, w, b, stride, padding),
+          REF64.conv2d_forward(*f64(x, w, b), stride, padding))
+    dy = rand(rng, *REF64.conv2d_forward(*f64(x, w, b), stride, padding).shape)
+    got = NB.conv2d_backward(x, w, dy, stride, padding, True, True)
+    want = REF64.conv2d_backward(*f64(x, w, dy), stride, padding, True, True)
+    for g, r in zip(got, want):
+        close(g, r)
+
+
 GROUPED_CASES = [
     (2, 3, 11, 9, 4, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2), 1),      # dilation 2, groups 1
     (3, 4, 10, 13, 5, (3, 3), (2, 1), (1, 2, 0, 1), (2, 1), 1),     # dilation (2, 1), asymmetric
@@ -559,6 +583,33 @@ def test_deterministic_and_thread_count_independent(parallel_paths):
     for a, b, c in zip(first, again, single):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+
+
+def test_plane_kernel_and_chunked_dw_are_thread_count_independent(parallel_paths):
+    """conv_forward_3x3 (a 1-channel first layer; 16 channels on 32-wide rows, forward and input
+    gradient) and the stride-1 dw in chunks of several images (17 images of 14 x 14): 1 vs all
+    threads give bit-identical results."""
+    rng = np.random.default_rng(5)
+    cases = [(rand(rng, 3, 1, 9, 7), rand(rng, 6, 1, 3, 3)),
+             (rand(rng, 2, 16, 5, 32), rand(rng, 5, 16, 3, 3)),
+             (rand(rng, 17, 3, 14, 14), rand(rng, 5, 3, 3, 3))]
+
+    def outputs():
+        out = []
+        for x, w in cases:
+            y = NB.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1))
+            out += [y, *NB.conv2d_backward(x, w, np.cos(y), (1, 1), (1, 1, 1, 1), True, True)]
+        return out
+
+    first = outputs()
+    top = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = outputs()
+    finally:
+        numba.set_num_threads(top)
+    for a, b in zip(first, single):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_device_name_and_dtype():

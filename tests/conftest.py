@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference backend, backends under test, and random arrays."""
+"""Shared fixtures: the reference backend, backends under test, and random arrays (the
+backend-against-reference check itself is in helpers.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import pytest
 from nbcnn.backends import get_backend
 from nbcnn.backends.numpy_ref import NumpyBackend
 
+from helpers import close as assert_close, randn  # noqa: F401 - re-exported for the tests
+
 #: backends checked against the numpy reference
 FAST_BACKENDS = ["numba", "opencl"]
+#: every backend the op tests check against the float64 reference: numba with every op on the
+#: thread pool and every op on the calling thread, and numpy itself in float32
+OP_BACKENDS = ["numpy32", "numba-parallel", "numba-serial", "opencl"]
 
 
 def backend_or_skip(name):
@@ -23,6 +29,20 @@ def backend_or_skip(name):
 @pytest.fixture(params=FAST_BACKENDS)
 def fast(request):
     """Each non-reference backend in turn."""
+    return backend_or_skip(request.param)
+
+
+@pytest.fixture(params=OP_BACKENDS)
+def backend(request, monkeypatch):
+    """Each backend in turn, numba on both its parallel and its single-thread path."""
+    if request.param == "numpy32":
+        return NumpyBackend(np.float32)
+    if request.param.startswith("numba-"):
+        numba = backend_or_skip("numba")
+        from nbcnn.backends.numba import _jit
+        monkeypatch.setattr(_jit, "SERIAL_WORK",
+                            0 if request.param == "numba-parallel" else 1 << 62)
+        return numba
     return backend_or_skip(request.param)
 
 
@@ -41,14 +61,3 @@ def ref64():
 def rng():
     return np.random.default_rng(1234)
 
-
-def randn(rng, *shape, dtype=np.float32):
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def assert_close(got, want, rtol=1e-4, atol=1e-5, what=""):
-    """float32 tolerance scaled to the magnitude of the reference."""
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
-    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * scale, err_msg=what)

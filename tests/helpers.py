@@ -148,6 +148,21 @@ def check_steps(backend, op, arrays, args_of_step, steps=3, case="", rtol=RTOL, 
         compare(backend, g, w, f"{what} array {i} after {steps} steps", rtol, atol)
 
 
+def check_conv(be, rng, case, rtol=1e-4, atol=1e-5, **opts):
+    """conv2d forward with and without bias, backward with every (bias, need_dx)."""
+    n, c, h, w, o, kernel, stride, padding = case[:8]
+    x, wt, b = randn(rng, n, c, h, w), randn(rng, o, c // opts.get("groups", 1), *kernel), \
+        randn(rng, o)
+    name = case_id(case)
+    y = check_op(be, "conv2d_forward", x, wt, b, stride, padding, case=name, **opts).want
+    check_op(be, "conv2d_forward", x, wt, None, stride, padding, case=name, **opts)
+    dy = randn(rng, *y.shape)
+    for bias in (True, False):
+        for need_dx in (True, False):
+            check_op(be, "conv2d_backward", x, wt, dy, stride, padding, bias, need_dx,
+                     case=f"{name} bias={bias} need_dx={need_dx}", rtol=rtol, atol=atol, **opts)
+
+
 def case_id(case):
     """A readable test id from a case tuple."""
     return "-".join("x".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in case)

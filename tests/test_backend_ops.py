@@ -8,25 +8,10 @@ import pytest
 
 from helpers import (ACTIVATION_SHAPES, ADAM_CASES, BATCHNORM_SHAPES, CONV_CASES, DENSE_CASES,
                      DROPOUT_CASES, GLOBAL_POOL_SHAPES, GROUPED_CASES, LOSS_CASES, POOL_CASES,
-                     POOL_PAD_CASES, REF32, RMSPROP_CASES, SGD_CASES, case_id, check_op,
-                     check_steps, close, pool_args, randn)
+                     POOL_PAD_CASES, REF32, RMSPROP_CASES, SGD_CASES, case_id, check_conv,
+                     check_op, check_steps, close, pool_args, randn)
 
 from nbcnn.backends.base import dropout_uniform
-
-
-def check_conv(be, rng, case, rtol=1e-4, atol=1e-5, **opts):
-    """conv2d forward with and without bias, backward with every (bias, need_dx)."""
-    n, c, h, w, o, kernel, stride, padding = case[:8]
-    x, wt, b = randn(rng, n, c, h, w), randn(rng, o, c // opts.get("groups", 1), *kernel), \
-        randn(rng, o)
-    name = case_id(case)
-    y = check_op(be, "conv2d_forward", x, wt, b, stride, padding, case=name, **opts).want
-    check_op(be, "conv2d_forward", x, wt, None, stride, padding, case=name, **opts)
-    dy = randn(rng, *y.shape)
-    for bias in (True, False):
-        for need_dx in (True, False):
-            check_op(be, "conv2d_backward", x, wt, dy, stride, padding, bias, need_dx,
-                     case=f"{name} bias={bias} need_dx={need_dx}", rtol=rtol, atol=atol, **opts)
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=case_id)

@@ -1,4 +1,6 @@
-"""Every op of the OpenCL backend against numpy_ref, on odd shapes; device selection; build errors.
+"""OpenCL specifics beyond test_backend_ops.py's op-by-op comparison: every blocking the tuner may
+pick, the tuner's cache, the weight gradient split over images, vector paths; device selection;
+build errors.
 
 Skipped as a whole where no OpenCL platform/device exists (install `pocl-opencl-icd`).
 """
@@ -8,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nbcnn.backends.numpy_ref import NumpyBackend
+from helpers import (CONV_CASES, GROUPED_CASES, REF32, case_id, check_conv, check_op, close,
+                     randn)
 
 try:
     from nbcnn.backends.opencl import (DeviceSelectionError, KernelBuildError, OpenCLBackend,
@@ -19,8 +22,7 @@ except Exception as exc:                                   # noqa: BLE001 - any 
                 "install an OpenCL driver, e.g. `apt-get install pocl-opencl-icd`",
                 allow_module_level=True)
 
-REF = NumpyBackend()
-RTOL, ATOL = 1e-4, 1e-5
+REF = REF32
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +35,7 @@ def rng(seed=0):
 
 
 def rand(*shape, seed=0):
-    return rng(seed).standard_normal(shape).astype(np.float32)
-
-
-def close(actual, expected, rtol=RTOL, atol=ATOL):
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol)
+    return randn(rng(seed), *shape)
 
 
 def np_(be, a):
@@ -71,86 +69,13 @@ def test_array_round_trip_and_helpers(be):
 
 
 # ---- convolution --------------------------------------------------------------------------
-CONV_CASES = [
-    # (N, C, H, W, O, kh, kw, stride, padding)
-    (1, 1, 7, 9, 1, 1, 1, (1, 1), (0, 0, 0, 0)),
-    (5, 3, 9, 7, 4, 3, 3, (1, 1), (1, 1, 1, 1)),
-    (5, 3, 9, 7, 10, 3, 3, (2, 2), (1, 1, 1, 1)),
-    (1, 3, 8, 11, 9, 5, 5, (1, 1), (0, 0, 0, 0)),
-    (5, 1, 10, 13, 8, 3, 3, (2, 2), (0, 1, 0, 1)),
-    (2, 3, 11, 6, 5, 5, 5, (2, 2), (2, 2, 2, 2)),
-    (1, 3, 6, 10, 3, 3, 5, (1, 2), (0, 1, 2, 0)),
-    (2, 2, 12, 12, 3, 2, 2, (3, 3), (0, 0, 0, 0)),
-    (3, 9, 6, 6, 17, 3, 3, (1, 1), (1, 1, 1, 1)),       # channel counts past one OB block
-    (1, 1, 2, 2, 2, 3, 3, (2, 2), (0, 2, 0, 2)),        # a row/column of only padding
-]
-
-
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "x".join(map(str, c[:7])) + f"-s{c[7]}-p{c[8]}")
-def test_conv2d_forward_backward(be, case):
-    n, c, h, w, o, kh, kw, stride, padding = case
-    x, wt, b = rand(n, c, h, w, seed=1), rand(o, c, kh, kw, seed=2), rand(o, seed=3)
-    y_ref = REF.conv2d_forward(x, wt, b, stride, padding)
-    y = be.conv2d_forward(be.from_numpy(x), be.from_numpy(wt), be.from_numpy(b), stride, padding)
-    close(np_(be, y), y_ref)
-    y0 = be.conv2d_forward(be.from_numpy(x), be.from_numpy(wt), None, stride, padding)
-    close(np_(be, y0), REF.conv2d_forward(x, wt, None, stride, padding))
-
-    dy = rand(*y_ref.shape, seed=4)
-    dx_r, dw_r, db_r = REF.conv2d_backward(x, wt, dy, stride, padding, True, True)
-    dx, dw, db = be.conv2d_backward(be.from_numpy(x), be.from_numpy(wt), be.from_numpy(dy),
-                                    stride, padding, True, True)
-    close(np_(be, dx), dx_r)
-    close(np_(be, dw), dw_r, rtol=2e-4, atol=2e-4)
-    close(np_(be, db), db_r, rtol=2e-4, atol=2e-4)
-    dx, dw, db = be.conv2d_backward(be.from_numpy(x), be.from_numpy(wt), be.from_numpy(dy),
-                                    stride, padding, False, False)
-    assert dx is None and db is None
-    close(np_(be, dw), dw_r, rtol=2e-4, atol=2e-4)
-
-
-GROUPED_CASES = [
-    # (N, C, H, W, O, kh, kw, stride, padding, dilation, groups)
-    (2, 3, 11, 9, 4, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2), 1),       # dilation 2
-    (3, 4, 10, 13, 5, 3, 3, (2, 1), (1, 2, 0, 1), (2, 1), 1),      # dilation (2, 1), asymmetric
-    (1, 1, 12, 9, 3, 3, 2, (1, 1), (0, 0, 0, 0), (2, 3), 1),       # one channel: depthwise kernel
-    (2, 4, 9, 7, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),        # groups 2
-    (3, 8, 9, 10, 8, 3, 3, (2, 2), (1, 2, 1, 0), (1, 1), 4),       # groups 4, stride 2
-    (1, 8, 11, 8, 12, 3, 5, (1, 2), (2, 2, 3, 3), (2, 1), 4),      # groups 4, dilated, batch 1
-    (2, 4, 13, 17, 40, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 2),     # 20 filters a group: OB 8
-    (2, 6, 9, 9, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 6),        # depthwise
-    (3, 5, 10, 7, 5, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 5),       # depthwise, stride 2
-    (2, 3, 9, 11, 6, 3, 3, (2, 1), (0, 2, 1, 2), (2, 2), 3),       # depthwise x2, dilated
-    (2, 4, 7, 7, 4, 3, 3, (1, 1), (4, 0, 0, 3), (1, 1), 2),        # padding > span-1 on a side
-]
-
-
 @pytest.mark.parametrize("split", [False, True], ids=["one-chunk", "split-images"])
-@pytest.mark.parametrize("case", GROUPED_CASES,
-                         ids=lambda c: "x".join(map(str, c[:7])) + f"-s{c[7]}-p{c[8]}-d{c[9]}-g{c[10]}")
-def test_conv2d_grouped_dilated(be, case, split, monkeypatch):
+@pytest.mark.parametrize("case", GROUPED_CASES, ids=case_id)
+def test_conv2d_grouped_dilated_weight_gradient_split(be, case, split, monkeypatch):
     """Every option against numpy_ref, the weight gradient both in one pass over the images and
     split into chunks of partial sums."""
     monkeypatch.setattr(be, "target_items", 1 << 20 if split else 1)
-    n, c, h, w, o, kh, kw, stride, padding, dilation, groups = case
-    opts = dict(dilation=dilation, groups=groups)
-    x, wt, b = rand(n, c, h, w, seed=1), rand(o, c // groups, kh, kw, seed=2), rand(o, seed=3)
-    for bias in (b, None):
-        y_ref = REF.conv2d_forward(x, wt, bias, stride, padding, **opts)
-        y = be.conv2d_forward(be.from_numpy(x), be.from_numpy(wt),
-                              None if bias is None else be.from_numpy(bias), stride, padding, **opts)
-        close(np_(be, y), y_ref)
-    dy = rand(*y_ref.shape, seed=4)
-    for with_bias in (True, False):
-        for need_dx in (True, False):
-            want = REF.conv2d_backward(x, wt, dy, stride, padding, with_bias, need_dx, **opts)
-            got = be.conv2d_backward(be.from_numpy(x), be.from_numpy(wt), be.from_numpy(dy),
-                                     stride, padding, with_bias, need_dx, **opts)
-            for g, r in zip(got, want):
-                if r is None:
-                    assert g is None
-                else:
-                    close(np_(be, g), r, rtol=2e-4, atol=2e-4)
+    check_conv(be, rng(1), case, rtol=2e-4, atol=2e-4, dilation=case[8], groups=case[9])
 
 
 def test_conv2d_groups_mismatch(be):
@@ -165,17 +90,6 @@ def test_conv2d_bad_channels(be):
 
 
 # ---- pooling ------------------------------------------------------------------------------
-POOL_CASES = [
-    # (N, C, H, W, kernel, stride)
-    (1, 1, 6, 8, (2, 2), (2, 2)),
-    (5, 3, 7, 9, (2, 2), (2, 2)),       # odd sizes: last row/column dropped
-    (2, 3, 9, 7, (3, 3), (2, 2)),       # overlapping windows
-    (2, 2, 9, 10, (2, 3), (3, 2)),      # gaps between windows, non-square
-    (1, 3, 5, 5, (5, 5), (1, 1)),
-    (2, 3, 7, 35, (2, 2), (2, 2)),      # 2x2 kernels' vector blocks of 8 windows and a tail
-]
-
-
 def test_maxpool2x2_vector_path_keeps_nan_and_first_maximum(be):
     """The 2x2 kernels' vector lanes: a NaN wins its window wherever it is (as numpy_ref's
     max); ties keep the first maximum and the gradient goes to it, as numpy_ref."""
@@ -194,162 +108,6 @@ def test_maxpool2x2_vector_path_keeps_nan_and_first_maximum(be):
     y, st = be.maxpool2d_forward(be.from_numpy(x), (2, 2), (2, 2))
     np.testing.assert_array_equal(np_(be, y), y_ref)
     assert np.isnan(y_ref).sum() == 4
-
-
-@pytest.mark.parametrize("case", POOL_CASES, ids=lambda c: f"{c[:4]}-k{c[4]}-s{c[5]}")
-def test_pooling(be, case):
-    n, c, h, w, kernel, stride = case
-    x = rand(n, c, h, w, seed=5)
-    x[0, 0, 0, :3] = 1.5            # ties: the first maximum wins
-    y_ref, st_ref = REF.maxpool2d_forward(x, kernel, stride)
-    y, st = be.maxpool2d_forward(be.from_numpy(x), kernel, stride)
-    np.testing.assert_array_equal(np_(be, y), y_ref)
-    dy = rand(*y_ref.shape, seed=6)
-    close(np_(be, be.maxpool2d_backward(be.from_numpy(dy), st)), REF.maxpool2d_backward(dy, st_ref))
-
-    a_ref = REF.avgpool2d_forward(x, kernel, stride)
-    a = be.avgpool2d_forward(be.from_numpy(x), kernel, stride)
-    close(np_(be, a), a_ref)
-    close(np_(be, be.avgpool2d_backward(be.from_numpy(dy), x.shape, kernel, stride)),
-          REF.avgpool2d_backward(dy, x.shape, kernel, stride))
-
-
-# ---- dense --------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,fin,fout", [(1, 1, 1), (5, 3, 10), (7, 37, 13), (64, 300, 70), (33, 65, 129)])
-def test_dense(be, n, fin, fout):
-    x, w, b = rand(n, fin, seed=7), rand(fout, fin, seed=8), rand(fout, seed=9)
-    close(np_(be, be.dense_forward(be.from_numpy(x), be.from_numpy(w), be.from_numpy(b))),
-          REF.dense_forward(x, w, b), atol=1e-4)
-    close(np_(be, be.dense_forward(be.from_numpy(x), be.from_numpy(w), None)),
-          REF.dense_forward(x, w, None), atol=1e-4)
-    dy = rand(n, fout, seed=10)
-    dx_r, dw_r, db_r = REF.dense_backward(x, w, dy, True, True)
-    dx, dw, db = be.dense_backward(be.from_numpy(x), be.from_numpy(w), be.from_numpy(dy), True, True)
-    close(np_(be, dx), dx_r, atol=1e-4)
-    close(np_(be, dw), dw_r, atol=1e-4)
-    close(np_(be, db), db_r, atol=1e-4)
-    dx, dw, db = be.dense_backward(be.from_numpy(x), be.from_numpy(w), be.from_numpy(dy), False, False)
-    assert dx is None and db is None
-
-
-# ---- activations --------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["relu", "leaky_relu", "sigmoid", "tanh"])
-def test_activations(be, kind):
-    x = rand(5, 3, 7, 9, seed=11) * 3
-    x[0, 0, 0, :3] = 0.0
-    alpha = 0.1
-    y_ref = REF.activation_forward(kind, x, alpha)
-    y = be.activation_forward(kind, be.from_numpy(x), alpha)
-    close(np_(be, y), y_ref, rtol=1e-6, atol=1e-6)
-    dy = rand(*x.shape, seed=12)
-    close(np_(be, be.activation_backward(kind, be.from_numpy(x), y, be.from_numpy(dy), alpha)),
-          REF.activation_backward(kind, x, y_ref, dy, alpha), rtol=1e-5, atol=1e-6)
-
-
-def test_unknown_activation(be):
-    with pytest.raises(ValueError, match="unknown activation"):
-        be.activation_forward("gelu", be.zeros((2,)), 0.0)
-
-
-# ---- loss ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("n,k", [(1, 10), (5, 3), (200, 10), (67, 17)])
-def test_softmax_cross_entropy(be, n, k):
-    logits = rand(n, k, seed=13) * 4
-    labels = rng(14).integers(0, k, size=n)
-    if n > 1:
-        logits[1, :] = 2.0                      # a tie: arg-max is the first class
-        labels[1] = 0
-    loss_r, dl_r, corr_r = REF.softmax_cross_entropy(logits, labels)
-    loss, dl, corr = be.softmax_cross_entropy(be.from_numpy(logits), be.labels_from_numpy(labels))
-    assert isinstance(loss, float) and isinstance(corr, int)
-    assert loss == pytest.approx(loss_r, rel=1e-5, abs=1e-6)
-    assert corr == corr_r
-    close(np_(be, dl), dl_r, rtol=1e-5, atol=1e-7)
-
-
-# ---- dropout ------------------------------------------------------------------------------
-@pytest.mark.parametrize("p,seed", [(0.5, 0), (0.3, 12345), (0.0, 7), (0.9, 2 ** 40 + 3)])
-def test_dropout_mask_identical(be, p, seed):
-    x = rand(5, 3, 7, 9, seed=15)
-    y_ref, m_ref = REF.dropout_forward(x, p, seed)
-    y, m = be.dropout_forward(be.from_numpy(x), p, seed)
-    np.testing.assert_array_equal(np_(be, m), m_ref)
-    np.testing.assert_array_equal(np_(be, y), y_ref)
-    dy = rand(*x.shape, seed=16)
-    np.testing.assert_array_equal(np_(be, be.dropout_backward(be.from_numpy(dy), m)),
-                                  REF.dropout_backward(dy, m_ref))
-
-
-# ---- batch norm ---------------------------------------------------------------------------
-@pytest.mark.parametrize("shape", [(5, 3, 7, 9), (1, 1, 4, 5), (2, 6, 1, 1)])
-def test_batchnorm(be, shape):
-    c = shape[1]
-    x = rand(*shape, seed=17) * 2 + 1
-    gamma, beta = rand(c, seed=18), rand(c, seed=19)
-    rm_r, rv_r = rand(c, seed=20), np.abs(rand(c, seed=21)) + 0.5
-    rm, rv = be.from_numpy(rm_r), be.from_numpy(rv_r)
-    rm_r, rv_r = rm_r.copy(), rv_r.copy()
-    y_ref, st_ref = REF.batchnorm2d_forward_train(x, gamma, beta, rm_r, rv_r, 0.1, 1e-5)
-    y, st = be.batchnorm2d_forward_train(be.from_numpy(x), be.from_numpy(gamma),
-                                         be.from_numpy(beta), rm, rv, 0.1, 1e-5)
-    close(np_(be, y), y_ref, atol=1e-4)
-    close(np_(be, rm), rm_r)
-    close(np_(be, rv), rv_r)
-    dy = rand(*shape, seed=22)
-    dx_r, dg_r, db_r = REF.batchnorm2d_backward(dy, st_ref, gamma)
-    dx, dg, db = be.batchnorm2d_backward(be.from_numpy(dy), st, be.from_numpy(gamma))
-    close(np_(be, dx), dx_r, rtol=1e-3, atol=1e-4)
-    close(np_(be, dg), dg_r, atol=1e-4)
-    close(np_(be, db), db_r, atol=1e-4)
-    ye_ref = REF.batchnorm2d_forward_eval(x, gamma, beta, rm_r, rv_r, 1e-5)
-    ye = be.batchnorm2d_forward_eval(be.from_numpy(x), be.from_numpy(gamma), be.from_numpy(beta),
-                                     rm, rv, 1e-5)
-    close(np_(be, ye), ye_ref, atol=1e-5)
-
-
-# ---- optimizers ---------------------------------------------------------------------------
-def _state(*arrays):
-    return [a.copy() for a in arrays]
-
-
-@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.0),
-                                                  (0.9, True, 1e-2), (0.5, False, 5e-3)])
-def test_sgd_step(be, momentum, nesterov, wd):
-    p, g = rand(7, 3, seed=23), rand(7, 3, seed=24)
-    v = rand(7, 3, seed=25) if momentum else None
-    dp, dg = be.from_numpy(p), be.from_numpy(g)
-    dv = be.from_numpy(v) if momentum else None
-    for _ in range(3):
-        REF.sgd_step(p, g, v, 0.05, momentum, nesterov, wd)
-        be.sgd_step(dp, dg, dv, 0.05, momentum, nesterov, wd)
-    close(np_(be, dp), p, rtol=1e-6, atol=1e-6)
-    if momentum:
-        close(np_(be, dv), v, rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("wd,decoupled", [(0.0, False), (1e-2, False), (1e-2, True)])
-def test_adam_step(be, wd, decoupled):
-    p, g = rand(11, seed=26), rand(11, seed=27)
-    m, v = np.zeros(11, np.float32), np.zeros(11, np.float32)
-    dp, dg, dm, dv = (be.from_numpy(a) for a in (p, g, m, v))
-    for step in range(1, 4):
-        REF.adam_step(p, g, m, v, 1e-2, 0.9, 0.999, 1e-8, step, wd, decoupled)
-        be.adam_step(dp, dg, dm, dv, 1e-2, 0.9, 0.999, 1e-8, step, wd, decoupled)
-    close(np_(be, dp), p, rtol=1e-5, atol=1e-6)
-    close(np_(be, dm), m, rtol=1e-5, atol=1e-7)
-    close(np_(be, dv), v, rtol=1e-5, atol=1e-7)
-
-
-@pytest.mark.parametrize("momentum,wd", [(0.0, 0.0), (0.9, 1e-2)])
-def test_rmsprop_step(be, momentum, wd):
-    p, g = rand(2, 9, seed=28), rand(2, 9, seed=29)
-    s, buf = np.zeros_like(p), np.zeros_like(p)
-    dp, dg, ds, db = (be.from_numpy(a) for a in (p, g, s, buf))
-    for _ in range(3):
-        REF.rmsprop_step(p, g, s, buf, 1e-2, 0.99, 1e-8, momentum, wd)
-        be.rmsprop_step(dp, dg, ds, db if momentum else None, 1e-2, 0.99, 1e-8, momentum, wd)
-    close(np_(be, dp), p, rtol=1e-5, atol=1e-6)
-    close(np_(be, ds), s, rtol=1e-5, atol=1e-7)
 
 
 # ---- a training step composed of ops, against numpy_ref ----------------------------------
@@ -442,12 +200,12 @@ from nbcnn.backends.geometry import ConvGeometry  # noqa: E402
 from nbcnn.backends.opencl import tune  # noqa: E402
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (2, 4, 5, 6, 8, 9)],
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (25, 27, 28, 29, 31, 32)],
                          ids=["s2-pad1", "s2-asym", "k5-s2", "k3x5-s1x2", "c9-o17", "pad-only-row"])
 def test_conv_all_variants(be, case):
     """Every blocking the tuner may choose, not only its pick: the forward (and, at stride 1,
     the input gradient it computes on the flipped kernel), the weight and bias gradients."""
-    n, c, h, w, o, kh, kw, stride, padding = case
+    n, c, h, w, o, (kh, kw), stride, padding = case
     x, wt = rand(n, c, h, w, seed=40), rand(o, c, kh, kw, seed=41)
     y_ref = REF.conv2d_forward(x, wt, None, stride, padding)
     dy = rand(*y_ref.shape, seed=42)

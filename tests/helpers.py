@@ -86,6 +86,8 @@ def compare(backend, got, want, what, rtol=RTOL, atol=ATOL, exact=False):
     """Compare one output (walking tuples) of ``backend`` with the reference's."""
     if want is None:
         assert got is None, f"{what}: expected None, got {type(got).__name__}"
+    elif got is None:
+        assert False, f"{what}: got None, expected {type(want).__name__}"
     elif isinstance(want, (tuple, list)):
         assert len(got) == len(want), f"{what}: {len(got)} outputs, expected {len(want)}"
         for i, (g, w) in enumerate(zip(got, want)):

@@ -200,7 +200,12 @@ from nbcnn.backends.geometry import ConvGeometry  # noqa: E402
 from nbcnn.backends.opencl import tune  # noqa: E402
 
 
-@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (25, 27, 28, 29, 31, 32)],
+# the shared cases that helpers.CONV_CASES comments with these names
+TUNER_CASES = [CONV_CASES[i] for i in (25, 27, 28, 29, 31, 32)]
+assert TUNER_CASES[-1] == (1, 1, 2, 2, 2, (3, 3), (2, 2), (0, 2, 0, 2))
+
+
+@pytest.mark.parametrize("case", TUNER_CASES,
                          ids=["s2-pad1", "s2-asym", "k5-s2", "k3x5-s1x2", "c9-o17", "pad-only-row"])
 def test_conv_all_variants(be, case):
     """Every blocking the tuner may choose, not only its pick: the forward (and, at stride 1,

@@ -48,11 +48,22 @@ def _sns():
     return sns
 
 
-def varying(df: pd.DataFrame, candidates=LABEL_SETTINGS) -> list:
-    """The settings among ``candidates`` that take more than one value in ``df`` (the rule of
-    ``nbcnn.settings.varying``: a run without the setting does not count)."""
+def varying(df: pd.DataFrame, candidates=None) -> list:
+    """The settings among ``candidates`` (default: ``LABEL_SETTINGS`` first, then every other
+    setting of ``nbcnn.settings``) that take more than one value in ``df``, by the rule of
+    ``nbcnn.settings.varying`` (a run without the setting does not count, unless the setting is
+    one left out while off: ``augment`` absent is ``none``)."""
+    from .settings import NAMES
     from .settings import varying as vary
+    if candidates is None:
+        candidates = LABEL_SETTINGS + [k for k in NAMES if k not in LABEL_SETTINGS]
     return vary(df, [c for c in candidates if c in df])
+
+
+def _values(df: pd.DataFrame, key: str) -> pd.Series:
+    """A setting's column as labels show it: the default where a run left it out while off."""
+    from .settings import with_default
+    return df[key].map(lambda v: with_default({key: v}, key))
 
 
 def _short(text, width: int = 34) -> str:
@@ -77,10 +88,11 @@ def run_labels(df: pd.DataFrame, exclude=("seed",)) -> pd.Series:
     if not keys:
         return pd.Series([_short(df["arch"].iloc[0]) if "arch" in df and len(df) else "all runs"]
                          * len(df), index=df.index)
+    values = pd.DataFrame({k: _values(df, k) for k in keys}, index=df.index)
     if len(keys) == 1:
-        return df[keys[0]].map(_short)
-    return df[keys].astype(str).apply(lambda r: ", ".join(f"{k}={_short(v)}"
-                                                          for k, v in r.items()), axis=1)
+        return values[keys[0]].map(_short)
+    return values.astype(str).apply(lambda r: ", ".join(f"{k}={_short(v)}"
+                                                        for k, v in r.items()), axis=1)
 
 
 def _legend(ax, title=None):

@@ -97,3 +97,15 @@ def test_plot_study_and_command(study, tmp_path, capsys):
     written = os.listdir(tmp_path / "figs")
     assert f"confusion_{key}.png" in written and not any(n.startswith("filters") for n in written)
     assert str(tmp_path / "figs") in capsys.readouterr().out
+
+
+def test_curves_of_plain_and_augmented_runs_get_their_own_labels():
+    """augment is absent from a run while off: its curve is labelled 'none', not merged with
+    the augmented run's."""
+    import pandas as pd
+
+    from nbcnn import plots
+    df = pd.DataFrame({"arch": "a", "seed": 0, "epoch": [1, 1],
+                       "augment": [float("nan"), "crop:4,flip"]})
+    assert plots.varying(df) == ["augment"]
+    assert list(plots.run_labels(df)) == ["none", "crop:4,flip"]

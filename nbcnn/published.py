@@ -1,6 +1,6 @@
 """Published numbers, and our studies' results next to them (``nbcnn report DIR... --published``).
 
-``PUBLISHED`` lists, for each study of issue 14, the number a paper, a benchmark table or a claim
+``PUBLISHED`` lists, for each full-length study, the number a paper, a benchmark table or a claim
 gives for one architecture on one data set: the value, where it comes from, and the settings it
 was obtained with. ``compare(runs)`` puts beside each the matching finished runs of the
 study (same study name, architecture and data set): ours as mean +- sd over seeds, the epochs,
@@ -68,25 +68,25 @@ class Published:
 
 
 _MNIST = "batch 10, lr 0.05, plain SGD, 30 epochs"
-_AS_QUOTED = "the preset's published result as issue 14 quotes it (the publication is not named)"
+_AS_QUOTED = "the figure this preset is known by; its publication is not named here"
 PUBLISHED = (
     Published(("mnist_seeds", "mnist_seeds_reduced"), "mnist-simple", "mnist", 0.9767,
               _AS_QUOTED, _MNIST),
     Published(("mnist_seeds", "mnist_seeds_reduced"), "mnist-complex", "mnist", 0.9933,
               _AS_QUOTED, _MNIST),
     Published(("mnist_seeds", "mnist_seeds_reduced"), "mnist-tiny", "mnist", 0.96,
-              "the preset's published result as the README quotes it (the publication is not "
-              "named)", _MNIST),
+              "the figure this preset is known by; its publication is not "
+              "named here", _MNIST),
     Published(("mnist_seeds", "mnist_seeds_reduced"), "lenet5", "mnist", 0.9905,
               "LeCun, Bottou, Bengio & Haffner 1998, Proc. IEEE 86(11), LeNet-5: 0.95% test error "
               "without distortions",
               "the original LeNet-5 (scaled tanh, trainable average subsampling, partly connected "
               "C3, RBF outputs), 20 passes; ours is the ReLU / max-pool variant"),
     Published(("mnist_seeds", "mnist_seeds_reduced"), "mnist-strided", "mnist", 0.97,
-              "Kajda's claim, as issue 14 quotes it", "not stated", metric="val_accuracy",
+              "Kajda's claim for this net (no publication)", "not stated", metric="val_accuracy",
               high=0.98, kind="claim"),
     Published(("mnist_strided_kajda",), "mnist-strided", "mnist", 0.97,
-              "Kajda's claim, as issue 14 quotes it", "not stated", metric="val_accuracy",
+              "Kajda's claim for this net (no publication)", "not stated", metric="val_accuracy",
               high=0.98, kind="claim", select="val_accuracy"),
     Published(("fashion_mnist_benchmark",), "fmnist-2conv", "fashion-mnist", 0.916,
               "Fashion-MNIST benchmark table, '2 Conv+pooling' (github.com/zalandoresearch/"
@@ -107,7 +107,7 @@ PUBLISHED = (
               "He et al. 2016, Table 6 (as above: 164 epochs)",
               "He et al.'s step schedule over 164 epochs (ours: one cycle, fewer epochs)"),
     Published(("cifar10_onecycle",), "cifar-resnet20", "cifar10", 0.90,
-              "issue 14's goal for a faster schedule (no publication)", "one cycle, few epochs",
+              "the project's goal for a faster schedule (no publication)", "one cycle, few epochs",
               kind="goal"),
 )
 

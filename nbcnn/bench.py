@@ -449,7 +449,7 @@ def machine_header(info: dict) -> str:
 
 
 # ---- per-layer profile ------------------------------------------------------------------------
-PROFILE_COLUMNS = ["arch", "backend", "batch_size", "layer_index", "layer", "pass", "ms",
+PROFILE_COLUMNS = ["arch", "backend", "batch_size", "layer_index", "path", "layer", "pass", "ms",
                    "ms_min", "ms_max", "gflops", "fraction_of_peak", "derived", "repeats"]
 
 
@@ -477,47 +477,90 @@ def profile_layers(arch: str, backend: str, batch: int, peak_gflops: float | Non
       ``derived`` from the two medians (the op contract computes the input gradient only
       together with the weights'); the model's first layer has no input gradient.
 
-    ms is the median of ``repeats`` samples (min / max as spread), GFLOP/s counts 2 FLOPs per
-    multiply-add (conv, dense; NaN for the others), as a fraction of ``peak_gflops``."""
+    The layers inside a residual block are profiled one by one (``path`` "3.body.1": layer 1
+    of block 3's body), followed by a row for the block's own work, the add of its two paths
+    (``derived``: the whole block's time minus its layers'). ``layer_index`` numbers the rows'
+    layers in order. ms is the median of ``repeats`` samples (min / max as spread), GFLOP/s
+    counts 2 FLOPs per multiply-add (conv, dense; NaN for the others), as a fraction of
+    ``peak_gflops``."""
     model = build(arch, input_shape(arch), backend=backend, seed=seed)
-    be = model.backend
     rng = np.random.default_rng(seed)
-    x = be.from_numpy(rng.random((batch, *input_shape(arch)), dtype=np.float32))
-    rows, shape = [], model.input_shape
-    for i, layer in enumerate(model.layers):
-        y = layer.forward(x, training=True)
-        dy = be.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
-        macs = batch * layer_multiply_adds(layer, shape)
-        times = {"forward": _median_ms(_timed(lambda: layer.forward(x, training=True), be),
-                                       warmup, repeats, min_seconds)}
-        layer.forward(x, training=True)
-        times["backward"] = _median_ms(_timed(lambda: layer.backward(dy), be), warmup, repeats,
-                                       min_seconds)
-        flops = {"forward": 2.0 * macs,
-                 "backward": 2.0 * macs * (2 if layer.need_input_grad else 1)}
-        if macs:                                           # conv, dense: split the gradients
-            needed = layer.need_input_grad
-            layer.need_input_grad = False
-            try:
-                times["weight_grad"] = _median_ms(_timed(lambda: layer.backward(dy), be), warmup,
-                                                  repeats, min_seconds)
-            finally:
-                layer.need_input_grad = needed
-            flops["weight_grad"] = 2.0 * macs
-            if needed:
-                w_ms = statistics.median(times["weight_grad"])
-                times["input_grad"] = [t - w_ms for t in times["backward"]]
-                flops["input_grad"] = 2.0 * macs
-        for name, ms in times.items():
-            med = statistics.median(ms)
-            gflops = flops[name] / (med * 1e6) if macs and med > 0 else np.nan
-            rows.append({"arch": arch, "backend": backend, "batch_size": batch, "layer_index": i,
-                         "layer": layer.describe(), "pass": name, "ms": med, "ms_min": ms[0],
-                         "ms_max": ms[-1], "gflops": gflops,
-                         "fraction_of_peak": gflops / peak_gflops if peak_gflops else np.nan,
-                         "derived": name == "input_grad", "repeats": len(ms)})
-        x, shape = y, layer.output_shape(shape)
+    x = model.backend.from_numpy(rng.random((batch, *input_shape(arch)), dtype=np.float32))
+    rows = []
+    _profile_path(model.layers, x, model.input_shape, "", rng, (warmup, repeats, min_seconds),
+                  rows)
+    for row in rows:
+        row.update(arch=arch, backend=backend, batch_size=batch,
+                   fraction_of_peak=row["gflops"] / peak_gflops if peak_gflops else np.nan)
     return pd.DataFrame(rows, columns=PROFILE_COLUMNS)
+
+
+def _profile_path(layers, x, shape, prefix, rng, timing, rows) -> dict:
+    """Profile rows for ``layers`` run in order from input ``x`` (appended to ``rows``); returns
+    the summed median ms of each pass over them."""
+    total = {"forward": 0.0, "backward": 0.0}
+    for i, layer in enumerate(layers):
+        path = f"{prefix}{i}"
+        if isinstance(layer, L.Residual):
+            whole = _layer_times(layer, x, rng, timing)[0]
+            parts = {"forward": 0.0, "backward": 0.0}
+            for name, sub in (("body", layer.body), ("shortcut", layer.shortcut)):
+                for k, v in _profile_path(sub, x, shape, f"{path}.{name}.", rng, timing,
+                                          rows).items():
+                    parts[k] += v
+            index = rows[-1]["layer_index"] + 1 if rows else 0
+            for p in ("forward", "backward"):
+                ms = [t - parts[p] for t in whole[p]]
+                rows.append(_profile_row(index, path, "Residual add", p, ms, np.nan, True))
+                total[p] += statistics.median(whole[p])
+            y = layer.forward(x, training=True)      # the layers' runs above reused its buffers
+        else:
+            macs = layer_multiply_adds(layer, shape)
+            times, flops, y = _layer_times(layer, x, rng, timing, macs)
+            index = rows[-1]["layer_index"] + 1 if rows else 0
+            for p, ms in times.items():
+                gflops = flops[p] / (statistics.median(ms) * 1e6) if flops else np.nan
+                rows.append(_profile_row(index, path, layer.describe(), p, ms, gflops,
+                                         p == "input_grad"))
+            for p in total:
+                total[p] += statistics.median(times[p])
+        x, shape = y, layer.output_shape(shape)
+    return total
+
+
+def _layer_times(layer, x, rng, timing, macs=0):
+    """({pass: sorted ms samples}, {pass: FLOPs} (empty without multiply-adds), output) of one
+    layer on input ``x``, a random output gradient standing in for the loss's."""
+    be = layer.backend
+    batch = x.shape[0]
+    y = layer.forward(x, training=True)
+    dy = be.from_numpy(rng.standard_normal(tuple(y.shape)).astype(np.float32))
+    times = {"forward": _median_ms(_timed(lambda: layer.forward(x, training=True), be), *timing)}
+    layer.forward(x, training=True)
+    times["backward"] = _median_ms(_timed(lambda: layer.backward(dy), be), *timing)
+    if not macs:
+        return times, {}, y
+    macs *= batch
+    flops = {"forward": 2.0 * macs, "backward": 2.0 * macs * (2 if layer.need_input_grad else 1)}
+    needed = layer.need_input_grad                      # conv, dense: split the gradients
+    layer.need_input_grad = False
+    try:
+        times["weight_grad"] = _median_ms(_timed(lambda: layer.backward(dy), be), *timing)
+    finally:
+        layer.need_input_grad = needed
+    flops["weight_grad"] = 2.0 * macs
+    if needed:
+        w_ms = statistics.median(times["weight_grad"])
+        times["input_grad"] = [t - w_ms for t in times["backward"]]
+        flops["input_grad"] = 2.0 * macs
+    return times, flops, y
+
+
+def _profile_row(index, path, layer, name, ms, gflops, derived) -> dict:
+    ms = sorted(ms)
+    return {"layer_index": index, "path": path, "layer": layer, "pass": name,
+            "ms": statistics.median(ms), "ms_min": ms[0], "ms_max": ms[-1], "gflops": gflops,
+            "derived": derived, "repeats": len(ms)}
 
 
 def run_profile(archs, batch_sizes, backends, peak_gflops=None, progress=True, **timing):
@@ -535,7 +578,8 @@ def profile_summary(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, g in table.groupby(["arch", "backend", "batch_size", "layer_index"], sort=True):
         by = g.set_index("pass")
-        row = {"arch": key[0], "backend": key[1], "batch": key[2], "layer": by.layer.iloc[0],
+        row = {"arch": key[0], "backend": key[1], "batch": key[2], "path": by.path.iloc[0],
+               "layer": by.layer.iloc[0],
                "fwd_ms": by.ms.get("forward"), "bwd_ms": by.ms.get("backward")}
         for p, short in (("forward", "fwd"), ("input_grad", "dx"), ("weight_grad", "dw")):
             frac = by.fraction_of_peak.get(p, np.nan)
@@ -544,7 +588,7 @@ def profile_summary(table: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     out = pd.DataFrame(rows)
     total = out.groupby(["arch", "backend", "batch"])[["fwd_ms", "bwd_ms"]].transform("sum").sum(axis=1)
-    out.insert(6, "share", (out.fwd_ms + out.bwd_ms) / total)
+    out.insert(7, "share", (out.fwd_ms + out.bwd_ms) / total)
     return out
 
 

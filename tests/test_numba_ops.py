@@ -41,18 +41,6 @@ def test_conv2d_variants(case, variant):
     check_conv(backend_with(variant), np.random.default_rng(hash(case) % 2**32), case)
 
 
-@pytest.mark.parametrize("width", [1, 10 ** 9], ids=["plane_3x3", "blocked"])
-@pytest.mark.parametrize("case", [c for c in CONV_CASES if c[5] == (3, 3) and c[6] == (1, 1)],
-                         ids=case_id)
-def test_conv2d_3x3_plane_and_blocked_paths(case, width):
-    """Both "auto" paths of 3 x 3 stride-1 layers, forced whatever the plane's width: the plane
-    kernel (``conv_forward_3x3``, forward and input gradient) and the blocked one."""
-    nb = backend_with("auto")
-    nb.plane_3x3_width = width
-    nb.plane_3x3_window = 10 ** 9
-    check_conv(nb, np.random.default_rng(hash(case) % 2**32), case)
-
-
 def test_conv2d_grouped_is_the_per_group_plain_convolution():
     """A grouped convolution equals the plain convolutions of each group concatenated (the two
     run on different kernels)."""
@@ -241,8 +229,8 @@ def test_deterministic_and_thread_count_independent(parallel_paths):
 
 
 def test_plane_kernel_and_chunked_dw_are_thread_count_independent(parallel_paths):
-    """conv_forward_3x3 (a 1-channel first layer; 16 channels on 32-wide rows, forward and input
-    gradient) and the stride-1 dw in chunks of several images (17 images of 14 x 14): 1 vs all
+    """The SIMD plane kernel (a 1-channel first layer; 16 channels on 32-wide rows, forward and
+    input gradient) and the stride-1 dw in chunks of several images (17 images of 14 x 14): 1 vs all
     threads give bit-identical results."""
     rng = np.random.default_rng(5)
     cases = [(randn(rng, 3, 1, 9, 7), randn(rng, 6, 1, 3, 3)),

@@ -39,7 +39,7 @@ def test_dry_run_records_the_kernels_without_running_them():
 
     calls = precompile.kernels_of(run)
     names = [fn.py_func.__name__ for fn, _ in calls]
-    assert {"conv_forward", "to_padded_nhwc", "relu_forward", "maxpool_forward_2x2",
+    assert {"conv", "to_flat_planes", "relu_forward", "maxpool_forward_2x2",
             "dropout_forward", "matmul_abt"} <= set(names)
     assert len(names) == len(set(names))        # each (kernel, types) once
     assert _jit.recording.calls is None and (out == 1.0).all()

@@ -155,17 +155,30 @@ x = rng.standard_normal((1, 3, 9, 7)).astype(np.float32)
 w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
 b = rng.standard_normal(5).astype(np.float32)
 errors = {}
+def rel(got, want):
+    return float(np.abs(got - want).max() / np.abs(want).max())
 for stride, pad in (((1, 1), (1, 1, 1, 1)), ((2, 2), (1, 1, 1, 1)), ((1, 2), (0, 1, 0, 1))):
     got = nb.conv2d_forward(x, w, b, stride, pad)
     want = ref.conv2d_forward(x, w, b, stride, pad)
-    errors[f"conv {stride} {pad}"] = float(np.abs(got - want).max() / np.abs(want).max())
+    errors[f"conv {stride} {pad}"] = rel(got, want)
+    dy = rng.standard_normal(want.shape).astype(np.float32)
+    for name, g, r in zip(("dx", "dw", "db"), nb.conv2d_backward(x, w, dy, stride, pad, True, True),
+                          ref.conv2d_backward(x, w, dy, stride, pad, True, True)):
+        errors[f"conv {stride} {pad} {name}"] = rel(g, r)
+# the SIMD plane kernel's tiles (4 filters, then 1 + the last 1-3) on rows longer than a tile
+x2 = rng.standard_normal((2, 6, 11, 37)).astype(np.float32)
+w2 = rng.standard_normal((7, 6, 3, 3)).astype(np.float32)
+errors["plane 7 filters"] = rel(nb.conv2d_forward(x2, w2, None, (1, 1), (1, 1, 1, 1)),
+                                ref.conv2d_forward(x2, w2, None, (1, 1), (1, 1, 1, 1)))
+from nbcnn.backends.numba import simd
 y = nb.activation_forward("relu", x, 0.0)
 errors["relu"] = float(np.abs(y - ref.activation_forward("relu", x, 0.0)).max())
 # nbcnn's relu kernel compiled afresh (a kernel loaded from the disk cache has no assembly)
 fresh = numba.njit(parallel=True, fastmath=True)(activations.relu_forward.py_func)
 fresh(x.reshape(-1), np.empty(x.size, np.float32))
 asm = fresh.inspect_asm(fresh.signatures[0])
-print(json.dumps({"width": numba_env.width(), "errors": errors, "zmm": asm.count("%zmm"),
+print(json.dumps({"width": numba_env.width(), "lanes": simd.LANES, "errors": errors,
+                  "zmm": asm.count("%zmm"),
                   "ymm": asm.count("%ymm")}))
 """
 
@@ -173,12 +186,15 @@ print(json.dumps({"width": numba_env.width(), "errors": errors, "zmm": asm.count
 @pytest.mark.skipif(not cpu.has_avx512(), reason="this CPU has no AVX-512")
 @pytest.mark.parametrize("width", ["256", "512"])
 def test_both_vector_widths_compute_the_reference(width):
+    """Each vector width compiles every kernel for its own vectors (the plain loops for LLVM's
+    vectoriser, the SIMD kernels for their LANES) and both compute the reference."""
     env = {**os.environ, "NBCNN_VECTOR_WIDTH": width, "PYTHONPATH": ROOT}
     done = subprocess.run([sys.executable, "-c", _WIDTH_CHECK], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["width"] == width
+    assert out["lanes"] == {"256": 8, "512": 16}[width]          # the SIMD kernels' vectors
     for what, err in out["errors"].items():
         assert err < 1e-5, (what, err)
     # the relu kernel's machine code: 512-bit registers only when asked for
@@ -225,8 +241,27 @@ def test_profile_table_of_a_tiny_preset():
     assert conv_fwd.gflops == pytest.approx(flops / (conv_fwd.ms * 1e6))
     assert conv_fwd.fraction_of_peak == pytest.approx(conv_fwd.gflops / 100.0)
     assert table[table.layer_index.isin([1, 2])].gflops.isna().all()    # no FLOPs defined
+    assert list(table.path.unique()) == ["0", "1", "2", "3"]
     summary = bench.profile_summary(table)
     assert len(summary) == 4 and summary.share.sum() == pytest.approx(1.0)
+
+
+def test_profile_looks_inside_residual_blocks():
+    spec = ("conv(4,3,same)-residual(conv(4,3,same)-relu-conv(4,3,same), conv(4,1))-relu"
+            "-flatten-dense(10)")
+    table = bench.profile_layers(spec, "numba", 2, peak_gflops=100.0, warmup=1, repeats=2,
+                                 min_seconds=0.001)
+    layers = table.drop_duplicates("layer_index")
+    assert list(layers.path) == ["0", "1.body.0", "1.body.1", "1.body.2", "1.shortcut.0", "1",
+                                 "2", "3", "4"]
+    assert list(layers.layer)[5] == "Residual add"
+    add = table[table.path == "1"]
+    assert list(add["pass"]) == ["forward", "backward"] and add.derived.all()
+    assert add.gflops.isna().all()
+    inner = table[(table.path == "1.body.2") & (table["pass"] == "forward")].iloc[0]
+    assert inner.gflops == pytest.approx(2 * 2 * 28 * 28 * 4 * 4 * 9 / (inner.ms * 1e6))
+    summary = bench.profile_summary(table)
+    assert len(summary) == 9 and summary.share.sum() == pytest.approx(1.0)
 
 
 def test_profile_command_writes_the_tables(tmp_path, capsys):

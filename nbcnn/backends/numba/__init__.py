@@ -32,6 +32,7 @@ from . import blocked as _blk
 from . import conv as _conv
 from . import dense as _dense
 from . import grouped as _grp
+from . import plane as _plane
 from . import dropout as _drop
 from . import elementwise as _ew
 from . import loss as _loss
@@ -78,24 +79,16 @@ class NumbaBackend(Backend):
 
     name = "numba"
     dtype = np.dtype(np.float32)
-    #: convolution algorithm: "auto" (register-blocked dot products, ``blocked.py``, except
-    #: 3 x 3 stride-1 layers with few channels on wide planes or short windows, which run
-    #: ``conv.conv_forward_3x3`` (see ``plane_3x3_width``), and the forward pass of other
-    #: layers whose window has < ``direct_window`` values, which runs "direct"), "direct"
-    #: (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``).
+    #: convolution algorithm: "auto" (stride-1 convolutions, their input gradients and those
+    #: of strided ones: outer products in explicit SIMD vectors, ``plane.py``; strided 1 x 1
+    #: ones: the stride-1 one of the pixels they read; other strided ones: register-blocked dot
+    #: products, ``blocked.py``, or "direct" where the window has < ``direct_window`` values),
+    #: "direct" (plain loops, ``conv.py``) or "gemm" (im2col + BLAS, ``conv.py``).
     #: It chooses for the plain convolution only: grouped, dilated and depthwise convolutions
     #: always run the kernels of ``grouped.py``.
     conv_variant = "auto"
-    #: windows (C*KH*KW values) shorter than this go "direct" in the "auto" forward pass
+    #: windows (C*KH*KW values) shorter than this go "direct" in the "auto" strided forward pass
     direct_window = 24
-    #: 3 x 3 stride-1 convolutions (forward, and input gradient with the flipped filters) whose
-    #: windows have at most ``plane_3x3_window`` values (16 channels) and whose output rows have
-    #: at least ``plane_3x3_width`` pixels run ``conv.conv_forward_3x3`` in "auto": 1.2-1.6x the
-    #: blocked kernel for 16 -> 16 channels on 32 x 32 planes, 2.2x for 3 -> 32, but 0.7-0.95x
-    #: from 32 channels on (the blocked kernel's dot products are then long enough), and on
-    #: narrow planes the plane kernel's gap columns waste too much (8 x 8: a third)
-    plane_3x3_window = 144
-    plane_3x3_width = 24
     #: target size of one im2col chunk, in bytes
     cols_bytes = 8 << 20
 
@@ -188,13 +181,15 @@ class NumbaBackend(Backend):
                                   stride, padding, dilation, y)
             return y
         variant = self.conv_variant
-        if variant == "auto" and self._plane_3x3(w.shape[2:], w[0].size, stride, ow):
-            _call(_conv.conv_forward_3x3, y.size * w[0].size // 16, self._padded(x, padding),
-                  w, b, y)
-            return y
+        if variant == "auto":
+            if stride == (1, 1):
+                self._plane_forward(x, _plane.forward_filters(w), b, padding, y)
+                return y
+            if _pointwise(w, padding):
+                return self.conv2d_forward(_subsampled(x, stride), w, b, (1, 1), padding)
         if variant == "auto" and w[0].size < self.direct_window:
-            variant = "direct"        # a short window (first layers): too short to
-            #                           vectorise as a dot product; vectorise over pixels instead
+            variant = "direct"        # a short window: too short to vectorise as a dot
+            #                           product; vectorise over pixels instead
         if variant == "gemm":
             self._conv_forward_gemm(self._padded(x, padding), w, b, stride, y)
         elif variant == "direct":
@@ -205,14 +200,16 @@ class NumbaBackend(Backend):
                                   stride, padding, y)
         return y
 
-    def _plane_3x3(self, kernel, window, stride, ow):
-        """Whether "auto" runs a convolution with ``kernel``-sized filters of ``window`` values
-        each (C*KH*KW) and output rows ``ow`` wide as ``conv.conv_forward_3x3``: 3 x 3 at
-        stride 1 with a window too short for the blocked kernel, or of at most
-        ``plane_3x3_window`` values on rows of at least ``plane_3x3_width`` pixels."""
-        return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1)
-                and (window < self.direct_window
-                     or (window <= self.plane_3x3_window and ow >= self.plane_3x3_width)))
+    def _plane_forward(self, x, wt, b, padding, y, key="xf"):
+        """``plane.conv`` (stride 1) of x moved into reused, zero-bordered flattened planes."""
+        n, c, h, wd = x.shape
+        kh, kw = wt.shape[1:3]
+        top, bottom, left, right = padding
+        hp, wp = h + top + bottom, wd + left + right
+        xf = self._ws.get((key, padding), (n, c, _plane.flat_length(hp, wp, kh, kw, *y.shape[2:])),
+                          zero=True)
+        _call(_plane.to_flat_planes, x.size, x, top, left, wp, xf)
+        _call(_plane.conv, y.size * wt.shape[0] * kh * kw // 16, xf, wt, b, kh, kw, wp, y)
 
     def _blocked_forward(self, x, w2, b, kh, kw, stride, padding, y, key="xpn"):
         """``blocked.conv_forward`` on x moved into a reused, zero-bordered channels-last buffer."""
@@ -258,6 +255,15 @@ class NumbaBackend(Backend):
         if dy.shape != (x.shape[0], w.shape[0], oh, ow):
             raise ValueError(f"conv2d_backward: dy has shape {dy.shape}, expected "
                              f"{(x.shape[0], w.shape[0], oh, ow)}")
+        if (self.conv_variant == "auto" and groups == 1 and dilation == (1, 1)
+                and stride != (1, 1) and _pointwise(w, padding)):
+            dxs, dw, db = self.conv2d_backward(_subsampled(x, stride), w, dy, (1, 1), padding,
+                                               with_bias, need_dx)
+            if need_dx:                 # the pixels the convolution skipped get no gradient
+                dx = np.zeros(x.shape, _F32)
+                dx[:, :, ::stride[0], ::stride[1]] = dxs
+                return dx, dw, db
+            return None, dw, db
         xp = self._padded(x, padding)
         dw = np.empty(w.shape, _F32)
         db = np.empty(w.shape[0], _F32)
@@ -302,14 +308,8 @@ class NumbaBackend(Backend):
             if (variant == "auto" and stride == (1, 1) and min(flip_pad) >= 0
                     and not np.isnan(w).any()):
                 # dx = dy (padded by k-1-pad) convolved with the flipped, transposed filters
-                zero = np.zeros(w.shape[1], _F32)
-                if self._plane_3x3(w.shape[2:], w.shape[0] * kh * kw, stride, dx.shape[3]):
-                    wf = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-                    _call(_conv.conv_forward_3x3, dx.size * w.shape[0] * 9 // 16,
-                          self._padded(dy, flip_pad, key="dyp"), wf, zero, dx)
-                else:
-                    self._blocked_forward(dy, _blk.input_grad_filters(w), zero, kh, kw, (1, 1),
-                                          flip_pad, dx, key="dypn")
+                self._plane_forward(dy, _plane.input_grad_filters(w), np.zeros(w.shape[1], _F32),
+                                    flip_pad, dx, key="dyf")
             elif variant == "auto" and self._strided_dx(x, w, dy, stride, padding, dx):
                 pass
             else:
@@ -338,8 +338,8 @@ class NumbaBackend(Backend):
             return False
         dyd = self._ws.get("dy_spread", (n, o, hd, wd), zero=True)   # zeros stay where they are
         dyd[:, :, ::sh, ::sw] = dy
-        self._blocked_forward(dyd, _blk.input_grad_filters(w), np.zeros(w.shape[1], _F32), kh,
-                              kw, (1, 1), pads, dx, key="dypn")
+        self._plane_forward(dyd, _plane.input_grad_filters(w), np.zeros(w.shape[1], _F32), pads,
+                            dx, key="dyf")
         return True
 
     def _grouped_backward(self, x, xp, w, dy, stride, padding, dilation, groups, with_bias, dw,
@@ -651,3 +651,13 @@ class NumbaBackend(Backend):
 
     def scale_(self, a, factor):
         _call(_optim.scale, a.size, _inplace(a, "a").reshape(-1), _F32(factor))
+
+
+def _pointwise(w, padding) -> bool:
+    """A 1 x 1 convolution without padding: strided, it reads only every stride-th pixel."""
+    return w.shape[2:] == (1, 1) and not any(padding)
+
+
+def _subsampled(x, stride):
+    """The pixels a 1 x 1 convolution without padding at ``stride`` reads, contiguous."""
+    return np.ascontiguousarray(x[:, :, ::stride[0], ::stride[1]])

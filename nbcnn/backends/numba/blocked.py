@@ -7,7 +7,8 @@ t loop (8 float32 lanes), keeping the 12 accumulator vectors in registers (AVX2 
 independent chains also cover the FMA latency, which 4 x 2 tiles (8 chains) did not: 10-30% faster
 here.
 
-* forward:  the padded input is first moved to channels-last order (``to_padded_nhwc``), so
+* forward (of strided convolutions; stride 1 runs in ``plane.py``):
+            the padded input is first moved to channels-last order (``to_padded_nhwc``), so
             that for one output row (n, i) the "patches" matrix, each output pixel's window as a
             contiguous row, patches[j, (p*KW + q)*C + c] = xpn[n, i*sh + p, j*sw + q, c], is
             built from contiguous runs of KW*C values; then y[n, :, i, :] = abt(w2, patches) + b
@@ -19,8 +20,7 @@ here.
             contiguous slice of the flattened padded planes of several images laid end to end
             (``conv_backward_weights_stride1``), 1.6x faster on 28 x 28 planes here; a chunk of
             images per prange iteration, summed the same way.
-* dx:       for stride 1, dx is the forward convolution of dy, padded by (K - 1 - pad), with the
-            filters flipped and their in/out axes swapped (see ``input_grad_filters``).
+* dx:       runs in ``plane.py`` (the forward convolution of dy with the flipped filters).
 * dense:    ``matmul_abt`` runs abt in parallel over 16 x 64 tiles of the result (the forward
             pass; the backward products are ``dense.matmul_atb``).
 
@@ -257,13 +257,6 @@ def _pad_columns(w2):
 def forward_filters(w):
     """w (O, C, KH, KW) as the forward kernel wants it: (O, KH*KW*C), channels last."""
     return _pad_columns(w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1))
-
-
-def input_grad_filters(w):
-    """The filters of dx = conv(dy padded by K-1-pad, ...): w flipped in space, in/out swapped,
-    wf[c, kh-1-p, kw-1-q, o] = w[o, c, p, q], flattened to (C, KH*KW*O)."""
-    return _pad_columns(w[:, :, ::-1, ::-1].transpose(1, 2, 3, 0).reshape(w.shape[1], -1))
-
 
 
 @kernel

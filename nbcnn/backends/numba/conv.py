@@ -1,10 +1,9 @@
 """2-D convolution kernels (NCHW, float32): the direct form and im2col + BLAS.
 
-The default path (``conv_variant = "auto"``) uses the register-blocked kernels of
-``blocked.py``, ``conv_forward_3x3`` below for 3 x 3 filters at stride 1 with at most 16
-channels on planes at least 24 pixels wide or with short windows (forward and input gradient),
-and for other first layers' forward passes (windows of < 24 values) the direct forward kernel.
-The rest of this module is selectable (``"direct"``, ``"gemm"``) and tested; "gemm" calls
+The default path (``conv_variant = "auto"``) uses the SIMD outer-product kernel of
+``plane.py`` (stride-1 convolutions and every input gradient) and the register-blocked
+kernels of ``blocked.py``, and, for strided forward passes with short windows (< 24 values),
+the direct forward kernel below. The rest of this module is selectable (``"direct"``, ``"gemm"``) and tested; "gemm" calls
 OpenBLAS through numpy, whose spinning worker threads compete with Numba's on a machine with few
 cores, which is why it is not the default.
 
@@ -57,74 +56,6 @@ def conv_forward_direct(xp, w, b, sh, sw, y):
                         else:
                             for j in range(ow):
                                 row[j] += wv * xrow[j * sw + q]
-
-
-@helper
-def taps3x3(k):
-    """The nine values of a 3 x 3 filter k, row by row (scalars LLVM keeps in registers)."""
-    return (k[0, 0], k[0, 1], k[0, 2], k[1, 0], k[1, 1], k[1, 2], k[2, 0], k[2, 1], k[2, 2])
-
-
-@kernel
-def conv_forward_3x3(xp, w, b, y):
-    """``conv_forward_direct`` for 3 x 3 filters at stride 1 (a first layer's short window, few
-    channels on wide planes, and their input gradients with the flipped filters):
-    y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] * xp[n, c, i + p, j + q].
-
-    With the padded plane flattened (row length Wp), xp[n, c, i + p, j + q] sits at flat index
-    m + p*Wp + q for m = i*Wp + j, so the outputs of a whole plane, computed on that grid
-    (m < (OH - 1)*Wp + OW, rounded up to whole 16-float vectors; the Wp - OW gap columns are
-    computed and dropped), are one vectorised loop over m with nine fixed offsets: no row-end
-    remainder loops. Four filters at a time: the nine window values are loaded once and feed
-    4 x 9 multiply-adds. One prange iteration per (image n, block of four filters); the last
-    one to three filters go one at a time. The plane is first copied into a buffer with zeros
-    behind it, so the rounded-up loop reads no value outside the buffer."""
-    n_img, n_out, oh, ow = y.shape
-    n_in, hp, wp = xp.shape[1], xp.shape[2], xp.shape[3]
-    length = (oh - 1) * wp + ow
-    lpad = (length + 15) // 16 * 16
-    blocks = (n_out + 3) // 4
-    for t in prange(n_img * blocks):
-        n = t // blocks
-        o = (t % blocks) * 4
-        nf = min(4, n_out - o)
-        src = np.zeros(lpad + 2 * wp + 2, np.float32)
-        acc = np.empty((4, lpad), np.float32)
-        for f in range(nf):
-            acc[f, :] = b[o + f]
-        for c in range(n_in):
-            src[:hp * wp] = xp[n, c].reshape(hp * wp)
-            if nf == 4:
-                a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(w[o, c])
-                b0, b1, b2, b3, b4, b5, b6, b7, b8 = taps3x3(w[o + 1, c])
-                c0, c1, c2, c3, c4, c5, c6, c7, c8 = taps3x3(w[o + 2, c])
-                d0, d1, d2, d3, d4, d5, d6, d7, d8 = taps3x3(w[o + 3, c])
-                y0, y1, y2, y3 = acc[0], acc[1], acc[2], acc[3]
-                r0, r1, r2 = src, src[wp:], src[2 * wp:]
-                for m in range(lpad):
-                    x0, x1, x2 = r0[m], r0[m + 1], r0[m + 2]
-                    x3, x4, x5 = r1[m], r1[m + 1], r1[m + 2]
-                    x6, x7, x8 = r2[m], r2[m + 1], r2[m + 2]
-                    y0[m] += (a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3 + a4 * x4 + a5 * x5
-                              + a6 * x6 + a7 * x7 + a8 * x8)
-                    y1[m] += (b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3 + b4 * x4 + b5 * x5
-                              + b6 * x6 + b7 * x7 + b8 * x8)
-                    y2[m] += (c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3 + c4 * x4 + c5 * x5
-                              + c6 * x6 + c7 * x7 + c8 * x8)
-                    y3[m] += (d0 * x0 + d1 * x1 + d2 * x2 + d3 * x3 + d4 * x4 + d5 * x5
-                              + d6 * x6 + d7 * x7 + d8 * x8)
-            else:
-                for f in range(nf):
-                    a0, a1, a2, a3, a4, a5, a6, a7, a8 = taps3x3(w[o + f, c])
-                    y0 = acc[f]
-                    r0, r1, r2 = src, src[wp:], src[2 * wp:]
-                    for m in range(lpad):
-                        y0[m] += (a0 * r0[m] + a1 * r0[m + 1] + a2 * r0[m + 2] + a3 * r1[m]
-                                  + a4 * r1[m + 1] + a5 * r1[m + 2] + a6 * r2[m]
-                                  + a7 * r2[m + 1] + a8 * r2[m + 2])
-        for f in range(nf):
-            for i in range(oh):
-                y[n, o + f, i] = acc[f, i * wp:i * wp + ow]
 
 
 @kernel

@@ -264,44 +264,44 @@ class NumbaBackend(Backend):
                 dx[:, :, ::stride[0], ::stride[1]] = dxs
                 return dx, dw, db
             return None, dw, db
-        xp = self._padded(x, padding)
         dw = np.empty(w.shape, _F32)
         db = np.empty(w.shape[0], _F32)
         dx = np.empty(x.shape, _F32) if need_dx else None
         if groups > 1 or dilation != (1, 1):
-            self._grouped_backward(x, xp, w, dy, stride, padding, dilation, groups, with_bias,
-                                   dw, db, dx)
+            self._grouped_backward(x, self._padded(x, padding), w, dy, stride, padding, dilation,
+                                   groups, with_bias, dw, db, dx)
             return dx, dw, (db if with_bias else None)
         variant = self.conv_variant
         if variant == "gemm":
-            self._conv_backward_gemm(xp, w, dy, stride, padding, dw, db, dx)
+            self._conv_backward_gemm(self._padded(x, padding), w, dy, stride, padding, dw, db, dx)
             return dx, dw, (db if with_bias else None)
+        top, bottom, left, right = padding
+        hp, wp = x.shape[2] + top + bottom, x.shape[3] + left + right
         if variant == "direct":
-            _call(_conv.conv_backward_weights_direct, dy.size * w[0].size // 8, xp, dy,
-                  stride[0], stride[1], bool(with_bias), dw, db)
+            _call(_conv.conv_backward_weights_direct, dy.size * w[0].size // 8,
+                  self._padded(x, padding), dy, stride[0], stride[1], bool(with_bias), dw, db)
         else:
             n, o = dy.shape[:2]
             work = dy.size * w[0].size // 16
-            if stride == (1, 1):
-                per = _blk.dw_images_per_chunk(n, xp.shape[2] * xp.shape[3])
+            if stride == (1, 1):                # (it pads x itself, as it lays out its planes)
+                per = _blk.dw_images_per_chunk(n, hp * wp)
                 partial = self._ws.get("dw_partial", (-(-n // per), o, w[0].size))
-                _call(_blk.conv_backward_weights_stride1, work, xp, dy, w.shape[2], w.shape[3],
-                      per, partial)
+                _call(_blk.conv_backward_weights_stride1, work, x, top, left, hp, wp, dy,
+                      w.shape[2], w.shape[3], per, partial)
             else:
                 partial = self._ws.get("dw_partial", (n, o, w[0].size))
-                _call(_blk.conv_backward_weights, work, xp, dy, w.shape[2], w.shape[3],
-                      stride[0], stride[1], partial)
+                _call(_blk.conv_backward_weights, work, self._padded(x, padding), dy, w.shape[2],
+                      w.shape[3], stride[0], stride[1], partial)
             np.sum(partial, axis=0, out=dw.reshape(o, -1))
             if with_bias:
                 np.sum(dy, axis=(0, 2, 3), dtype=_F32, out=db)
             if np.isnan(dw).any():
                 # the stride-1 kernel multiplies the zero gap columns by input values, so a NaN
                 # input can reach more of dw than in the reference: redo it the direct way
-                _call(_conv.conv_backward_weights_direct, dy.size * w[0].size // 8, xp, dy,
-                      stride[0], stride[1], bool(with_bias), dw, db)
+                _call(_conv.conv_backward_weights_direct, dy.size * w[0].size // 8,
+                      self._padded(x, padding), dy, stride[0], stride[1], bool(with_bias), dw, db)
         if need_dx:
             kh, kw = w.shape[2:]
-            top, bottom, left, right = padding
             flip_pad = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
             # (a NaN weight would meet the zero border of the padded dy in the flipped
             # convolution, NaN where the reference's dx is not: then the direct kernel)
@@ -313,7 +313,7 @@ class NumbaBackend(Backend):
             elif variant == "auto" and self._strided_dx(x, w, dy, stride, padding, dx):
                 pass
             else:
-                dxp = self._ws.get("dxp", xp.shape)
+                dxp = self._ws.get("dxp", (x.shape[0], x.shape[1], hp, wp))
                 _call(_conv.conv_backward_input_direct, dy.size * w[0].size // 8, dy, w,
                       stride[0], stride[1], top, left, dxp, dx)
         return dx, dw, (db if with_bias else None)

@@ -260,12 +260,14 @@ def forward_filters(w):
 
 
 @kernel
-def conv_backward_weights_stride1(xp, dy, kh, kw, per, partial):
+def conv_backward_weights_stride1(x, top, left, hp, wp, dy, kh, kw, per, partial):
     """The stride-1 case of ``conv_backward_weights`` without im2col, ``per`` images per prange
     iteration g: partial[g, o, (c*kh + p)*kw + q] = sum over the chunk's images n and output
-    pixels (i, j) of dy[n, o, i, j] * xp[n, c, i + p, j + q].
+    pixels (i, j) of dy[n, o, i, j] * xp[n, c, i + p, j + q], where xp is x inside a zero border
+    (``top`` rows above, ``left`` columns before, padded planes of hp x wp).
 
-    The chunk's padded planes of channel c are laid end to end in a row (``planes[c]``, image m
+    The chunk's padded planes of channel c are laid end to end (the border is made here, as the
+    planes are copied: no padded copy of x is needed) in a row (``planes[c]``, image m
     from m*Hp*Wp, zeros after the last), and dy on the same grid, dyw[o, m*Hp*Wp + i*Wp + j] =
     dy[n0 + m, o, i, j] with zeros everywhere else. The window value xp[n, c, i + p, j + q] then
     sits at (p*Wp + q) + (m*Hp*Wp + i*Wp + j), so
@@ -277,7 +279,7 @@ def conv_backward_weights_stride1(xp, dy, kh, kw, per, partial):
     enough (several small images) that the horizontal sums at its end cost little. Values a
     zero of dyw meets are multiplied by zero. One prange iteration per chunk."""
     n_img, n_out, oh, ow = dy.shape
-    n_in, hp, wp = xp.shape[1], xp.shape[2], xp.shape[3]
+    n_in, h, w = x.shape[1], x.shape[2], x.shape[3]
     plane_len = hp * wp
     kk = kh * kw
     n_chunks = (n_img + per - 1) // per
@@ -298,7 +300,9 @@ def conv_backward_weights_stride1(xp, dy, kh, kw, per, partial):
         planes = np.zeros((n_in, lpad + (kh - 1) * wp + kw), np.float32)
         for c in range(n_in):
             for m in range(n1 - n0):
-                planes[c, m * plane_len:(m + 1) * plane_len] = xp[n0 + m, c].reshape(plane_len)
+                for r in range(h):
+                    start = m * plane_len + (top + r) * wp + left
+                    planes[c, start:start + w] = x[n0 + m, c, r]
         out = partial[g]
         for c in range(n_in):
             plane = planes[c]

@@ -277,6 +277,7 @@ def test_profile_command_writes_the_tables(tmp_path, capsys):
 
 
 def test_contention_command_writes_its_table(tmp_path, capsys):
+    (tmp_path / "machine.json").write_text('{"peak_gflops": 123.0}\n')
     assert main(["bench", "--contention", "2", "--archs", "mnist-tiny", "--batch-sizes", "4",
                  "--contention-seconds", "0.3", "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "contention.csv")
@@ -288,6 +289,8 @@ def test_contention_command_writes_its_table(tmp_path, capsys):
     assert together.ratio_to_alone.iloc[0] == pytest.approx(together.images_per_second.sum() / alone)
     assert "NBCNN_SHARE_CORES" in table.policy.iloc[0]
     assert "ratio_to_alone" in capsys.readouterr().out
+    # it measures no peak, so it leaves the machine description of the run that did alone
+    assert json.loads((tmp_path / "machine.json").read_text()) == {"peak_gflops": 123.0}
     with pytest.raises(ValueError, match="at least 2 copies"):
         bench.run_contention(["mnist-tiny"], [4], copies=1)
 

@@ -62,7 +62,8 @@ def run(args) -> int:
         print(bench.machine_header(info))
         table = bench.with_machine(bench.run_contention(
             archs, batches, args.contention, args.contention_seconds, args.threads), info)
-        _write_machine(out, info)
+        if not (out / "machine.json").exists():     # (the runs that measure the peak own it)
+            _write_machine(out, info)
         table.to_csv(out / "contention.csv", index=False)
         print(table[["arch", "batch_size", "run", "copy", "images_per_second", "threads_at_end",
                      "total_images_per_second", "ratio_to_alone"]]

@@ -373,3 +373,18 @@ def test_maxpool_backward_tiled_path_matches_gather_kernel():
         be._launch(be._kernel("pool", "maxpool2d_bwd", defines), (w, h, n * c), None, dy, arg,
                    ref, h, w, y.shape[2], y.shape[3], k, k, k, k)
         np.testing.assert_array_equal(got, be.to_numpy(ref))
+
+
+def test_arrays_of_a_seen_shape_are_independent_arrays(be):
+    """``_empty`` makes arrays of a shape it has seen by copying a template: each must be a
+    whole array of its own (own buffer, no events), as the constructor's are."""
+    first = be.from_numpy(np.ones((3, 5), np.float32))
+    second, third = be._empty((3, 5)), be._empty((3, 5))
+    assert second.base_data is not third.base_data is not first.base_data
+    second.fill(2.0)
+    third.fill(3.0)
+    for a, v in ((first, 1.0), (second, 2.0), (third, 3.0)):
+        assert a.shape == (3, 5) and a.strides == (20, 4) and a.flags.c_contiguous
+        np.testing.assert_array_equal(a.get(), np.full((3, 5), v, np.float32))
+    assert be._empty((0, 4)).shape == (0, 4)                 # no template for an empty array
+    assert be._empty((2,), np.int32).dtype == np.int32

@@ -9,6 +9,7 @@ and reused by the following ones.
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import numpy as np
@@ -21,6 +22,10 @@ from .program import ProgramCache
 from . import tune
 
 _ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3}
+
+#: the attributes of a pyopencl Array (pyopencl 2024-2026) that ``_empty`` copies from a template
+_ARRAY_FIELDS = {"_flags", "allocator", "base_data", "context", "dtype", "events", "nbytes",
+                 "offset", "queue", "shape", "size", "strides"}
 
 #: build options per kernel file. Fast-math only where the kernels do plain multiply-adds and
 #: comparisons (results stay within float32 rounding of numpy_ref); the files with exp, log,
@@ -71,6 +76,7 @@ class OpenCLBackend(Backend):
         self._kernels = {}                  # (file, kernel, defines) -> kernel, skips the options
         self._typed = set()                 # kernels whose scalar argument types are set
         self._scratch_arrays = threading.local()
+        self._templates = {}                # (shape, dtype) -> metadata of an array (_empty)
         # pyopencl kernels hold their arguments: one launch at a time per backend
         self._lock = threading.RLock()
 
@@ -126,8 +132,26 @@ class OpenCLBackend(Backend):
 
     # ---- arrays ---------------------------------------------------------------------------
     def _empty(self, shape, dtype=np.float32):
-        return self._cl_array.empty(self.queue, tuple(int(s) for s in shape), dtype,
-                                    allocator=self.allocator)
+        """A new device array from the memory pool. pyopencl's Array constructor takes ~20 us
+        (it re-derives strides and flags every time), as much as a small kernel's launch, so
+        an array of a (shape, dtype) seen before is a shallow copy of a template of that shape
+        with a buffer of its own and no events: ~2 us. Only where the template's attributes are
+        exactly those this was written for (``_ARRAY_FIELDS``); otherwise, or for an empty
+        array, the constructor."""
+        shape = tuple(int(s) for s in shape)
+        key = (shape, dtype)
+        template = self._templates.get(key)
+        if template is None:
+            a = self._cl_array.empty(self.queue, shape, dtype, allocator=self.allocator)
+            if a.nbytes and set(vars(a)) == _ARRAY_FIELDS and a.offset == 0:
+                template = copy.copy(a)
+                template.base_data, template.events = None, []
+                self._templates[key] = template
+            return a
+        a = copy.copy(template)
+        a.base_data = self.allocator(template.nbytes)
+        a.events = []
+        return a
 
     def _scratch(self, key, shape, dtype=np.float32):
         """A device buffer that never leaves the op asking for it (a padded copy, re-laid-out

@@ -58,6 +58,34 @@ inline VF load_cols(__global const float *xr, int iw, int SW, int W)
     return VLOAD(0, t);
 }
 
+/* The forward kernels' epilogue: y[n, o0 + k, i, j0 + e] = acc[k][e] (+ b[o0 + k]) for the
+ * filters o0 + k < O and the columns j0 + e < OW (a row's last block stores what is left). */
+inline void store_tile(const VF *acc, __global const float *b, const int has_bias,
+                       __global float *y, const int n, const int o0, const int i, const int j0,
+                       const int O, const int OH, const int OW)
+{
+    const int plane = OH * OW;
+    __global float *yr = y + ((size_t)n * O * plane) + i * OW + j0;
+#pragma unroll
+    for (int k = 0; k < OB; ++k) {
+        const int o = o0 + k;
+        if (o < O) {
+            VF v = acc[k];
+            if (has_bias)
+                v += (VF)(b[o]);
+            __global float *dst = yr + (size_t)o * plane;
+            if (j0 + PX - 1 < OW) {
+                VSTORE(v, 0, dst);
+            } else {
+                float t[PX];
+                VSTORE(v, 0, t);
+                for (int e = 0; e < PX && j0 + e < OW; ++e)
+                    dst[e] = t[e];
+            }
+        }
+    }
+}
+
 /* Weight re-layout for conv2d_fwd: wt[(c*KH + p)*KW + q][o] (rows of OP >= O, zero padded), so
  * the OB weights a work-item needs for one tap are contiguous.
  * flip == 0: wt[(c,p,q)][o] = w[o, c, p, q]               (w is (O, C, KH, KW))
@@ -145,26 +173,7 @@ __kernel void conv2d_fwd(__global const float *x, __global const float *wt,
         }
     }
 
-    const int plane = OH * OW;
-    __global float *yr = y + ((size_t)n * O * plane) + i * OW + j0;
-#pragma unroll
-    for (int k = 0; k < OB; ++k) {
-        const int o = o0 + k;
-        if (o < O) {
-            VF v = acc[k];
-            if (has_bias)
-                v += (VF)(b[o]);
-            __global float *dst = yr + (size_t)o * plane;
-            if (j0 + PX - 1 < OW) {
-                VSTORE(v, 0, dst);
-            } else {
-                float t[PX];
-                VSTORE(v, 0, t);
-                for (int e = 0; e < PX && j0 + e < OW; ++e)
-                    dst[e] = t[e];
-            }
-        }
-    }
+    store_tile(acc, b, has_bias, y, n, o0, i, j0, O, OH, OW);
 }
 
 /* Gradient with respect to the input (gather form).
@@ -818,24 +827,5 @@ __kernel void conv2d_fwd_padded(__global const float *xp, __global const float *
         }
     }
 
-    const int plane = OH * OW;
-    __global float *yr = y + ((size_t)n * O * plane) + i * OW + j0;
-#pragma unroll
-    for (int k = 0; k < OB; ++k) {
-        const int o = o0 + k;
-        if (o < O) {
-            VF v = acc[k];
-            if (has_bias)
-                v += (VF)(b[o]);
-            __global float *dst = yr + (size_t)o * plane;
-            if (j0 + PX - 1 < OW) {
-                VSTORE(v, 0, dst);
-            } else {
-                float t[PX];
-                VSTORE(v, 0, t);
-                for (int e = 0; e < PX && j0 + e < OW; ++e)
-                    dst[e] = t[e];
-            }
-        }
-    }
+    store_tile(acc, b, has_bias, y, n, o0, i, j0, O, OH, OW);
 }

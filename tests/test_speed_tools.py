@@ -206,6 +206,8 @@ def test_info_shows_the_vector_width(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "vector width" in out and "NBCNN_VECTOR_WIDTH" in out and "CPU:" in out
+    from nbcnn.backends.numba import simd
+    assert f"Numba SIMD kernels: {simd.LANES}-float vectors" in out
 
 
 # ---- peak, profile, contention ----------------------------------------------------------------

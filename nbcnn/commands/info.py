@@ -45,6 +45,9 @@ def run(args) -> int:
           f"vector width {numba_env.width()} bits "
           f"(NBCNN_VECTOR_WIDTH={numba_env.decisions.get('vector_width_asked', 'auto')}: "
           f"{numba_env.decisions.get('vector_width_note', '')})")
+    from nbcnn.backends.numba import plane, simd
+    print(f"Numba SIMD kernels: {simd.LANES}-float vectors; convolution tiles of 4 filters x "
+          f"{plane.TILE_VECTORS} vectors ({plane.TILE_PIXELS} output pixels)")
     for lib in threadpool_info():
         if lib.get("user_api") == "blas":
             print(f"BLAS: {lib.get('internal_api')} {lib.get('version')} "

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -16,6 +14,7 @@ import pytest
 
 import nbcnn
 from conftest import backend_or_skip
+from interrupt import kill_once_checkpointed
 from nbcnn import checkpoint as ckpt
 from nbcnn import data, optim
 from nbcnn.callbacks import EarlyStopping
@@ -354,17 +353,7 @@ def _train_cmd(tmp_path, tag, checkpoint=None):
 def test_train_command_killed_then_run_again_continues(tmp_path):
     path = tmp_path / "run.ckpt.npz"
     cmd = _train_cmd(tmp_path, "killed", path)
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        if path.exists() and len(ckpt.load(path)[0]["history"]) >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, \
-        f"the run finished before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    proc.stderr.close()
-    done = len(ckpt.load(path)[0]["history"])
+    done = kill_once_checkpointed(cmd, path)
     assert 2 <= done < 6
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr

@@ -4,18 +4,16 @@ continue after a kill -9, exploding losses recorded."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pandas as pd
 import pytest
 
-from nbcnn import checkpoint as ckpt
 from nbcnn import harness, results
 from nbcnn.harness import GridError, parse_grid
+from interrupt import kill_once_checkpointed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "conv(4,3)-relu-maxpool(2)-flatten-dense(4)"
@@ -116,17 +114,7 @@ def test_grid_killed_mid_cell_continues_that_cell(tmp_path):
     cmd = [sys.executable, "-m", "nbcnn", "grid", path, "--results", str(res), "--quiet"]
     key = parse_grid(textwrap.dedent(grid_text), path).cells[0].key
     point = res / "k" / "checkpoints" / f"{key}.ckpt.npz"
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        if point.exists() and len(ckpt.load(point)[0]["history"]) >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, \
-        f"the grid finished before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    proc.stderr.close()
-    done = len(ckpt.load(point)[0]["history"])
+    done = kill_once_checkpointed(cmd, point)
     assert 2 <= done < 6 and not (res / "k" / "records" / f"{key}.json").exists()
 
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -44,6 +44,26 @@ __kernel void sum_parts(__global const float *x, __global float *out, const int 
     out[j] = s;
 }
 
+/* Two sum_parts in one launch (a convolution's weight and bias gradients): out_a[j] =
+ * sum_s a[s * na + j] for j < na, out_b[j - na] = sum_s b[s * nb + j - na] for the next nb. */
+__kernel void sum_parts_two(__global const float *a, __global float *out_a, const int na,
+                            __global const float *b, __global float *out_b, const int nb,
+                            const int S)
+{
+    const int j = get_global_id(0);
+    if (j >= na + nb)
+        return;
+    __global const float *x = j < na ? a : b;
+    const int n = j < na ? na : nb, i = j < na ? j : j - na;
+    float s = 0.0f;
+    for (int k = 0; k < S; ++k)
+        s += x[(size_t)k * n + i];
+    if (j < na)
+        out_a[i] = s;
+    else
+        out_b[i] = s;
+}
+
 /* flag[0] = 1 if any of the n elements is NaN or infinite (exponent bits all ones; a bit test
  * so that no compiler option can fold it away).  The host zeroes flag first. */
 __kernel void any_nonfinite(__global const float *x, __global int *flag, const int n)

@@ -464,9 +464,12 @@ class OpenCLBackend(Backend):
                      xp, dyt, target, dbt, int(with_bias), g.n, nper, g.c, hp, wp,
                      g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, op)
         if s > 1:
-            self._launch(self._kernel("reduce", "sum_parts"), (size,), None, target, dw, s, size)
             if with_bias:
-                self._launch(self._kernel("reduce", "sum_parts"), (g.o,), None, dbt, db, s, g.o)
+                self._launch(self._kernel("reduce", "sum_parts_two"), (size + g.o,), None,
+                             target, dw, size, dbt, db, g.o, s)
+            else:
+                self._launch(self._kernel("reduce", "sum_parts"), (size,), None, target, dw, s,
+                             size)
         return dw, db
 
     # ---- pooling --------------------------------------------------------------------------

@@ -22,7 +22,8 @@ string, would not tell such variants apart). So other Numba code in the same pro
 same width. Nothing is written when the user set ``NUMBA_CPU_FEATURES``, ``NUMBA_CPU_NAME`` or
 ``NUMBA_ENABLE_AVX``, or when Numba was imported before nbcnn (``width()`` then reports
 what Numba actually uses). Numba's cache key includes the feature string: switching adds cache
-entries and invalidates none.
+entries and invalidates none. The explicit-SIMD kernels (``numba/simd.py``) size their vectors
+from the same width.
 
 **Waiting threads** (``NBCNN_THREAD_WAIT=auto|spin|passive|N``, default ``auto``). Between two
 parallel loops Numba's pool threads spin for a while, then sleep. Numba picks the first of its

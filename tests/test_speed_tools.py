@@ -339,6 +339,42 @@ def test_core_share_counts_running_processes(tmp_path, monkeypatch):
         numba.set_num_threads(before)
 
 
+def test_planned_threads_are_a_ceiling_that_sharing_lowers(tmp_path, monkeypatch):
+    """A grid's planned count (plan_threads) is shared with the other running processes, up to
+    the plan; an explicit count (set_num_threads, a grid file's threads, --threads) is kept."""
+    from nbcnn.harness import runner
+    monkeypatch.setattr(threads, "sharing", threads.CoreShare(str(tmp_path / "running")))
+    monkeypatch.setattr(threads, "_explicit_env", False)
+    monkeypatch.setattr(threads, "_explicit", threads._explicit)      # restored afterwards
+    monkeypatch.setattr(threads, "_ceiling", None)
+    monkeypatch.delenv("NBCNN_SHARE_CORES", raising=False)
+    top = threads.max_threads()
+    before = numba.get_num_threads()
+    other = None
+    try:
+        assert runner._threads({}, top) == top and not threads._explicit
+        assert threads._ceiling == top and threads.sharing.due()
+        threads.sharing.update()                                   # alone: keeps the plan
+        assert numba.get_num_threads() == top
+        os.makedirs(tmp_path / "running", exist_ok=True)
+        other = open(tmp_path / "running" / "4194001", "a+")      # another live process
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        threads.sharing.update()
+        assert numba.get_num_threads() == threads.share_threads(top, 2)
+        runner._threads({}, 1)                                     # a plan of 1 stays 1
+        threads.sharing.update()
+        assert numba.get_num_threads() == 1 and threads._ceiling == 1
+        # kept exactly: the cell's own threads setting, the user's --threads
+        assert runner._threads({"threads": top}, 1) == top and threads._explicit
+        assert not threads.sharing.enabled()
+        assert runner._threads({}, top, hint_explicit=True) == top and threads._explicit
+    finally:
+        if other is not None:
+            other.close()
+        threads.sharing._withdraw()
+        numba.set_num_threads(before)
+
+
 def test_thread_count_does_not_change_training():
     """Same seed, same history and weights on 1 and 2 threads (sharing changes speed only)."""
     if threads.max_threads() < 2:

@@ -107,6 +107,9 @@ def run_local(cells, on_result, *, study="", data_root=None, verbose=True, save_
     common = dict(study=study, data_root=data_root, save_model=save_model,
                   save_predictions=save_predictions)
     where = checkpoint or (lambda key: None)
+    # the planned thread counts are ceilings that core sharing lowers when other nbcnn
+    # processes run beside the grid; the user's --threads is kept exactly
+    common["threads_explicit"] = threads is not None
     for group, at_once, per_cell in plan_local(cells, workers, threads):
         if at_once == 1:
             for cell in group:
@@ -126,7 +129,7 @@ def _run_at_once(cells, on_result, workers, threads, common, where):
                              initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_task, c.settings, c.key, common["study"], common["data_root"],
                                threads, common["save_model"], common["save_predictions"],
-                               where(c.key)): c
+                               where(c.key), common["threads_explicit"]): c
                    for c in cells}
         for fut in as_completed(futures):
             cell = futures[fut]
@@ -169,11 +172,12 @@ def _exit_with_parent(parent: int, every: float = 1.0) -> None:
 
 
 def _task(settings, key, study, data_root, threads_hint, save_model, save_predictions,
-          checkpoint):
+          checkpoint, threads_explicit=False):
     # runs in a worker process; set the threads before any kernel runs
     return run_cell(settings, key, study=study, data_root=data_root, verbose=False,
                     threads_hint=threads_hint, save_model=save_model,
-                    save_predictions=save_predictions, checkpoint=checkpoint)
+                    save_predictions=save_predictions, checkpoint=checkpoint,
+                    threads_explicit=threads_explicit)
 
 
 def run_dask(cells, on_result, *, study="", data_root=None, scheduler=None, workers=None,

@@ -87,10 +87,16 @@ def environment() -> dict:
             "git_commit": commit}
 
 
-def _threads(settings, hint):
+def _threads(settings, hint, hint_explicit=False):
+    """Set the cell's threads: its own ``threads`` setting, or the executor's ``hint`` when
+    the user gave it (``--threads``), exactly; else the executor's plan (or every core) as a
+    ceiling that core sharing lowers while other nbcnn processes run beside it."""
     import nbcnn
-    wanted = settings.get("threads") or hint or nbcnn.threads.max_threads()
-    nbcnn.set_num_threads(int(wanted))
+    own = settings.get("threads")
+    if own or (hint and hint_explicit):
+        nbcnn.set_num_threads(int(own or hint))
+    else:
+        nbcnn.threads.plan_threads(int(hint or nbcnn.threads.max_threads()))
     return nbcnn.get_num_threads()
 
 
@@ -116,13 +122,16 @@ def _warm_up(arch, input_shape, backend, seed, settings, x, y) -> dict:
 
 def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose: bool = False,
              threads_hint: int | None = None, save_model: bool | None = None,
-             save_predictions: bool = True, checkpoint: str | None = None) -> dict:
+             save_predictions: bool = True, checkpoint: str | None = None,
+             threads_explicit: bool = False) -> dict:
     """Run one cell. Returns ``{"key", "study", "settings", "status", "error", "traceback",
     "metrics", "epochs", "model", "predictions"}``: ``metrics`` one flat dict (a runs.csv row
     without the settings), ``epochs`` the history's rows, ``model`` the saved ``.npz`` as bytes
     (or None), ``predictions`` test labels, predictions and a few sample images (or None).
     ``checkpoint``: a path ``fit`` checkpoints to after every epoch (and continues from, if a
-    killed run left it there); the caller deletes it once the result is recorded."""
+    killed run left it there); the caller deletes it once the result is recorded.
+    ``threads_hint``: the executor's thread count for the cell, a plan that core sharing may
+    lower, or kept exactly with ``threads_explicit`` (the user's ``--threads``)."""
     import nbcnn
     from ..losses import softmax_cross_entropy
 
@@ -133,7 +142,7 @@ def run_cell(settings: dict, key: str, study: str = "", data_root=None, verbose:
            "error": "", "traceback": "", "metrics": metrics, "epochs": [], "model": None,
            "predictions": None}
     try:
-        metrics["num_threads"] = _threads(settings, threads_hint)
+        metrics["num_threads"] = _threads(settings, threads_hint, threads_explicit)
         t0 = time.perf_counter()
         train, val, test = load_data(settings, data_root)
         metrics["data_seconds"] = time.perf_counter() - t0

@@ -72,9 +72,8 @@ def set_num_threads(n: int) -> None:
 def plan_threads(n: int) -> None:
     """Use at most ``n`` threads as a plan that core sharing lowers while other nbcnn processes
     run beside this one (a grid's choice for its cells), unlike ``set_num_threads``, whose
-    count is kept whatever else runs. A two-thread training that a grid's one-thread cells
-    joined on 2 cores, its count kept, measured 16 batches/s against ~80 alone: each of its
-    parallel loops waits for whichever thread the OS has just put aside."""
+    count is kept whatever else runs (a kept count of 2 beside other work waits, in each
+    parallel loop, for whichever of its threads the OS has just put aside)."""
     global _ceiling, _explicit
     set_num_threads(n)
     _ceiling = n

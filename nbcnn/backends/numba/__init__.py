@@ -3,8 +3,9 @@
 Kernels live in one module per op family (``plane`` (stride-1 convolutions and every input
 gradient, as outer products in explicit SIMD vectors, ``simd``), ``conv``, ``blocked`` (the
 register-blocked dot-product kernel behind weight gradients, strided forward passes and dense
-layers), ``grouped`` (grouped, dilated and depthwise convolution), ``pool``, ``dense``, ``activations``, ``loss``, ``dropout``, ``batchnorm``,
-``optim``, ``augment``); this class is the thin host layer that checks
+layers), ``grouped`` (grouped, dilated and depthwise convolution), ``pool``, ``dense``,
+``activations``, ``loss``, ``dropout``, ``batchnorm``, ``optim``, ``augment``); this class is
+the thin host layer that checks
 and converts inputs, allocates outputs and calls them. Every kernel is ``@njit(parallel=True,
 cache=True)``: it compiles on its first call (lazily, so only the ops a model uses are
 compiled) and the machine code is cached on disk for the next process. Threads: Numba's pool,

@@ -3,9 +3,9 @@
 The default path (``conv_variant = "auto"``) uses the SIMD outer-product kernel of
 ``plane.py`` (stride-1 convolutions and every input gradient) and the register-blocked
 kernels of ``blocked.py``, and, for strided forward passes with short windows (< 24 values),
-the direct forward kernel below. The rest of this module is selectable (``"direct"``, ``"gemm"``) and tested; "gemm" calls
-OpenBLAS through numpy, whose spinning worker threads compete with Numba's on a machine with few
-cores, which is why it is not the default.
+the direct forward kernel below. The rest of this module is selectable (``"direct"``,
+``"gemm"``) and tested; "gemm" calls OpenBLAS through numpy, whose spinning worker threads
+compete with Numba's on a machine with few cores, which is why it is not the default.
 
 Notation: x (N, C, H, W) input, xp the zero-padded input (N, C, Hp, Wp), w (O, C, KH, KW) filters,
 y / dy (N, O, OH, OW) output and its gradient, stride (sh, sw).

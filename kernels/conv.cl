@@ -58,6 +58,19 @@ inline VF load_cols(__global const float *xr, int iw, int SW, int W)
     return VLOAD(0, t);
 }
 
+/* dst[e] = v[e] for the columns j0 + e < OW of a row (all PX of them but in a row's last block) */
+inline void store_row(const VF v, __global float *dst, const int j0, const int OW)
+{
+    if (j0 + PX - 1 < OW) {
+        VSTORE(v, 0, dst);
+    } else {
+        float t[PX];
+        VSTORE(v, 0, t);
+        for (int e = 0; e < PX && j0 + e < OW; ++e)
+            dst[e] = t[e];
+    }
+}
+
 /* The forward kernels' epilogue: y[n, o0 + k, i, j0 + e] = acc[k][e] (+ b[o0 + k]) for the
  * filters o0 + k < O and the columns j0 + e < OW (a row's last block stores what is left). */
 inline void store_tile(const VF *acc, __global const float *b, const int has_bias,
@@ -73,15 +86,7 @@ inline void store_tile(const VF *acc, __global const float *b, const int has_bia
             VF v = acc[k];
             if (has_bias)
                 v += (VF)(b[o]);
-            __global float *dst = yr + (size_t)o * plane;
-            if (j0 + PX - 1 < OW) {
-                VSTORE(v, 0, dst);
-            } else {
-                float t[PX];
-                VSTORE(v, 0, t);
-                for (int e = 0; e < PX && j0 + e < OW; ++e)
-                    dst[e] = t[e];
-            }
+            store_row(v, yr + (size_t)o * plane, j0, OW);
         }
     }
 }
@@ -516,15 +521,7 @@ __kernel void conv2d_grouped_fwd(__global const float *x, __global const float *
             VF v = acc[k];
             if (has_bias)
                 v += (VF)(b[grp * Og + o]);
-            __global float *dst = yr + (size_t)o * plane;
-            if (j0 + PX - 1 < OW) {
-                VSTORE(v, 0, dst);
-            } else {
-                float t[PX];
-                VSTORE(v, 0, t);
-                for (int e = 0; e < PX && j0 + e < OW; ++e)
-                    dst[e] = t[e];
-            }
+            store_row(v, yr + (size_t)o * plane, j0, OW);
         }
     }
 }

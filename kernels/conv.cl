@@ -683,16 +683,21 @@ __kernel void nchw_to_nhwc(__global const float *src, __global float *dst, const
     dst[((size_t)n * HW + e) * OP + o] = o < O ? src[((size_t)n * O + o) * HW + e] : 0.0f;
 }
 
-/* xp[m, r, s] = x[m, r - PT, s - PL] where that is inside x, else 0; x is (M, H, W), xp is
- * (M, HP, WP). One row of xp per work-item (three plain loops: left zeros, the copied row,
- * right zeros), global = (HP, M). */
+/* xp[m, r, s] = x[m, r - PT, s - PL] where that is inside x, else 0; x is (M, H, W), each plane
+ * of xp holds HP rows of WP values and is LS >= HP*WP values long (the values past HP*WP are
+ * zeros too: the plane kernel's last loads reach into them). One row of xp per work-item (three
+ * plain loops: left zeros, the copied row, right zeros; the last row also zeroes the plane's
+ * tail), global = (HP, M). */
 __kernel void pad2d(__global const float *x, __global float *xp, const int H, const int W,
-                    const int HP, const int WP, const int PT, const int PL)
+                    const int HP, const int WP, const int PT, const int PL, const int LS)
 {
     const int r = get_global_id(0), m = get_global_id(1);
     if (r >= HP)
         return;
-    __global float *dst = xp + ((size_t)m * HP + r) * WP;
+    __global float *dst = xp + (size_t)m * LS + r * WP;
+    if (r == HP - 1)
+        for (int s = WP; s < LS - r * WP; ++s)
+            dst[s] = 0.0f;
     const int h = r - PT;
     if (h < 0 || h >= H) {
         for (int s = 0; s < WP; ++s)
@@ -825,4 +830,242 @@ __kernel void conv2d_fwd_padded(__global const float *xp, __global const float *
     }
 
     store_tile(acc, b, has_bias, y, n, o0, i, j0, O, OH, OW);
+}
+
+/* ---- stride-1 forward on flattened planes -----------------------------------------------------
+ *
+ *   y[n,o,i,j] = b[o] + sum_{c,p,q} wt[(c*KH + p)*KW + q][o] * xf[n, c, (i + p)*WP + j + q]
+ *
+ * xf holds each input plane inside its zero border, flattened with rows of WP = W + PL + PR
+ * values and LS >= HP*WP values per plane (pad2d; the tail past HP*WP is zero). On that grid the
+ * window value xpad[n, c, i + p, j + q] sits at m + p*WP + q with m = i*WP + j, so a run of
+ * consecutive grid outputs m needs, for one tap, a run of consecutive inputs: one vector load,
+ * and one weight for all of them, one broadcast. A work-item computes OB filters x PR vectors of
+ * PX consecutive grid outputs (OB*PR vector accumulators: per tap PR loads and OB broadcasts
+ * feed OB*PR multiply-adds, and no row edge breaks the runs). The WP - OW gap columns of every
+ * row are computed and dropped at the store, the form the Numba backend's plane kernel takes.
+ * global = (ceil(((OH - 1)*WP + OW) / (PR*PX)), OP/OB, N). */
+#ifndef PR
+#define PR 3
+#endif
+
+/* y[e] = v[e] for the PX grid outputs m .. m + PX - 1 (row i, column j of the first) that are
+ * real outputs (column < OW, row < OH): one vector store when all are in one row, else each. */
+inline void store_grid(const VF v, __global float *yo, int i, int j, const int WP,
+                       const int OH, const int OW)
+{
+    if (j + PX <= OW && i < OH) {
+        VSTORE(v, 0, yo + i * OW + j);
+        return;
+    }
+    float t[PX];
+    VSTORE(v, 0, t);
+    for (int e = 0; e < PX; ++e) {
+        if (i < OH && j < OW)
+            yo[i * OW + j] = t[e];
+        if (++j == WP) {
+            j = 0;
+            ++i;
+        }
+    }
+}
+
+__kernel void conv2d_fwd_plane(__global const float *xf, __global const float *wt,
+                               __global const float *b, const int has_bias,
+                               __global float *y,
+                               const int C, const int LS, const int WP,
+                               const int O, const int OH, const int OW,
+                               const int KH, const int KW, const int OP)
+{
+    const int m0 = get_global_id(0) * (PR * PX);
+    const int o0 = get_global_id(1) * OB;
+    const int n = get_global_id(2);
+    if (m0 >= (OH - 1) * WP + OW || o0 >= O)
+        return;
+
+    VF acc[OB][PR];
+#pragma unroll
+    for (int k = 0; k < OB; ++k)
+#pragma unroll
+        for (int r = 0; r < PR; ++r)
+            acc[k][r] = (VF)(0.0f);
+
+    __global const float *xb = xf + (size_t)n * C * LS + m0;
+    for (int c = 0; c < C; ++c) {
+        __global const float *xc = xb + (size_t)c * LS;
+        __global const float *wc = wt + (size_t)c * KH * KW * OP + o0;
+        for (int p = 0; p < KH; ++p) {
+            __global const float *xr = xc + p * WP;
+            __global const float *wr = wc + p * KW * OP;
+            for (int q = 0; q < KW; ++q) {
+                VF xv[PR];
+#pragma unroll
+                for (int r = 0; r < PR; ++r)
+                    xv[r] = VLOAD(0, xr + q + r * PX);
+                __global const float *wq = wr + q * OP;
+#pragma unroll
+                for (int k = 0; k < OB; ++k) {
+                    const VF wv = (VF)(wq[k]);
+#pragma unroll
+                    for (int r = 0; r < PR; ++r)
+                        acc[k][r] = mad(wv, xv[r], acc[k][r]);
+                }
+            }
+        }
+    }
+
+    const int plane = OH * OW;
+#pragma unroll
+    for (int k = 0; k < OB; ++k) {
+        const int o = o0 + k;
+        if (o >= O)
+            continue;
+        __global float *yo = y + ((size_t)n * O + o) * plane;
+        const float bias = has_bias ? b[o] : 0.0f;
+#pragma unroll
+        for (int r = 0; r < PR; ++r) {
+            const int m = m0 + r * PX;
+            const int i = m / WP;
+            store_grid(acc[k][r] + (VF)(bias), yo, i, m - i * WP, WP, OH, OW);
+        }
+    }
+}
+
+/* ---- stride-1 weight gradient on the rows of dy ----------------------------------------------
+ *
+ *   dw[o,c,p,q] = sum_{n,i,j} dy[n,o,i,j] * xf[n, c, (i + p)*WP + j + q],   db[o] = sum dy[n,o,i,j]
+ *
+ * xf as for conv2d_fwd_plane (pad2d: planes inside their zero border, rows of WP values, LS per
+ * plane with at least RX zeros after the last row). Each weight is a dot product of a dy plane
+ * with a shifted window of an x plane, both contiguous along a row, so a work-item takes DOB
+ * filters x TB taps of one input channel (DOB*TB vector accumulators of RX lanes) and walks the
+ * rows of dy in RX-wide vectors, dy in NCHW as it comes: per vector, DOB loads of dy and TB of
+ * x feed DOB*TB multiply-adds. A row's last vector of OW % RX columns is masked (its lanes past
+ * the row multiply zeros). The lanes are added once at the end. Taps past KH*KW in the last
+ * block are clamped to the last tap and not stored.
+ * global = (C * ceil(KH*KW/TB), ceil(O/DOB), S): images n = s*NPER .. min(N, (s+1)*NPER)-1
+ * into part[s, o, c, p, q] (S == 1: part is dw) and, for the first tap block of channel 0
+ * when has_bias, dbpart[s, o]. */
+#ifndef RX
+#define RX 16
+#endif
+#define RVF CAT(float, RX)
+#define RVLOAD CAT(vload, RX)
+#define RVSTORE CAT(vstore, RX)
+
+__constant float LANE[16] = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f,
+                             8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f};
+
+/* d[0 .. n-1] as a vector, zeros in the lanes from n on; ``room`` says whether RX values from
+ * d are inside the buffer (only a buffer's very last row is not) */
+inline RVF load_head(__global const float *d, const int n, const int room)
+{
+    if (room)
+        return select((RVF)(0.0f), RVLOAD(0, d), isless(RVLOAD(0, LANE), (RVF)(n)));
+    float t[RX];
+    for (int e = 0; e < RX; ++e)
+        t[e] = e < n ? d[e] : 0.0f;
+    return RVLOAD(0, t);
+}
+
+__kernel void conv2d_bwd_dw_rows(__global const float *xf, __global const float *dy,
+                                 __global float *part, __global float *dbpart,
+                                 const int has_bias, const int N, const int NPER,
+                                 const int C, const int LS, const int WP,
+                                 const int O, const int OH, const int OW,
+                                 const int KH, const int KW)
+{
+    const int KK = KH * KW, ntb = (KK + TB - 1) / TB;
+    const int g = get_global_id(0), o0 = get_global_id(1) * DOB, s = get_global_id(2);
+    if (g >= C * ntb || o0 >= O)
+        return;
+    const int c = g / ntb, t0 = (g - c * ntb) * TB;
+    const int plane = OH * OW;
+    int off[TB];
+#pragma unroll
+    for (int t = 0; t < TB; ++t) {
+        const int tap = min(t0 + t, KK - 1), p = tap / KW;
+        off[t] = p * WP + (tap - p * KW);
+    }
+    int dyoff[DOB];
+#pragma unroll
+    for (int k = 0; k < DOB; ++k)
+        dyoff[k] = min(o0 + k, O - 1) * plane;
+
+    RVF acc[DOB][TB], bacc[DOB];
+#pragma unroll
+    for (int k = 0; k < DOB; ++k) {
+        bacc[k] = (RVF)(0.0f);
+#pragma unroll
+        for (int t = 0; t < TB; ++t)
+            acc[k][t] = (RVF)(0.0f);
+    }
+    const int full = OW / RX * RX, rest = OW - full;
+    const size_t total = (size_t)N * O * plane;
+    const int n_lo = s * NPER, n_hi = min(N, n_lo + NPER);
+    for (int n = n_lo; n < n_hi; ++n) {
+        __global const float *xc = xf + ((size_t)n * C + c) * LS;
+        __global const float *dyn = dy + (size_t)n * O * plane;
+        for (int i = 0; i < OH; ++i) {
+            __global const float *xr = xc + i * WP;
+            __global const float *dr = dyn + i * OW;
+            for (int j = 0; j < full; j += RX) {
+                RVF xv[TB];
+#pragma unroll
+                for (int t = 0; t < TB; ++t)
+                    xv[t] = RVLOAD(0, xr + off[t] + j);
+#pragma unroll
+                for (int k = 0; k < DOB; ++k) {
+                    const RVF dv = RVLOAD(0, dr + dyoff[k] + j);
+                    bacc[k] += dv;
+#pragma unroll
+                    for (int t = 0; t < TB; ++t)
+                        acc[k][t] = mad(dv, xv[t], acc[k][t]);
+                }
+            }
+            if (rest) {
+                RVF xv[TB];
+#pragma unroll
+                for (int t = 0; t < TB; ++t)
+                    xv[t] = RVLOAD(0, xr + off[t] + full);
+#pragma unroll
+                for (int k = 0; k < DOB; ++k) {
+                    const size_t at = (size_t)(dr - dy) + dyoff[k] + full;
+                    const RVF dv = load_head(dr + dyoff[k] + full, rest, at + RX <= total);
+                    bacc[k] += dv;
+#pragma unroll
+                    for (int t = 0; t < TB; ++t)
+                        acc[k][t] = mad(dv, xv[t], acc[k][t]);
+                }
+            }
+        }
+    }
+
+    const int CKK = C * KK;
+    __global float *dst = part + (size_t)s * O * CKK + c * KK + t0;
+#pragma unroll
+    for (int k = 0; k < DOB; ++k) {
+        const int o = o0 + k;
+        if (o >= O)
+            continue;
+#pragma unroll
+        for (int t = 0; t < TB; ++t) {
+            if (t0 + t < KK) {
+                float v[RX];
+                RVSTORE(acc[k][t], 0, v);
+                float sum = 0.0f;
+                for (int e = 0; e < RX; ++e)
+                    sum += v[e];
+                dst[(size_t)o * CKK + t] = sum;
+            }
+        }
+        if (has_bias && g == 0) {
+            float v[RX];
+            RVSTORE(bacc[k], 0, v);
+            float sum = 0.0f;
+            for (int e = 0; e < RX; ++e)
+                sum += v[e];
+            dbpart[(size_t)s * O + o] = sum;
+        }
+    }
 }

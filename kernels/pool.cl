@@ -251,7 +251,9 @@ __kernel void global_avgpool2d_bwd(__global const float *dy, __global float *dx,
 /* ---- 2x2 windows at stride 2 without padding (the common case), 8 outputs per work-item ----
  * Forward: two input rows of 16 columns as vectors, the window's four candidates as its even
  * and odd lanes; the same rule as maxpool2d_fwd (strictly greater wins, the first NaN wins),
- * lane by lane. A row's last block of fewer than 8 outputs loads its columns one by one.
+ * lane by lane. A row's last block of fewer than 8 outputs, in a row of at least 8, computes
+ * the row's last 8 windows as vectors (overlapping the block before it) and stores the ones
+ * that are its own; only rows of fewer than 8 outputs load their columns one by one.
  * global = (ceil(OW/8), OH, N*C); needs W >= 2*OW, H >= 2*OH. */
 inline void take8(float8 v, int k, float8 *best, int8 *at)
 {
@@ -260,45 +262,55 @@ inline void take8(float8 v, int k, float8 *best, int8 *at)
     *at = select(*at, (int8)(k), c);
 }
 
+/* The 8 windows over the two rows r0, r1 (16 columns each as vectors a, b) */
+inline void max8(const float16 a, const float16 b, float8 *best, int8 *at)
+{
+    *best = a.even;
+    *at = (int8)(0);
+    take8(a.odd, 1, best, at);
+    take8(b.even, 2, best, at);
+    take8(b.odd, 3, best, at);
+}
+
 __kernel void maxpool2x2_fwd(__global const float *x, __global float *y, __global int *arg,
                              const int H, const int W, const int OH, const int OW)
 {
-    const int j0 = get_global_id(0) * 8, i = get_global_id(1), nc = get_global_id(2);
+    int j0 = get_global_id(0) * 8;
+    const int i = get_global_id(1), nc = get_global_id(2);
     if (j0 >= OW || i >= OH)
         return;
+    /* a row's last, short block: the row's last 8 windows, lanes from ``own`` on are its own */
+    int own = 0;
+    if (j0 + 8 > OW && OW >= 8) {
+        own = j0 - (OW - 8);
+        j0 = OW - 8;
+    }
     __global const float *r0 = x + (size_t)nc * H * W + (2 * i) * W + 2 * j0;
     __global const float *r1 = r0 + W;
     const size_t o = (size_t)nc * OH * OW + i * OW + j0;
-    const int full = j0 + 8 <= OW;
-    float16 a, b;
-    if (full) {
-        a = vload16(0, r0);
-        b = vload16(0, r1);
-    } else {                         /* a row's last block: its 2*(OW - j0) columns, then 0 */
+    float8 best;
+    int8 at;
+    if (j0 + 8 <= OW) {
+        max8(vload16(0, r0), vload16(0, r1), &best, &at);
+        if (own == 0) {
+            vstore8(best, 0, y + o);
+            vstore8(at, 0, arg + o);
+            return;
+        }
+    } else {                         /* a row of fewer than 8 windows: its columns, then 0 */
         float ta[16], tb[16];
         const int nv = 2 * (OW - j0);
         for (int e = 0; e < 16; ++e) {
             ta[e] = e < nv ? r0[e] : 0.0f;
             tb[e] = e < nv ? r1[e] : 0.0f;
         }
-        a = vload16(0, ta);
-        b = vload16(0, tb);
-    }
-    float8 best = a.even;
-    int8 at = (int8)(0);
-    take8(a.odd, 1, &best, &at);
-    take8(b.even, 2, &best, &at);
-    take8(b.odd, 3, &best, &at);
-    if (full) {
-        vstore8(best, 0, y + o);
-        vstore8(at, 0, arg + o);
-        return;
+        max8(vload16(0, ta), vload16(0, tb), &best, &at);
     }
     float tv[8];
     int ti[8];
     vstore8(best, 0, tv);
     vstore8(at, 0, ti);
-    for (int e = 0; j0 + e < OW; ++e) {
+    for (int e = own; e < 8 && j0 + e < OW; ++e) {
         y[o + e] = tv[e];
         arg[o + e] = ti[e];
     }
@@ -306,8 +318,23 @@ __kernel void maxpool2x2_fwd(__global const float *x, __global float *y, __globa
 
 /* Backward of maxpool2x2_fwd: each work-item writes the 2 x 16 input cells of 8 windows, dy
  * where the window's argument points and 0 elsewhere (0 + dy, as the gather sum: -0 -> +0);
- * an odd last row / column of the input (no window) gets 0. global = (ceil(W/16), ceil(H/2),
+ * an odd last row / column of the input (no window) gets 0. A row's last, short block (in a
+ * row of at least 8 windows and an even width) computes the row's last 8 windows as vectors
+ * and stores its own columns of them, as the forward does. global = (ceil(W/16), ceil(H/2),
  * N*C). */
+inline void spread8(__global const float *dy, __global const int *arg, float16 *r0, float16 *r1)
+{
+    const float8 g = 0.0f + vload8(0, dy);
+    const int8 at = vload8(0, arg);
+    const float8 z = (float8)(0.0f);
+    const float8 a0 = select(z, g, at == 0), a1 = select(z, g, at == 1);
+    const float8 b0 = select(z, g, at == 2), b1 = select(z, g, at == 3);
+    *r0 = (float16)(a0.s0, a1.s0, a0.s1, a1.s1, a0.s2, a1.s2, a0.s3, a1.s3,
+                    a0.s4, a1.s4, a0.s5, a1.s5, a0.s6, a1.s6, a0.s7, a1.s7);
+    *r1 = (float16)(b0.s0, b1.s0, b0.s1, b1.s1, b0.s2, b1.s2, b0.s3, b1.s3,
+                    b0.s4, b1.s4, b0.s5, b1.s5, b0.s6, b1.s6, b0.s7, b1.s7);
+}
+
 __kernel void maxpool2x2_bwd(__global const float *dy, __global const int *arg,
                              __global float *dx, const int H, const int W, const int OH,
                              const int OW)
@@ -318,16 +345,23 @@ __kernel void maxpool2x2_bwd(__global const float *dy, __global const int *arg,
     __global float *r0 = dx + (size_t)nc * H * W + (2 * i) * W + 2 * j0;
     __global float *r1 = r0 + W;
     const size_t o = (size_t)nc * OH * OW + i * OW + j0;
+    float16 v0, v1;
     if (i < OH && j0 + 8 <= OW) {
-        const float8 g = 0.0f + vload8(0, dy + o);
-        const int8 at = vload8(0, arg + o);
-        const float8 z = (float8)(0.0f);
-        const float8 a0 = select(z, g, at == 0), a1 = select(z, g, at == 1);
-        const float8 b0 = select(z, g, at == 2), b1 = select(z, g, at == 3);
-        vstore16((float16)(a0.s0, a1.s0, a0.s1, a1.s1, a0.s2, a1.s2, a0.s3, a1.s3,
-                           a0.s4, a1.s4, a0.s5, a1.s5, a0.s6, a1.s6, a0.s7, a1.s7), 0, r0);
-        vstore16((float16)(b0.s0, b1.s0, b0.s1, b1.s1, b0.s2, b1.s2, b0.s3, b1.s3,
-                           b0.s4, b1.s4, b0.s5, b1.s5, b0.s6, b1.s6, b0.s7, b1.s7), 0, r1);
+        spread8(dy + o, arg + o, &v0, &v1);
+        vstore16(v0, 0, r0);
+        vstore16(v1, 0, r1);
+        return;
+    }
+    if (i < OH && OW >= 8 && W == 2 * OW) {
+        const int back = j0 - (OW - 8);           /* windows the block shifts back by */
+        spread8(dy + o - back, arg + o - back, &v0, &v1);
+        float t0[16], t1[16];
+        vstore16(v0, 0, t0);
+        vstore16(v1, 0, t1);
+        for (int q = 2 * back; q < 16; ++q) {
+            r0[q - 2 * back] = t0[q];
+            r1[q - 2 * back] = t1[q];
+        }
         return;
     }
     const int cols = min(16, W - 2 * j0);

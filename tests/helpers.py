@@ -246,6 +246,8 @@ POOL_CASES = [
     (2, 2, 9, 10, (2, 3), (3, 2)),         # gaps between windows, non-square
     (1, 3, 5, 5, (5, 5), (1, 1)),
     (2, 3, 7, 35, (2, 2), (2, 2)),         # OpenCL 2x2 vector blocks of 8 windows and a tail
+    (2, 3, 6, 28, (2, 2), (2, 2)),         # OpenCL 2x2: the short last block shifted back
+    (1, 2, 7, 20, (2, 2), (2, 2)),         # ... with an odd last row
 ]
 
 # PyTorch's pooling options: (N, C, H, W, kernel, stride, padding (ph, pw), ceil_mode)

@@ -201,12 +201,13 @@ from nbcnn.backends.opencl import tune  # noqa: E402
 
 
 # the shared cases that helpers.CONV_CASES comments with these names
-TUNER_CASES = [CONV_CASES[i] for i in (25, 27, 28, 29, 31, 32)]
-assert TUNER_CASES[-1] == (1, 1, 2, 2, 2, (3, 3), (2, 2), (0, 2, 0, 2))
+TUNER_CASES = [CONV_CASES[i] for i in (25, 27, 28, 29, 31, 32, 3, 12, 19, 20, 21, 23)]
+assert TUNER_CASES[5] == (1, 1, 2, 2, 2, (3, 3), (2, 2), (0, 2, 0, 2))
 
 
 @pytest.mark.parametrize("case", TUNER_CASES,
-                         ids=["s2-pad1", "s2-asym", "k5-s2", "k3x5-s1x2", "c9-o17", "pad-only-row"])
+                         ids=["s2-pad1", "s2-asym", "k5-s2", "k3x5-s1x2", "c9-o17", "pad-only-row",
+                              "k1", "k5-pad2", "pad-gt-k", "k2-asym", "n17", "wide-plane"])
 def test_conv_all_variants(be, case):
     """Every blocking the tuner may choose, not only its pick: the forward (and, at stride 1,
     the input gradient it computes on the flipped kernel), the weight and bias gradients."""
@@ -218,7 +219,7 @@ def test_conv_all_variants(be, case):
     dx_, wd_, dy_ = be.from_numpy(x), be.from_numpy(wt), be.from_numpy(dy)
     g = ConvGeometry.of(x.shape, wt.shape, stride, padding)
     gt = g.transposed()
-    for cand in tune.FWD_CANDIDATES:
+    for cand in tune.fwd_candidates(g):
         y = be._empty(y_ref.shape)
         be._conv_fwd(dx_, wd_, None, y, g, False, cand)
         close(np_(be, y), y_ref)
@@ -226,7 +227,7 @@ def test_conv_all_variants(be, case):
             dx = be._empty(x.shape)
             be._conv_fwd(dy_, wd_, None, dx, gt, True, cand)
             close(np_(be, dx), dx_ref, atol=1e-4)
-    for cand in tune.DW_CANDIDATES:
+    for cand in tune.dw_candidates(g):
         for with_bias in (True, False):
             dw, db = be._conv_dw(dx_, dy_, g, with_bias, cand)
             close(np_(be, dw), dw_ref, rtol=2e-4, atol=2e-4)
@@ -244,7 +245,7 @@ def test_conv_dw_split_images_every_variant(be):
     _, dw_ref, db_ref = REF.conv2d_backward(x, wt, dy, (1, 1), (1, 1, 1, 1), True, False)
     g = ConvGeometry.of(x.shape, wt.shape, (1, 1), (1, 1, 1, 1))
     assert be._split_images(9, 1)[0] > 1
-    for cand in tune.DW_CANDIDATES:
+    for cand in tune.dw_candidates(g):
         dw, db = be._conv_dw(be.from_numpy(x), be.from_numpy(dy), g, True, cand)
         close(np_(be, dw), dw_ref, rtol=2e-4, atol=2e-4)
         close(np_(be, db), db_ref, rtol=2e-4, atol=2e-4)
@@ -283,11 +284,18 @@ def test_autotune_picks_and_caches(monkeypatch, tmp_path):
     saved = json.loads(path.read_text())[b.tuning.device_key]
     g = ConvGeometry.of(x.shape, wt.shape, (1, 1), (1, 1, 1, 1))
     key = f"conv_fwd:{g.key()}"
-    assert saved[key] in tune.FWD_CANDIDATES
-    assert b.tuning.chosen()[key] == saved[key]
+    choice = {k: v for k, v in saved[key].items() if k != tune.AMONG}
+    assert choice in tune.fwd_candidates(g)
+    assert saved[key][tune.AMONG] == tune._digest(tune.fwd_candidates(g))
+    assert b.tuning.chosen()[key] == choice
     # a new backend reuses the saved choice without timing again
     b2 = OpenCLBackend(autotune=True)
-    assert b2.tuning.conv_fwd(g, lambda cand: pytest.fail("timed again")) == saved[key]
+    assert b2.tuning.conv_fwd(g, lambda cand: pytest.fail("timed again")) == choice
+    # ... unless the candidates changed (a newer nbcnn's kernels): then it times them again
+    monkeypatch.setattr(tune, "FWD_CANDIDATES", tune.FWD_CANDIDATES[:2])
+    timed = []
+    assert OpenCLBackend(autotune=True).tuning.conv_fwd(g, timed.append) in tune.fwd_candidates(g)
+    assert len(timed) >= len(tune.fwd_candidates(g))
 
 
 def test_autotune_cache_keyed_by_device_and_driver(monkeypatch, tmp_path):
@@ -302,9 +310,9 @@ def test_autotune_cache_keyed_by_device_and_driver(monkeypatch, tmp_path):
     g = ConvGeometry.of((2, 3, 9, 10), (5, 3, 3, 3), (1, 1), (1, 1, 1, 1))
     timed = []
     first = b.tuning.conv_fwd(g, lambda cand: timed.append(dict(cand)))
-    assert first in tune.FWD_CANDIDATES
+    assert first in tune.fwd_candidates(g)
     assert {tuple(sorted(c.items())) for c in timed} == \
-        {tuple(sorted(c.items())) for c in tune.FWD_CANDIDATES}    # every candidate timed
+        {tuple(sorted(c.items())) for c in tune.fwd_candidates(g)}    # every candidate timed
     # same device and driver: reused, nothing timed
     same = OpenCLBackend(autotune=True)
     assert same.tuning.conv_fwd(g, lambda cand: pytest.fail("timed again")) == first
@@ -312,8 +320,8 @@ def test_autotune_cache_keyed_by_device_and_driver(monkeypatch, tmp_path):
     newer = OpenCLBackend(autotune=True)
     newer.tuning.device_key = b.tuning.device_key + ".1"
     timed.clear()
-    assert newer.tuning.conv_fwd(g, lambda cand: timed.append(cand)) in tune.FWD_CANDIDATES
-    assert len(timed) >= len(tune.FWD_CANDIDATES)
+    assert newer.tuning.conv_fwd(g, lambda cand: timed.append(cand)) in tune.fwd_candidates(g)
+    assert len(timed) >= len(tune.fwd_candidates(g))
     import json
     data = json.loads(tune.cache_path().read_text())
     assert {b.tuning.device_key, newer.tuning.device_key} <= set(data)
@@ -322,7 +330,7 @@ def test_autotune_cache_keyed_by_device_and_driver(monkeypatch, tmp_path):
     tune.cache_path().write_text(json.dumps(data))
     stale = OpenCLBackend(autotune=True)
     timed.clear()
-    assert stale.tuning.conv_fwd(g, lambda cand: timed.append(cand)) in tune.FWD_CANDIDATES
+    assert stale.tuning.conv_fwd(g, lambda cand: timed.append(cand)) in tune.fwd_candidates(g)
     assert timed
     assert any(line.startswith("tuned conv_fwd:") for line in stale.tuning.describe())
 
@@ -331,10 +339,13 @@ def test_untuned_defaults_are_candidates_on_cpu_and_gpu(be, monkeypatch):
     """The defaults without tuning are among the tested candidates, for this device and for
     the GPU branch (forced: is_gpu), so the paths only large devices take run here too."""
     g = ConvGeometry.of((2, 32, 9, 10), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1))
+    small = [ConvGeometry.of((2, 1, 28, 28), (8, 1, 3, 3), (1, 1), (1, 1, 1, 1)),  # rows dw
+             ConvGeometry.of((2, 64, 4, 4), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1))]  # plane fwd
     for gpu in (False, True):
         monkeypatch.setattr(be, "is_gpu", gpu)
-        assert be.tuning._default_fwd(g) in tune.FWD_CANDIDATES
-        assert be.tuning._default_dw(g) in tune.DW_CANDIDATES
+        for geo in [g] + small:
+            assert be.tuning._default_fwd(geo) in tune.fwd_candidates(geo)
+            assert be.tuning._default_dw(geo) in tune.dw_candidates(geo)
         for layout in ("dot", "rows", "any"):
             t = be.tuning._default_gemm((64, 128, 1024), layout)
             assert t in be.tuning.gemm_ok + tune.CPU_GEMM_CANDIDATES[layout]

@@ -279,15 +279,28 @@ class OpenCLBackend(Backend):
         if t is None:
             t = self.tuning.conv_fwd(g, lambda cand: self._conv_fwd(x, w, bias, y, g, flip, cand))
         ob, px = t["OB"], t["PX"]
-        defines = {"OB": ob, "PX": px}
+        defines = {k: t[k] for k in ("OB", "PX", "PR") if k in t}
         op = _round_up(g.o, ob)
         taps = g.c * g.kh * g.kw
         wt = self._scratch("wt", (taps, op))
         self._launch(self._kernel("conv", "conv2d_wtrans", defines), (op, taps), None,
                      w, wt, g.o, g.c, g.kh, g.kw, op, int(flip))
         has_b = bias is not None
-        gsize = (g.oh * -(-g.ow // px), op // ob, g.n)
         b_arg = bias if has_b else self._dummy
+        if "PR" in t:
+            # flattened planes: rows of wp values, long enough for the last block's loads
+            hp, wp = g.oh + g.kh - 1, g.ow + g.kw - 1
+            run = t["PR"] * px
+            blocks = -(-((g.oh - 1) * wp + g.ow) // run)
+            ls = max(hp * wp, blocks * run + (g.kh - 1) * wp + g.kw - 1)
+            xf = self._scratch("xp", (g.n, g.c, ls))
+            self._launch(self._kernel("conv", "pad2d", defines), (hp, g.n * g.c), None,
+                         x, xf, g.h, g.w, hp, wp, g.pt, g.pl, ls)
+            self._launch(self._kernel("conv", "conv2d_fwd_plane", defines), (blocks, op // ob, g.n),
+                         None, xf, wt, b_arg, int(has_b), y, g.c, ls, wp, g.o, g.oh, g.ow, g.kh,
+                         g.kw, op)
+            return
+        gsize = (g.oh * -(-g.ow // px), op // ob, g.n)
         if not t.get("PAD"):
             self._launch(self._kernel("conv", "conv2d_fwd", defines), gsize, None,
                          x, wt, b_arg, int(has_b), y,
@@ -301,7 +314,7 @@ class OpenCLBackend(Backend):
         else:
             xp = self._scratch("xp", (g.n, g.c, hp, wp))
             self._launch(self._kernel("conv", "pad2d", defines), (hp, g.n * g.c), None,
-                         x, xp, g.h, g.w, hp, wp, g.pt, g.pl)
+                         x, xp, g.h, g.w, hp, wp, g.pt, g.pl, hp * wp)
         self._launch(self._kernel("conv", "conv2d_fwd_padded", defines), gsize, None,
                      xp, wt, b_arg, int(has_b), y,
                      g.c, hp, wp, g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, op)
@@ -424,6 +437,8 @@ class OpenCLBackend(Backend):
             t = self.tuning.conv_dw(g, lambda cand: self._conv_dw(x, dy, g, with_bias, cand))
         if "VO" in t:
             return self._conv_dw_vec(x, dy, g, with_bias, t)
+        if "RX" in t:
+            return self._conv_dw_rows(x, dy, g, with_bias, t)
         groups = g.c * g.kh * -(-g.kw // t["QB"])
         obs = -(-g.o // t["DOB"])
         s, nper = self._split_images(g.n, groups * obs)
@@ -435,6 +450,46 @@ class OpenCLBackend(Backend):
         if s > 1:
             self._launch(self._kernel("reduce", "sum_parts"), (size,), None, target, dw, s, size)
         db = self._sum_axes02(dy, g.n, g.o, g.oh * g.ow) if with_bias else None
+        return dw, db
+
+    def _dw_parts(self, g: ConvGeometry, with_bias, s):
+        """(dw, db or None) and the buffers a weight-gradient kernel writes its S partial sums
+        to (dw and db themselves when S == 1)."""
+        size = g.o * g.c * g.kh * g.kw
+        dw = self._empty((g.o, g.c, g.kh, g.kw))
+        target = dw if s == 1 else self._scratch("parts", (s, size))
+        db = self._empty((g.o,)) if with_bias else None
+        dbt = (db if s == 1 else self._scratch("db_parts", (s, g.o))) if with_bias else self._dummy
+        return dw, db, target, dbt
+
+    def _sum_dw_parts(self, g: ConvGeometry, s, dw, db, target, dbt):
+        """Adds the S partial sums of dw (and db) into them (nothing to do when S == 1)."""
+        if s == 1:
+            return
+        size = g.o * g.c * g.kh * g.kw
+        if db is not None:
+            self._launch(self._kernel("reduce", "sum_parts_two"), (size + g.o,), None,
+                         target, dw, size, dbt, db, g.o, s)
+        else:
+            self._launch(self._kernel("reduce", "sum_parts"), (size,), None, target, dw, s, size)
+
+    def _conv_dw_rows(self, x, dy, g: ConvGeometry, with_bias, t):
+        """Weight (and bias) gradient of a stride-1 convolution on conv2d_bwd_dw_rows: x laid out
+        as flattened zero-bordered planes, dy read as it is (NCHW), DOB filters x TB taps per
+        work-item."""
+        hp, wp = g.oh + g.kh - 1, g.ow + g.kw - 1
+        ls = hp * wp + t["RX"]
+        xf = self._scratch("xp", (g.n, g.c, ls))
+        self._launch(self._kernel("conv", "pad2d", t), (hp, g.n * g.c), None,
+                     x, xf, g.h, g.w, hp, wp, g.pt, g.pl, ls)
+        blocks = g.c * -(-(g.kh * g.kw) // t["TB"])
+        obs = -(-g.o // t["DOB"])
+        s, nper = self._split_images(g.n, blocks * obs)
+        dw, db, target, dbt = self._dw_parts(g, with_bias, s)
+        self._launch(self._kernel("conv", "conv2d_bwd_dw_rows", t), (blocks, obs, s), None,
+                     xf, dy, target, dbt, int(with_bias), g.n, nper, g.c, ls, wp,
+                     g.o, g.oh, g.ow, g.kh, g.kw)
+        self._sum_dw_parts(g, s, dw, db, target, dbt)
         return dw, db
 
     def _conv_dw_vec(self, x, dy, g: ConvGeometry, with_bias, t):
@@ -452,24 +507,14 @@ class OpenCLBackend(Backend):
         else:
             xp = self._scratch("xp", (g.n, g.c, hp, wp))
             self._launch(self._kernel("conv", "pad2d", t), (hp, g.n * g.c), None,
-                         x, xp, g.h, g.w, hp, wp, g.pt, g.pl)
+                         x, xp, g.h, g.w, hp, wp, g.pt, g.pl, hp * wp)
         blocks = g.c * -(-(g.kh * g.kw) // tb)
         s, nper = self._split_images(g.n, blocks * (op // vo))
-        size = g.o * g.c * g.kh * g.kw
-        dw = self._empty((g.o, g.c, g.kh, g.kw))
-        target = dw if s == 1 else self._scratch("parts", (s, size))
-        db = self._empty((g.o,)) if with_bias else None
-        dbt = (db if s == 1 else self._scratch("db_parts", (s, g.o))) if with_bias else self._dummy
+        dw, db, target, dbt = self._dw_parts(g, with_bias, s)
         self._launch(self._kernel("conv", "conv2d_bwd_dw_vec", t), (blocks, op // vo, s), None,
                      xp, dyt, target, dbt, int(with_bias), g.n, nper, g.c, hp, wp,
                      g.o, g.oh, g.ow, g.kh, g.kw, g.sh, g.sw, op)
-        if s > 1:
-            if with_bias:
-                self._launch(self._kernel("reduce", "sum_parts_two"), (size + g.o,), None,
-                             target, dw, size, dbt, db, g.o, s)
-            else:
-                self._launch(self._kernel("reduce", "sum_parts"), (size,), None, target, dw, s,
-                             size)
+        self._sum_dw_parts(g, s, dw, db, target, dbt)
         return dw, db
 
     # ---- pooling --------------------------------------------------------------------------

@@ -4,20 +4,24 @@ For a convolution or matrix multiply big enough for the choice to matter (at lea
 ``MIN_TUNE_FLOP``), the tuner times a few variants of the kernel once per device and shape and
 keeps the fastest in ``~/.cache/nbcnn/opencl/autotune.json`` (``$XDG_CACHE_HOME`` respected), so
 later runs reuse the choice without timing; the cache is keyed by platform, device name and
-driver version, so a new driver re-tunes. Smaller ops, and every op when tuning is off
+driver version, so a new driver re-tunes, and each choice names the candidates it beat, so a
+version of nbcnn with other kernels re-tunes too. Smaller ops, and every op when tuning is off
 (``NBCNN_OPENCL_AUTOTUNE=0`` or ``OpenCLBackend(autotune=False)``), use the defaults below.
 
 Variants:
 * conv forward (also the stride-1 input gradient): OB output channels x PX columns per work-item,
-  on a zero-padded copy of the input (PAD) or testing the image's edges;
+  on a zero-padded copy of the input (PAD) or testing the image's edges, or for stride 1 OB
+  channels x PR vectors of PX outputs on the flattened padded plane (conv2d_fwd_plane);
 * conv weight gradient: VO filters (one vector) x TB taps per work-item on channels-last dy
-  (conv2d_bwd_dw_vec), or DOB filters x QB taps x DPX-wide vectors of columns (conv2d_bwd_dw);
+  (conv2d_bwd_dw_vec), DOB filters x QB taps x DPX-wide vectors of columns (conv2d_bwd_dw), or
+  for stride 1 DOB filters x TB taps along dy's rows in RX-wide vectors (conv2d_bwd_dw_rows);
 * matrix multiply: TM x TN tile per work-group, TK deep, RM x RN per work-item (GPUs), or the
   CPU forms without local memory (CPU_GEMM_CANDIDATES).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -35,11 +39,23 @@ MIN_TUNE_FLOP = 1e8
 FWD_CANDIDATES = [{"OB": 16, "PX": 8, "PAD": 1}, {"OB": 16, "PX": 16, "PAD": 1},
                   {"OB": 8, "PX": 16, "PAD": 1}, {"OB": 8, "PX": 4, "PAD": 0},
                   {"OB": 8, "PX": 8, "PAD": 0}, {"OB": 16, "PX": 8, "PAD": 0}]
+#: stride 1 only: conv2d_fwd_plane, OB filters x PR vectors of PX consecutive outputs of the
+#: flattened padded plane (no row edge splits a vector: the CPU default for planes of at most
+#: half a vector's width, where a row block would compute as many dropped columns as real ones)
+FWD_PLANE_CANDIDATES = [{"OB": 8, "PX": 16, "PR": 1}, {"OB": 4, "PX": 16, "PR": 3},
+                        {"OB": 8, "PX": 8, "PR": 2}]
 #: conv weight gradient: conv2d_bwd_dw_vec (VO filters x TB taps, the CPU default) or
 #: conv2d_bwd_dw (DOB filters x QB taps x DPX columns, the GPU default)
 DW_CANDIDATES = [{"VO": 16, "TB": 9}, {"VO": 8, "TB": 9}, {"VO": 16, "TB": 3},
                  {"DOB": 8, "QB": 1, "DPX": 4}, {"DOB": 8, "QB": 3, "DPX": 4},
                  {"DOB": 4, "QB": 3, "DPX": 8}]
+#: stride 1 only: conv2d_bwd_dw_rows (DOB filters x TB taps, RX-wide vectors along dy's rows;
+#: the CPU default for layers of few input channels, where conv2d_bwd_dw_vec's channels-last
+#: copy of dy costs more than its products)
+DW_ROWS_CANDIDATES = [{"DOB": 2, "TB": 9, "RX": 16}, {"DOB": 4, "TB": 3, "RX": 16},
+                      {"DOB": 4, "TB": 6, "RX": 16}, {"DOB": 2, "TB": 9, "RX": 8}]
+#: input channels x taps up to which a stride-1 weight gradient defaults to the rows kernel
+DW_ROWS_MAX_TAPS = 36
 GEMM_CANDIDATES = [
     {"TM": 32, "TN": 32, "TK": 16, "RM": 4, "RN": 4},
     {"TM": 64, "TN": 64, "TK": 16, "RM": 8, "RN": 8},
@@ -62,6 +78,31 @@ SIMPLE_GEMM_MAX = 1 << 24
 #: safe choice for any device (64 work-items, 4 KiB of local memory)
 GEMM_SAFE = {"TM": 16, "TN": 16, "TK": 16, "RM": 2, "RN": 2}
 DX_GATHER = {"OB": 8}
+
+
+def fwd_candidates(g) -> list[dict]:
+    """The forward blockings that apply to the plain convolution ``g``."""
+    return FWD_CANDIDATES + (FWD_PLANE_CANDIDATES if g.sh == g.sw == 1 else [])
+
+
+def dw_candidates(g) -> list[dict]:
+    """The weight-gradient kernels and blockings that apply to the plain convolution ``g``."""
+    return DW_CANDIDATES + (DW_ROWS_CANDIDATES if g.sh == g.sw == 1 else [])
+
+
+#: the field of a cached choice naming the candidates it was chosen among (``_digest``)
+AMONG = "among"
+
+
+def _digest(candidates) -> str:
+    """A short name for a list of candidates: a cached choice counts only for the same list."""
+    text = json.dumps(candidates, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def _choice(entry: dict) -> dict:
+    """A cached entry without its AMONG field: the blocking itself."""
+    return {k: v for k, v in entry.items() if k != AMONG}
 
 
 def cache_path() -> Path:
@@ -95,12 +136,18 @@ class Tuner:
     def _default_fwd(self, g):
         if self.backend.is_gpu:
             return {"OB": 8, "PX": 4, "PAD": 0}
-        return {"OB": 16 if g.o >= 16 else 8, "PX": 16 if self.vector_width >= 16 else 8, "PAD": 1}
+        px = 16 if self.vector_width >= 16 else 8
+        if g.sh == g.sw == 1 and 2 * g.ow <= px:
+            return {"OB": 8, "PX": px, "PR": 1 if px == 16 else 2}
+        return {"OB": 16 if g.o >= 16 else 8, "PX": px, "PAD": 1}
 
     def _default_dw(self, g):
         if self.backend.is_gpu:
             return {"DOB": 8, "QB": 1, "DPX": 4}
-        return {"VO": 16 if g.o > 8 and self.vector_width >= 16 else 8, "TB": 9}
+        wide = self.vector_width >= 16
+        if g.sh == g.sw == 1 and g.c * g.kh * g.kw <= DW_ROWS_MAX_TAPS:
+            return {"DOB": 2, "TB": 9, "RX": 16 if wide else 8}
+        return {"VO": 16 if g.o > 8 and wide else 8, "TB": 9}
 
     def _default_gemm(self, shape, layout):
         if not self.backend.is_gpu:
@@ -121,12 +168,12 @@ class Tuner:
     def conv_fwd(self, g, run) -> dict:
         """OB x PX of conv2d_fwd for the plain convolution ``g``."""
         return self._choose("conv_fwd", g.key(), 2.0 * g.multiply_adds, self._default_fwd(g),
-                            FWD_CANDIDATES, run)
+                            fwd_candidates(g), run)
 
     def conv_dw(self, g, run) -> dict:
         """The weight gradient's kernel and blocking for the plain convolution ``g``."""
         return self._choose("conv_dw", g.key(), 2.0 * g.multiply_adds, self._default_dw(g),
-                            DW_CANDIDATES, run)
+                            dw_candidates(g), run)
 
     def gemm_tiles(self, shape: tuple, layout: str, run) -> dict:
         """The matrix multiply's kernel and blocking for (m, n, k) and the strides' ``layout``
@@ -140,7 +187,7 @@ class Tuner:
         """Every choice made or loaded for this device so far, by op and shape."""
         with self._lock:
             self._load()
-            return {k: dict(v) for k, v in sorted(self._choices.items())}
+            return {k: _choice(v) for k, v in sorted(self._choices.items()) if isinstance(v, dict)}
 
     def describe(self) -> list[str]:
         """What ``nbcnn info`` shows: the device's limits, the defaults for a typical layer
@@ -170,18 +217,20 @@ class Tuner:
         if not self.enabled or flop < MIN_TUNE_FLOP or len(candidates) < 2:
             return default
         key = f"{op}:{shape_key}"
+        among = _digest(candidates)
         with self._lock:
             self._load()
             hit = self._choices.get(key)
-            if hit in candidates:            # a choice no longer offered (older nbcnn) re-tunes
-                return dict(hit)
+            # a choice made among other candidates (another nbcnn version) re-tunes
+            if isinstance(hit, dict) and hit.get(AMONG) == among:
+                return _choice(hit)
             try:
                 times = [(self._best_of(lambda: run(dict(cand))), i)
                          for i, cand in enumerate(candidates)]
                 best = dict(candidates[min(times)[1]])
             except Exception:                         # noqa: BLE001 - never fail an op for tuning
                 best = default
-            self._choices[key] = best
+            self._choices[key] = dict(best, **{AMONG: among})
             self._save()
             return dict(best)
 

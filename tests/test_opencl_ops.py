@@ -343,9 +343,11 @@ def test_untuned_defaults_are_candidates_on_cpu_and_gpu(be, monkeypatch):
              ConvGeometry.of((2, 64, 4, 4), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1))]  # plane fwd
     for gpu in (False, True):
         monkeypatch.setattr(be, "is_gpu", gpu)
-        for geo in [g] + small:
-            assert be.tuning._default_fwd(geo) in tune.fwd_candidates(geo)
-            assert be.tuning._default_dw(geo) in tune.dw_candidates(geo)
+        for width in (1, 8, 16):          # a device's preferred vector width picks the blocking
+            monkeypatch.setattr(be.tuning, "vector_width", width)
+            for geo in [g] + small:
+                assert be.tuning._default_fwd(geo) in tune.fwd_candidates(geo)
+                assert be.tuning._default_dw(geo) in tune.dw_candidates(geo)
         for layout in ("dot", "rows", "any"):
             t = be.tuning._default_gemm((64, 128, 1024), layout)
             assert t in be.tuning.gemm_ok + tune.CPU_GEMM_CANDIDATES[layout]

@@ -37,7 +37,7 @@ MIN_TUNE_FLOP = 1e8
 #: conv forward: OB filters x PX columns per work-item, PAD: on a zero-padded copy of x
 #: (conv2d_fwd_padded, no bounds tests; the CPU default) or testing the edges (conv2d_fwd)
 FWD_CANDIDATES = [{"OB": 16, "PX": 8, "PAD": 1}, {"OB": 16, "PX": 16, "PAD": 1},
-                  {"OB": 8, "PX": 16, "PAD": 1}, {"OB": 8, "PX": 4, "PAD": 0},
+                  {"OB": 8, "PX": 16, "PAD": 1}, {"OB": 8, "PX": 8, "PAD": 1}, {"OB": 8, "PX": 4, "PAD": 0},
                   {"OB": 8, "PX": 8, "PAD": 0}, {"OB": 16, "PX": 8, "PAD": 0}]
 #: stride 1 only: conv2d_fwd_plane, OB filters x PR vectors of PX consecutive outputs of the
 #: flattened padded plane (no row edge splits a vector: the CPU default for planes of at most

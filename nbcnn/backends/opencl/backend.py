@@ -273,9 +273,11 @@ class OpenCLBackend(Backend):
         """Enqueue the blocked forward kernel: y = conv(x, w) (+ bias) for the plain geometry
         ``g``. With ``flip`` the weight is (C, O, KH, KW) read as w[c, o, kh-1-p, kw-1-q] (the
         stride-1 input gradient, ``g`` then being ``transposed()``). ``t``: blocking {"OB",
-        "PX", "PAD"}, else the tuner's choice (which times this very launch). With PAD, x is
-        first zero-padded (pad2d) and conv2d_fwd_padded runs without bounds tests; else
-        conv2d_fwd tests the image's edges itself."""
+        "PX", "PAD"} or, for stride 1, {"OB", "PX", "PR"}, else the tuner's choice (which
+        times this very launch). With PR, x is laid out as flattened zero-bordered planes
+        (pad2d) for conv2d_fwd_plane; with PAD, x is first zero-padded (pad2d) and
+        conv2d_fwd_padded runs without bounds tests; else conv2d_fwd tests the image's edges
+        itself."""
         if t is None:
             t = self.tuning.conv_fwd(g, lambda cand: self._conv_fwd(x, w, bias, y, g, flip, cand))
         ob, px = t["OB"], t["PX"]

@@ -940,8 +940,9 @@ __kernel void conv2d_fwd_plane(__global const float *xf, __global const float *w
  * with a shifted window of an x plane, both contiguous along a row, so a work-item takes DOB
  * filters x TB taps of one input channel (DOB*TB vector accumulators of RX lanes) and walks the
  * rows of dy in RX-wide vectors, dy in NCHW as it comes: per vector, DOB loads of dy and TB of
- * x feed DOB*TB multiply-adds. A row's last vector of OW % RX columns is masked (its lanes past
- * the row multiply zeros). The lanes are added once at the end. Taps past KH*KW in the last
+ * x feed DOB*TB multiply-adds. A row's last vector of OW % RX columns is masked, dy and x both
+ * (its lanes past the row multiply zeros by zeros: a NaN there reaches no weight it does not
+ * reach in the reference). The lanes are added once at the end. Taps past KH*KW in the last
  * block are clamped to the last tap and not stored.
  * global = (C * ceil(KH*KW/TB), ceil(O/DOB), S): images n = s*NPER .. min(N, (s+1)*NPER)-1
  * into part[s, o, c, p, q] (S == 1: part is dw) and, for the first tap block of channel 0
@@ -956,12 +957,15 @@ __kernel void conv2d_fwd_plane(__global const float *xf, __global const float *w
 __constant float LANE[16] = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f,
                              8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f};
 
-/* d[0 .. n-1] as a vector, zeros in the lanes from n on; ``room`` says whether RX values from
- * d are inside the buffer (only a buffer's very last row is not) */
-inline RVF load_head(__global const float *d, const int n, const int room)
+#define RVI CAT(int, RX)
+
+/* d[0 .. n-1] as a vector, zeros in the lanes from n on (``head``: the lanes below n);
+ * ``room`` says whether RX values from d are inside the buffer (only a buffer's very last row
+ * is not) */
+inline RVF load_head(__global const float *d, const int n, const RVI head, const int room)
 {
     if (room)
-        return select((RVF)(0.0f), RVLOAD(0, d), isless(RVLOAD(0, LANE), (RVF)(n)));
+        return select((RVF)(0.0f), RVLOAD(0, d), head);
     float t[RX];
     for (int e = 0; e < RX; ++e)
         t[e] = e < n ? d[e] : 0.0f;
@@ -1001,6 +1005,7 @@ __kernel void conv2d_bwd_dw_rows(__global const float *xf, __global const float 
             acc[k][t] = (RVF)(0.0f);
     }
     const int full = OW / RX * RX, rest = OW - full;
+    const RVI head = isless(RVLOAD(0, LANE), (RVF)(rest));
     const size_t total = (size_t)N * O * plane;
     const int n_lo = s * NPER, n_hi = min(N, n_lo + NPER);
     for (int n = n_lo; n < n_hi; ++n) {
@@ -1023,15 +1028,15 @@ __kernel void conv2d_bwd_dw_rows(__global const float *xf, __global const float 
                         acc[k][t] = mad(dv, xv[t], acc[k][t]);
                 }
             }
-            if (rest) {
+            if (rest) {                 /* x masked too: no 0 * NaN from past the row */
                 RVF xv[TB];
 #pragma unroll
                 for (int t = 0; t < TB; ++t)
-                    xv[t] = RVLOAD(0, xr + off[t] + full);
+                    xv[t] = select((RVF)(0.0f), RVLOAD(0, xr + off[t] + full), head);
 #pragma unroll
                 for (int k = 0; k < DOB; ++k) {
                     const size_t at = (size_t)(dr - dy) + dyoff[k] + full;
-                    const RVF dv = load_head(dr + dyoff[k] + full, rest, at + RX <= total);
+                    const RVF dv = load_head(dr + dyoff[k] + full, rest, head, at + RX <= total);
                     bacc[k] += dv;
 #pragma unroll
                     for (int t = 0; t < TB; ++t)

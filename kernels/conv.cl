@@ -714,6 +714,17 @@ __kernel void pad2d(__global const float *x, __global float *xp, const int H, co
         dst[s] = 0.0f;
 }
 
+/* off[t] = where tap t0 + t (p, q) of a window sits in a plane of rows of WP values, p*WP + q;
+ * taps past the last one (KK) are clamped to it (computed, not stored) */
+inline void tap_offsets(int *off, const int t0, const int KK, const int KW, const int WP)
+{
+#pragma unroll
+    for (int t = 0; t < TB; ++t) {
+        const int tap = min(t0 + t, KK - 1), p = tap / KW;
+        off[t] = p * WP + (tap - p * KW);
+    }
+}
+
 /* global = (C * ceil(KH*KW/TB), OP/VO, S).  Work-item (g, ob, s) sums over images
  * n = s*NPER .. min(N, (s+1)*NPER)-1 into part[s, o, c, p, q] (S == 1: part is dw) and, for
  * g == 0 when has_bias, the bias gradient's part into dbpart[s, o]. */
@@ -731,11 +742,7 @@ __kernel void conv2d_bwd_dw_vec(__global const float *xp, __global const float *
         return;
     const int c = g / ntb, t0 = (g - c * ntb) * TB;
     int off[TB];
-#pragma unroll
-    for (int t = 0; t < TB; ++t) {
-        const int tap = min(t0 + t, KK - 1), p = tap / KW;
-        off[t] = p * WP + (tap - p * KW);
-    }
+    tap_offsets(off, t0, KK, KW, WP);
     OVF acc[TB];
 #pragma unroll
     for (int t = 0; t < TB; ++t)
@@ -962,6 +969,17 @@ __constant float LANE[16] = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f,
 /* d[0 .. n-1] as a vector, zeros in the lanes from n on (``head``: the lanes below n);
  * ``room`` says whether RX values from d are inside the buffer (only a buffer's very last row
  * is not) */
+/* v's lanes added up */
+inline float sum_lanes(const RVF v)
+{
+    float t[RX];
+    RVSTORE(v, 0, t);
+    float sum = 0.0f;
+    for (int e = 0; e < RX; ++e)
+        sum += t[e];
+    return sum;
+}
+
 inline RVF load_head(__global const float *d, const int n, const RVI head, const int room)
 {
     if (room)
@@ -986,11 +1004,7 @@ __kernel void conv2d_bwd_dw_rows(__global const float *xf, __global const float 
     const int c = g / ntb, t0 = (g - c * ntb) * TB;
     const int plane = OH * OW;
     int off[TB];
-#pragma unroll
-    for (int t = 0; t < TB; ++t) {
-        const int tap = min(t0 + t, KK - 1), p = tap / KW;
-        off[t] = p * WP + (tap - p * KW);
-    }
+    tap_offsets(off, t0, KK, KW, WP);
     int dyoff[DOB];
 #pragma unroll
     for (int k = 0; k < DOB; ++k)
@@ -1054,23 +1068,10 @@ __kernel void conv2d_bwd_dw_rows(__global const float *xf, __global const float 
         if (o >= O)
             continue;
 #pragma unroll
-        for (int t = 0; t < TB; ++t) {
-            if (t0 + t < KK) {
-                float v[RX];
-                RVSTORE(acc[k][t], 0, v);
-                float sum = 0.0f;
-                for (int e = 0; e < RX; ++e)
-                    sum += v[e];
-                dst[(size_t)o * CKK + t] = sum;
-            }
-        }
-        if (has_bias && g == 0) {
-            float v[RX];
-            RVSTORE(bacc[k], 0, v);
-            float sum = 0.0f;
-            for (int e = 0; e < RX; ++e)
-                sum += v[e];
-            dbpart[(size_t)s * O + o] = sum;
-        }
+        for (int t = 0; t < TB; ++t)
+            if (t0 + t < KK)
+                dst[(size_t)o * CKK + t] = sum_lanes(acc[k][t]);
+        if (has_bias && g == 0)
+            dbpart[(size_t)s * O + o] = sum_lanes(bacc[k]);
     }
 }

@@ -401,3 +401,27 @@ def test_arrays_of_a_seen_shape_are_independent_arrays(be):
         np.testing.assert_array_equal(a.get(), np.full((3, 5), v, np.float32))
     assert be._empty((0, 4)).shape == (0, 4)                 # no template for an empty array
     assert be._empty((2,), np.int32).dtype == np.int32
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 7, 9), (3, 2, 8, 8), (2, 6, 1, 1)])
+def test_batchnorm_gpu_and_cpu_kernels_agree(be, monkeypatch, shape):
+    """Batch norm has work-group kernels for GPUs and channel / plane kernels for CPU devices:
+    both (the GPU one forced here) against the reference, training forward and backward."""
+    c = shape[1]
+    x, dy = rand(*shape, seed=60) * 2 + 1, rand(*shape, seed=61)
+    gamma, beta = rand(c, seed=62), rand(c, seed=63)
+    rm, rv = rand(c, seed=64), np.abs(rand(c, seed=65)) + 0.5
+    want_rm, want_rv = rm.copy(), rv.copy()
+    y_ref, state = REF.batchnorm2d_forward_train(x, gamma, beta, want_rm, want_rv, 0.1, 1e-5)
+    grads_ref = REF.batchnorm2d_backward(dy, state, gamma)
+    for gpu in (False, True):
+        monkeypatch.setattr(be, "is_gpu", gpu)
+        d_rm, d_rv = be.from_numpy(rm), be.from_numpy(rv)
+        y, st = be.batchnorm2d_forward_train(be.from_numpy(x), be.from_numpy(gamma),
+                                             be.from_numpy(beta), d_rm, d_rv, 0.1, 1e-5)
+        close(np_(be, y), y_ref, rtol=2e-4, atol=2e-5)
+        close(np_(be, d_rm), want_rm, rtol=2e-4, atol=2e-5)
+        close(np_(be, d_rv), want_rv, rtol=2e-4, atol=2e-5)
+        for got, want in zip(be.batchnorm2d_backward(be.from_numpy(dy), st, be.from_numpy(gamma)),
+                             grads_ref):
+            close(np_(be, got), want, rtol=1e-3, atol=1e-4)

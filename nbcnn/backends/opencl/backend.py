@@ -786,11 +786,18 @@ class OpenCLBackend(Backend):
         n, c, h, w = x.shape
         hw, m = h * w, n * h * w
         mean, inv_std = self._empty((c,)), self._empty((c,))
+        stats = (n, c, hw, float(momentum), float(eps), float(m / max(m - 1, 1)))
+        x_hat, y = self._empty(x.shape), self._empty(x.shape)
+        if not self.is_gpu:             # CPU devices: a channel / a plane per work-item
+            self._launch(self._kernel("batchnorm", "bn_stats_channel"), (c,), None,
+                         x, mean, inv_std, rm, rv, *stats)
+            if x.size:
+                self._launch(self._kernel("batchnorm", "bn_apply_train_plane"), (c, n), None,
+                             x, mean, inv_std, gamma, beta, x_hat, y, c, hw)
+            return y, (x_hat, inv_std)
         ls = self.reduce_ls
         self._launch(self._kernel("batchnorm", "bn_stats", {"LS": ls}), (c * ls,), (ls,),
-                     x, mean, inv_std, rm, rv, n, c, hw, float(momentum), float(eps),
-                     float(m / max(m - 1, 1)))
-        x_hat, y = self._empty(x.shape), self._empty(x.shape)
+                     x, mean, inv_std, rm, rv, *stats)
         if x.size:
             self._launch(self._kernel("batchnorm", "bn_apply_train"), (x.size,), None,
                          x, mean, inv_std, gamma, beta, x_hat, y, c, hw, x.size)
@@ -812,10 +819,17 @@ class OpenCLBackend(Backend):
         n, c, h, w = dy.shape
         hw = h * w
         dgamma, dbeta = self._empty((c,)), self._empty((c,))
+        dx = self._empty(dy.shape)
+        if not self.is_gpu:             # CPU devices: a channel / a plane per work-item
+            self._launch(self._kernel("batchnorm", "bn_bwd_reduce_channel"), (c,), None,
+                         dy, x_hat, dgamma, dbeta, n, c, hw)
+            if dy.size:
+                self._launch(self._kernel("batchnorm", "bn_bwd_dx_plane"), (c, n), None,
+                             dy, x_hat, gamma, inv_std, dgamma, dbeta, dx, c, hw, float(n * hw))
+            return dx, dgamma, dbeta
         ls = self.reduce_ls
         self._launch(self._kernel("batchnorm", "bn_bwd_reduce", {"LS": ls}), (c * ls,), (ls,),
                      dy, x_hat, dgamma, dbeta, n, c, hw)
-        dx = self._empty(dy.shape)
         if dy.size:
             self._launch(self._kernel("batchnorm", "bn_bwd_dx"), (dy.size,), None,
                          dy, x_hat, gamma, inv_std, dgamma, dbeta, dx, c, hw, dy.size,

@@ -268,3 +268,22 @@ __kernel void bn_bwd_dx_plane(__global const float *dy, __global const float *x_
     for (; k < HW; ++k)
         dx[at + k] = scale * (m * dy[at + k] - db - x_hat[at + k] * dg);
 }
+
+/* As bn_eval, one work-item per plane (n, c): global = (C, N). */
+__kernel void bn_eval_plane(__global const float *x, __global const float *running_mean,
+                            __global const float *running_var, __global const float *gamma,
+                            __global const float *beta, __global float *y, const int C,
+                            const int HW, const float eps)
+{
+    const int c = get_global_id(0), n = get_global_id(1);
+    if (c >= C)
+        return;
+    const size_t at = ((size_t)n * C + c) * HW;
+    const float mu = running_mean[c], b = beta[c];
+    const float scale = gamma[c] * (1.0f / sqrt(running_var[c] + eps));
+    int k = 0;
+    for (; k + 16 <= HW; k += 16)
+        vstore16((vload16(0, x + at + k) - mu) * scale + b, 0, y + at + k);
+    for (; k < HW; ++k)
+        y[at + k] = (x[at + k] - mu) * scale + b;
+}

@@ -406,7 +406,8 @@ def test_arrays_of_a_seen_shape_are_independent_arrays(be):
 @pytest.mark.parametrize("shape", [(5, 3, 7, 9), (3, 2, 8, 8), (2, 6, 1, 1)])
 def test_batchnorm_gpu_and_cpu_kernels_agree(be, monkeypatch, shape):
     """Batch norm has work-group kernels for GPUs and channel / plane kernels for CPU devices:
-    both (the GPU one forced here) against the reference, training forward and backward."""
+    both (the GPU one forced here) against the reference: training forward and backward, and
+    the evaluation forward."""
     c = shape[1]
     x, dy = rand(*shape, seed=60) * 2 + 1, rand(*shape, seed=61)
     gamma, beta = rand(c, seed=62), rand(c, seed=63)
@@ -425,3 +426,8 @@ def test_batchnorm_gpu_and_cpu_kernels_agree(be, monkeypatch, shape):
         for got, want in zip(be.batchnorm2d_backward(be.from_numpy(dy), st, be.from_numpy(gamma)),
                              grads_ref):
             close(np_(be, got), want, rtol=1e-3, atol=1e-4)
+        y_eval = be.batchnorm2d_forward_eval(be.from_numpy(x), be.from_numpy(gamma),
+                                             be.from_numpy(beta), be.from_numpy(rm),
+                                             be.from_numpy(rv), 1e-5)
+        close(np_(be, y_eval), REF.batchnorm2d_forward_eval(x, gamma, beta, rm, rv, 1e-5),
+              rtol=2e-4, atol=2e-5)

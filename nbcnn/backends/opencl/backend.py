@@ -808,7 +808,12 @@ class OpenCLBackend(Backend):
         rm, rv = self._in(running_mean), self._in(running_var)
         n, c, h, w = x.shape
         y = self._empty(x.shape)
-        if x.size:
+        if not x.size:
+            return y
+        if not self.is_gpu:             # CPU devices: a plane per work-item
+            self._launch(self._kernel("batchnorm", "bn_eval_plane"), (c, n), None,
+                         x, rm, rv, gamma, beta, y, c, h * w, float(eps))
+        else:
             self._launch(self._kernel("batchnorm", "bn_eval"), (x.size,), None,
                          x, rm, rv, gamma, beta, y, c, h * w, x.size, float(eps))
         return y

@@ -31,6 +31,18 @@ inline float wg_sum(__local float *buf, float v)
     return s;
 }
 
+/* channel c's batch statistics and running statistics from its mean and biased variance */
+inline void store_stats(const int c, const float mu, const float var, __global float *mean,
+                        __global float *inv_std, __global float *running_mean,
+                        __global float *running_var, const float momentum, const float eps,
+                        const float unbias)
+{
+    mean[c] = mu;
+    inv_std[c] = 1.0f / sqrt(var + eps);
+    running_mean[c] = running_mean[c] * (1.0f - momentum) + momentum * mu;
+    running_var[c] = running_var[c] * (1.0f - momentum) + momentum * (var * unbias);
+}
+
 /* Batch statistics of channel c = group id; updates the running statistics in place.
  * global = C * LS, local = LS.  unbias = m / max(m-1, 1) from the host. */
 __kernel __attribute__((reqd_work_group_size(LS, 1, 1)))
@@ -55,12 +67,8 @@ void bn_stats(__global const float *x, __global float *mean, __global float *inv
         s2 += d * d;
     }
     const float var = wg_sum(buf, s2) / (float)m;
-    if (lid == 0) {
-        mean[c] = mu;
-        inv_std[c] = 1.0f / sqrt(var + eps);
-        running_mean[c] = running_mean[c] * (1.0f - momentum) + momentum * mu;
-        running_var[c] = running_var[c] * (1.0f - momentum) + momentum * (var * unbias);
-    }
+    if (lid == 0)
+        store_stats(c, mu, var, mean, inv_std, running_mean, running_var, momentum, eps, unbias);
 }
 
 /* x_hat and y from the batch statistics; one work-item per element (total = N*C*HW). */
@@ -185,11 +193,8 @@ __kernel void bn_stats_channel(__global const float *x, __global float *mean,
     float s2 = 0.0f;
     for (int n = 0; n < N; ++n)
         s2 += plane_sq(x + ((size_t)n * C + c) * HW, HW, mu);
-    const float var = s2 / (float)m;
-    mean[c] = mu;
-    inv_std[c] = 1.0f / sqrt(var + eps);
-    running_mean[c] = running_mean[c] * (1.0f - momentum) + momentum * mu;
-    running_var[c] = running_var[c] * (1.0f - momentum) + momentum * (var * unbias);
+    store_stats(c, mu, s2 / (float)m, mean, inv_std, running_mean, running_var, momentum, eps,
+                unbias);
 }
 
 /* As bn_apply_train, one work-item per plane (n, c): global = (C, N). */

@@ -12,8 +12,9 @@
  *              zero-padded copy of x (pad2d, conv2d_fwd_padded: no bounds tests, the CPU
  *              default) or testing the image's edges (conv2d_fwd)
  *   dx       : stride 1: the forward kernel on dy with the flipped, transposed kernel;
- *              otherwise gather: OB input channels x 4 neighbouring input columns, each dx
- *              element sums over the outputs that read it (no write races, no atomics)
+ *              otherwise one stride phase at a time (conv2d_bwd_dx_phase): OB input channels
+ *              x PX positions of a phase row, each the stride-1 correlation of dy with the
+ *              taps that reach that phase (no write races, no atomics, no skipped taps)
  *   dw       : on CPUs, VO filters (one vector) x TB taps per work-item on a channels-last
  *              copy of dy and a padded x, the bias gradient alongside (conv2d_bwd_dw_vec);
  *              on GPUs, DOB output channels x QB neighbouring taps (q) of one (c, p), reducing over
@@ -179,100 +180,6 @@ __kernel void conv2d_fwd(__global const float *x, __global const float *wt,
     }
 
     store_tile(acc, b, has_bias, y, n, o0, i, j0, O, OH, OW);
-}
-
-/* Gradient with respect to the input (gather form).
- * dx[n,c,h,x] = sum_{o,p,q} dy[n,o,i,j] * w[o,c,p,q]  over i*SH = h+PT-p, j*SW = x+PL-q
- * global = (H * ceil(W/4), ceil(C/OB), N); each work-item computes OB channels x 4 columns. */
-__kernel void conv2d_bwd_dx(__global const float *dy, __global const float *w,
-                            __global float *dx,
-                            const int C, const int H, const int W,
-                            const int O, const int OH, const int OW,
-                            const int KH, const int KW, const int SH, const int SW,
-                            const int PT, const int PL)
-{
-    const int nbx = (W + 3) >> 2;
-    const int g0 = get_global_id(0);
-    const int c0 = get_global_id(1) * OB;
-    const int n = get_global_id(2);
-    if (g0 >= H * nbx || c0 >= C)
-        return;
-    const int h = g0 / nbx;
-    const int x0 = (g0 - h * nbx) * 4;
-    const int KK = KH * KW;
-    const int CKK = C * KK;
-
-    int woff[OB];
-#pragma unroll
-    for (int k = 0; k < OB; ++k)
-        woff[k] = min(c0 + k, C - 1) * KK;
-
-    float4 acc[OB];
-#pragma unroll
-    for (int k = 0; k < OB; ++k)
-        acc[k] = (float4)(0.0f);
-
-    const int plane = OH * OW;
-    __global const float *dyn = dy + (size_t)n * O * plane;
-
-    for (int p = 0; p < KH; ++p) {
-        const int ii = h + PT - p;                /* = i * SH for the output row that reads h */
-        if (ii < 0 || ii % SH != 0)
-            continue;
-        const int i = ii / SH;
-        if (i >= OH)
-            continue;
-        for (int q = 0; q < KW; ++q) {
-            const int jj = x0 + PL - q;           /* = j * SW for column x0 (+t for x0+t) */
-            /* which of the 4 columns are read by a real output column, and which column */
-            int j[4];
-            int ok[4];
-#pragma unroll
-            for (int t = 0; t < 4; ++t) {
-                const int a = jj + t;
-                ok[t] = (a >= 0) && (a % SW == 0) && (a / SW < OW) && (x0 + t < W);
-                j[t] = ok[t] ? a / SW : 0;
-            }
-            if (!(ok[0] | ok[1] | ok[2] | ok[3]))
-                continue;
-            const int all4 = SW == 1 && ok[0] && ok[3];
-            const int pq = p * KW + q;
-            __global const float *dyr = dyn + i * OW;
-            for (int o = 0; o < O; ++o) {
-                __global const float *d = dyr + (size_t)o * plane;
-                float4 dv;
-                if (all4) {
-                    dv = vload4(0, d + j[0]);
-                } else {
-                    dv.s0 = ok[0] ? d[j[0]] : 0.0f;
-                    dv.s1 = ok[1] ? d[j[1]] : 0.0f;
-                    dv.s2 = ok[2] ? d[j[2]] : 0.0f;
-                    dv.s3 = ok[3] ? d[j[3]] : 0.0f;
-                }
-                __global const float *wr = w + (size_t)o * CKK + pq;
-#pragma unroll
-                for (int k = 0; k < OB; ++k)
-                    acc[k] = mad((float4)(wr[woff[k]]), dv, acc[k]);
-            }
-        }
-    }
-
-    __global float *xr = dx + (size_t)n * C * H * W + h * W + x0;
-#pragma unroll
-    for (int k = 0; k < OB; ++k) {
-        const int c = c0 + k;
-        if (c < C) {
-            __global float *dst = xr + (size_t)c * H * W;
-            const float4 v = acc[k];
-            if (x0 + 3 < W) {
-                vstore4(v, 0, dst);
-            } else {
-                dst[0] = v.s0;
-                if (x0 + 1 < W) dst[1] = v.s1;
-                if (x0 + 2 < W) dst[2] = v.s2;
-            }
-        }
-    }
 }
 
 /* Gradient with respect to the weights.
@@ -1073,5 +980,80 @@ __kernel void conv2d_bwd_dw_rows(__global const float *xf, __global const float 
                 dst[(size_t)o * CKK + t] = sum_lanes(acc[k][t]);
         if (has_bias && g == 0)
             dbpart[(size_t)s * O + o] = sum_lanes(bacc[k]);
+    }
+}
+
+/* ---- input gradient of a strided convolution, one stride phase at a time ----------------------
+ *
+ *   dx[n,c,h,x] = sum_{o,p,q} dy[n,o,i,j] * w[o,c,p,q]  over i*SH = h+PT-p, j*SW = x+PL-q
+ *
+ * The positions of one phase (a, b) = (h % SH, x % SW), h = a + SH*h', x = b + SW*x', are
+ * reached only by the taps p = p0 + SH*t, q = q0 + SW*u with p0 = (a + PT) % SH and
+ * q0 = (b + PL) % SW, through dy[i = h' + da - t, j = x' + db - u] (da = (a + PT - p0) / SH,
+ * db likewise): a stride-1 correlation of dy with that phase's taps, consecutive x' reading
+ * consecutive j. So a work-item computes OB input channels x PX consecutive x' of one phase row
+ * h' (per tap and filter one vector of dy, OB broadcast weights, OB multiply-adds): the
+ * reference's multiply-adds and no others, where testing every tap of every position would skip
+ * most of them (3 of 4 positions in a stride-2 layer have fewer than 9 taps). A phase without
+ * taps (a 1x1 kernel's odd positions) stores zeros. The stores are SW apart.
+ * global = (ceil(H/SH) * ceil(ceil(W/SW)/PX), ceil(C/OB), N*SH*SW). */
+__kernel void conv2d_bwd_dx_phase(__global const float *dy, __global const float *w,
+                                  __global float *dx,
+                                  const int C, const int H, const int W,
+                                  const int O, const int OH, const int OW,
+                                  const int KH, const int KW, const int SH, const int SW,
+                                  const int PT, const int PL)
+{
+    const int HQ = (H + SH - 1) / SH, WQ = (W + SW - 1) / SW;
+    const int nbx = (WQ + PX - 1) / PX;
+    const int g0 = get_global_id(0), c0 = get_global_id(1) * OB, g2 = get_global_id(2);
+    const int n = g2 / (SH * SW), phase = g2 - n * (SH * SW);
+    const int a = phase / SW, b = phase - (phase / SW) * SW;
+    const int hq = g0 / nbx, xq0 = (g0 - hq * nbx) * PX;
+    const int h = a + SH * hq;
+    if (g0 >= HQ * nbx || c0 >= C || h >= H)
+        return;
+    const int p0 = (a + PT) % SH, q0 = (b + PL) % SW;
+    const int da = (a + PT - p0) / SH, db = (b + PL - q0) / SW;
+    const int KK = KH * KW;
+    int woff[OB];
+#pragma unroll
+    for (int k = 0; k < OB; ++k)
+        woff[k] = min(c0 + k, C - 1) * KK;
+
+    VF acc[OB];
+#pragma unroll
+    for (int k = 0; k < OB; ++k)
+        acc[k] = (VF)(0.0f);
+    const int plane = OH * OW;
+    __global const float *dyn = dy + (size_t)n * O * plane;
+    for (int p = p0, t = 0; p < KH; p += SH, ++t) {
+        const int i = hq + da - t;
+        if (i < 0 || i >= OH)
+            continue;
+        for (int q = q0, u = 0; q < KW; q += SW, ++u) {
+            const int j0 = xq0 + db - u;
+            __global const float *dyr = dyn + i * OW;
+            __global const float *wq = w + p * KW + q;
+            for (int o = 0; o < O; ++o) {
+                const VF dv = load_cols(dyr + (size_t)o * plane, j0, 1, OW);
+                __global const float *wo = wq + (size_t)o * C * KK;
+#pragma unroll
+                for (int k = 0; k < OB; ++k)
+                    acc[k] = mad((VF)(wo[woff[k]]), dv, acc[k]);
+            }
+        }
+    }
+
+    __global float *dst = dx + (size_t)n * C * H * W + h * W + b + SW * xq0;
+#pragma unroll
+    for (int k = 0; k < OB; ++k) {
+        if (c0 + k >= C)
+            continue;
+        float v[PX];
+        VSTORE(acc[k], 0, v);
+        __global float *dc = dst + (size_t)(c0 + k) * H * W;
+        for (int e = 0; e < PX && b + SW * (xq0 + e) < W; ++e)
+            dc[SW * e] = v[e];
     }
 }

@@ -207,6 +207,8 @@ CONV_CASES = [
     (2, 2, 12, 12, 3, (2, 2), (3, 3), (0, 0, 0, 0)),
     (3, 9, 6, 6, 17, (3, 3), (1, 1), (1, 1, 1, 1)),      # c9-o17: past one OpenCL OB block
     (1, 1, 2, 2, 2, (3, 3), (2, 2), (0, 2, 0, 2)),       # pad-only-row: a row of only padding
+    (1, 2, 5, 37, 3, (3, 3), (2, 2), (1, 1, 1, 1)),      # OpenCL strided dx: 16-wide phase rows
+    (2, 3, 6, 20, 2, (1, 1), (2, 2), (0, 0, 0, 0)),      # ... 8-wide, a 1x1 kernel's empty phases
 ]
 
 # (N, C, H, W, O, kernel, stride, padding, dilation, groups): grouped, dilated and depthwise

@@ -383,17 +383,25 @@ class OpenCLBackend(Backend):
         if need_dx:
             dx = self._empty(g.x_shape)
             # stride 1: dx is the forward convolution of dy (padded by k-1-pad) with the flipped
-            # kernel, which runs on the fast forward kernel; otherwise the gather kernel
+            # kernel, which runs on the fast forward kernel; otherwise one stride phase of dx
+            # at a time, each a stride-1 correlation of dy with that phase's taps
             gt = g.transposed()
             if gt is not None:
                 self._conv_fwd(dy, w, None, dx, gt, True)
             else:
-                t = tune.DX_GATHER
-                self._launch(self._kernel("conv", "conv2d_bwd_dx", t),
-                             (g.h * ((g.w + 3) // 4), -(-g.c // t["OB"]), g.n), None, dy, w, dx,
-                             *self._geo_args(g)[:12])
+                t = self._dx_phase_blocking(g)
+                hq, wq = -(-g.h // g.sh), -(-g.w // g.sw)
+                self._launch(self._kernel("conv", "conv2d_bwd_dx_phase", t),
+                             (hq * -(-wq // t["PX"]), -(-g.c // t["OB"]), g.n * g.sh * g.sw), None,
+                             dy, w, dx, *self._geo_args(g)[:12])
         dw, db = self._conv_dw(x, dy, g, with_bias)
         return dx, dw, db
+
+    def _dx_phase_blocking(self, g: ConvGeometry) -> dict:
+        """OB input channels x PX positions of a stride phase per work-item of
+        conv2d_bwd_dx_phase: vectors as wide as a phase row allows."""
+        wq = -(-g.w // g.sw)
+        return {"OB": 8, "PX": 4 if self.is_gpu or wq < 8 else (16 if wq >= 16 else 8)}
 
     def _grouped_dx(self, dy, w, g: ConvGeometry):
         """Input gradient of a grouped, dilated or depthwise convolution: for stride 1 (not
@@ -404,8 +412,7 @@ class OpenCLBackend(Backend):
         if g.groups != g.c and gt is not None:
             self._grouped_fwd(dy, w, None, dx, gt, True)
         else:
-            # (built with the plain gather kernel's defines: one program serves both)
-            self._launch(self._kernel("conv", "conv2d_grouped_bwd_dx", tune.DX_GATHER),
+            self._launch(self._kernel("conv", "conv2d_grouped_bwd_dx", tune.GROUPED_DEFINES),
                          (g.h * g.w, g.c, g.n), None, dy, w, dx, *self._geo_args(g), g.groups)
         return dx
 
@@ -425,7 +432,7 @@ class OpenCLBackend(Backend):
         s, nper = self._split_images(g.n, items)
         dw = self._empty((g.o, g.c // g.groups, g.kh, g.kw))
         target = dw if s == 1 else self._scratch("parts", (s, items))
-        self._launch(self._kernel("conv", "conv2d_grouped_bwd_dw", tune.DX_GATHER),
+        self._launch(self._kernel("conv", "conv2d_grouped_bwd_dw", tune.GROUPED_DEFINES),
                      (per_filter, g.o, s), None,
                      x, dy, target, g.n, nper, *self._geo_args(g), g.groups)
         if s > 1:

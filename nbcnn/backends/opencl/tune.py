@@ -77,7 +77,8 @@ CPU_GEMM_CANDIDATES = {
 SIMPLE_GEMM_MAX = 1 << 24
 #: safe choice for any device (64 work-items, 4 KiB of local memory)
 GEMM_SAFE = {"TM": 16, "TN": 16, "TK": 16, "RM": 2, "RN": 2}
-DX_GATHER = {"OB": 8}
+#: the defines the grouped / depthwise gather kernels are built with (they use no blocking)
+GROUPED_DEFINES = {"OB": 8}
 
 
 def fwd_candidates(g) -> list[dict]:

@@ -102,29 +102,44 @@ class NbcnnRunner:
 
 
 class TorchRunner:
-    """The same network in PyTorch, with the same weights, as the peer to beat."""
+    """The same network in PyTorch, with the same weights, as the peer to beat: on the CPU with
+    ``threads`` threads, or on a CUDA GPU (``device="cuda"``) in float32 without TF32, as
+    nbcnn computes (each step waits for the GPU)."""
 
-    def __init__(self, arch, batch, threads, seed=0):
+    def __init__(self, arch, batch, threads, seed=0, device="cpu"):
         import torch
         torch.set_num_threads(threads)
         self.torch = torch
+        self.cuda = device.startswith("cuda")
+        if self.cuda:
+            if not torch.cuda.is_available():
+                raise RuntimeError(f"torch {torch.__version__} sees no CUDA device")
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         model = build(arch, input_shape(arch), backend="numpy", seed=seed)
-        self.net = to_torch(model)
+        self.net = to_torch(model).to(device)
         rng = np.random.default_rng(seed)
-        self.x = torch.tensor(rng.random((batch, *input_shape(arch)), dtype=np.float32))
-        self.y = torch.tensor(rng.integers(0, 10, batch))
+        self.x = torch.tensor(rng.random((batch, *input_shape(arch)), dtype=np.float32)).to(device)
+        self.y = torch.tensor(rng.integers(0, 10, batch)).to(device)
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9)
-        self.device = f"torch {torch.__version__} cpu ({threads} threads)"
+        self.device = (f"torch {torch.__version__} {torch.cuda.get_device_name()} (float32)"
+                       if self.cuda else f"torch {torch.__version__} cpu ({threads} threads)")
+
+    def _wait(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
 
     def train(self):
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.torch.nn.functional.cross_entropy(self.net(self.x), self.y)
         loss.backward()
         self.optimizer.step()
+        self._wait()
 
     def infer(self):
         with self.torch.inference_mode():
             self.net(self.x)
+        self._wait()
 
 
 def to_torch(model):
@@ -161,8 +176,6 @@ def _torch_sequential(layers):
             m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         elif isinstance(layer, L.BatchNorm2D):
             m = nn.BatchNorm2d(layer.input_shape[0], layer.eps, layer.momentum)
-        elif isinstance(layer, L.GlobalAvgPool2D):
-            m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         else:
             m = {L.ReLU: nn.ReLU, L.Sigmoid: nn.Sigmoid, L.Tanh: nn.Tanh, L.Flatten: nn.Flatten,
                  L.LeakyReLU: lambda: nn.LeakyReLU(layer.alpha),
@@ -263,8 +276,10 @@ def blas_description() -> str:
 
 
 def run_benchmark(archs=ARCHS, batch_sizes=BATCH_SIZES, backends=None, torch_peer=True,
-                  warmup=3, repeats=5, min_seconds=0.3, progress=True) -> pd.DataFrame:
-    """Measure every (arch, batch size, backend, mode) and return the table."""
+                  warmup=3, repeats=5, min_seconds=0.3, progress=True,
+                  torch_device="cpu") -> pd.DataFrame:
+    """Measure every (arch, batch size, backend, mode) and return the table; PyTorch (the
+    "torch" peer) runs on ``torch_device``, "cpu" or "cuda"."""
     from tqdm.auto import tqdm
     backends = backends or available_backends()
     threads = nbcnn.get_num_threads()
@@ -272,8 +287,9 @@ def run_benchmark(archs=ARCHS, batch_sizes=BATCH_SIZES, backends=None, torch_pee
     rows = []
     jobs = [(a, b) for a in archs for b in batch_sizes]
     for arch, batch in tqdm(jobs, desc="bench", unit="config", disable=not progress):
-        runners = {peer: (TorchRunner(arch, batch, threads) if peer == "torch"
-                          else NbcnnRunner(arch, peer, batch)) for peer in peers}
+        runners = {peer: (TorchRunner(arch, batch, threads, device=torch_device)
+                          if peer == "torch" else NbcnnRunner(arch, peer, batch))
+                   for peer in peers}
         model = build(arch, input_shape(arch), backend="numpy")
         for mode in ("train", "inference"):
             samples = measure_interleaved(runners, mode, warmup, repeats, min_seconds)

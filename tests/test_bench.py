@@ -64,3 +64,17 @@ def test_torch_peer_of_a_resnet_is_the_same_network():
     with torch.no_grad():
         theirs = net(torch.tensor(x)).numpy()
     np.testing.assert_allclose(model.predict(x), theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_torch_peer_on_cuda_runs_or_says_why():
+    """--torch-device cuda: the peer on the GPU (same table, same network), or a clear error
+    where torch sees no CUDA device (as here without a GPU)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="sees no CUDA device"):
+            bench.TorchRunner("mnist-simple", 4, 1, device="cuda")
+        return
+    runner = bench.TorchRunner("mnist-simple", 4, 1, device="cuda")
+    runner.train()
+    runner.infer()
+    assert "float32" in runner.device

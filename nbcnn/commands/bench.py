@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="default: 10 64 256")
     p.add_argument("--backends", nargs="+", default=None, help="default: numba and opencl if present")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    p.add_argument("--torch-device", default="cpu", choices=["cpu", "cuda"],
+                   help="where PyTorch runs: cuda times it on the GPU in float32 (no TF32), the "
+                        "peer for OpenCL on that GPU")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--min-seconds", type=float, default=0.3, help="length of one timed repeat")
     p.add_argument("--threads", type=int, default=None, help="default: all cores")
@@ -90,7 +93,8 @@ def run(args) -> int:
               f"wrote {out / 'profile.csv'}")
         return 0
     table = bench.with_machine(bench.run_benchmark(archs, batches, args.backends,
-                                                   torch_peer=not args.no_torch, **timing), info)
+                                                   torch_peer=not args.no_torch,
+                                                   torch_device=args.torch_device, **timing), info)
     table.to_csv(out / "bench.csv", index=False)
     bench.plot(table, out / "bench.png")
     cols = ["arch", "batch_size", "mode", "backend", "images_per_second", "ips_min", "ips_max",

@@ -465,15 +465,7 @@ __kernel void conv2d_depthwise_fwd(__global const float *x, __global const float
         for (int q = 0; q < KW; ++q)
             acc = mad((VF)(wo[p * KW + q]), load_cols(xr, iw0 + q * DW, SW, W), acc);
     }
-    __global float *dst = y + ((size_t)n * O + o) * OH * OW + i * OW + j0;
-    if (j0 + PX - 1 < OW) {
-        VSTORE(acc, 0, dst);
-    } else {
-        float t[PX];
-        VSTORE(acc, 0, t);
-        for (int e = 0; e < PX && j0 + e < OW; ++e)
-            dst[e] = t[e];
-    }
+    store_row(acc, y + ((size_t)n * O + o) * OH * OW + i * OW + j0, j0, OW);
 }
 
 /* Grouped / depthwise gradient with respect to the input (gather form).

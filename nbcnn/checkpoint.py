@@ -397,13 +397,34 @@ def save(path, meta: dict, arrays: dict) -> None:
 def load(path) -> tuple[dict, dict]:
     """(meta, arrays) of the checkpoint at ``path``; CheckpointError naming it when it is not a
     whole nbcnn checkpoint of a format this code reads (``READS``)."""
+    return _read(path, arrays=True)
+
+
+def read_meta(path) -> dict:
+    """The checkpoint's ``meta`` alone (the arrays are not read), checked as ``load`` checks it."""
+    return _read(path, arrays=False)[0]
+
+
+def progress(path) -> dict:
+    """How far the run checkpointed at ``path`` got: ``epochs_done`` of ``epochs`` (None when
+    the file does not say), the ``seconds`` its epochs took so far and the last epoch's history
+    row (``last``)."""
+    meta = read_meta(path)
+    history = meta.get("history") or []
+    return {"epochs_done": int(meta["epochs_done"]),
+            "epochs": meta.get("match", {}).get("fit", {}).get("epochs"),
+            "seconds": float(sum(row.get("seconds", 0.0) for row in history)),
+            "last": dict(history[-1]) if history else {}}
+
+
+def _read(path, arrays: bool) -> tuple[dict, dict]:
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as f:
             if "meta" not in f.files:
                 raise CheckpointError(f"{path}: not an nbcnn checkpoint (no 'meta' entry)")
             meta = json.loads(str(f["meta"]))
-            arrays = {k: f[k] for k in f.files if k != "meta"}
+            saved = {k: f[k] for k in f.files if k != "meta"} if arrays else {}
     except CheckpointError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
@@ -423,7 +444,7 @@ def load(path) -> tuple[dict, dict]:
                "the run with that nbcnn or a later one, or delete the file to start it again"
                if newer else f"is not one nbcnn {__version__} reads "
                f"({', '.join(map(str, READS))}); delete the file to start the run again"))
-    return meta, arrays
+    return meta, saved
 
 
 def resume(path, run: dict, model, optimizer, early_stopping) -> list:

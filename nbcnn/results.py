@@ -197,6 +197,11 @@ def _folder_error(folder, exc: OSError) -> ResultsFolderError:
     return ResultsFolderError(f"cannot use {folder} as a results folder: {path}: {what}")
 
 
+def checkpoint_file(study_dir, key: str) -> str:
+    """The checkpoint of the study's cell ``key`` while it runs (absolute)."""
+    return os.path.abspath(os.path.join(study_dir, "checkpoints", f"{key}.ckpt.npz"))
+
+
 class ResultStore:
     """The writer of one study folder (the client, in a Dask run: workers write nothing)."""
 
@@ -324,7 +329,7 @@ class ResultStore:
     def checkpoint_path(self, key: str) -> str:
         """Where the running cell ``key`` checkpoints after every epoch (absolute, so a worker
         with another working folder writes the same file)."""
-        return os.path.abspath(os.path.join(self.dir, "checkpoints", f"{key}.ckpt.npz"))
+        return checkpoint_file(self.dir, key)
 
     def write_tables(self) -> None:
         """runs.csv and epochs.csv from the records (all of them), atomically."""

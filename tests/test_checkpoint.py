@@ -400,3 +400,17 @@ def test_optimizer_state_dict_continues_exactly(name, settings):
     for a, b in zip(params, twins):
         np.testing.assert_array_equal(be.to_numpy(a), be.to_numpy(b))
     assert second.steps == first.steps == 5
+
+
+def test_progress_reads_how_far_a_run_got(tmp_path, half_run):
+    path = tmp_path / "run.ckpt.npz"
+    path.write_bytes(half_run[0])
+    got = ckpt.progress(path)
+    history = ckpt.load(path)[0]["history"]
+    assert (got["epochs_done"], got["epochs"]) == (2, 4)
+    assert got["seconds"] == pytest.approx(sum(row["seconds"] for row in history)) and \
+        got["seconds"] > 0
+    assert got["last"] == history[-1] and got["last"]["epoch"] == 2
+    path.write_bytes(half_run[0][:100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        ckpt.progress(path)

@@ -116,6 +116,13 @@ def test_grid_killed_mid_cell_continues_that_cell(tmp_path):
     point = res / "k" / "checkpoints" / f"{key}.ckpt.npz"
     done = kill_once_checkpointed(cmd, point)
     assert 2 <= done < 6 and not (res / "k" / "records" / f"{key}.json").exists()
+    # the dry run says how far the killed cell got
+    table = harness.plan(parse_grid(textwrap.dedent(grid_text), path), str(res))
+    planned = table.iloc[0]
+    assert planned["status"] == "checkpointed" and planned["key"] == key
+    assert (planned["epochs_done"], planned["epochs"]) == (done, 6)
+    assert planned["hours"] > 0 and 0 <= planned["val_accuracy"] <= 1
+    assert harness.progress_line(table).startswith(f"1 cell(s) checkpointed: {done}/6 epochs")
 
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -22,7 +22,7 @@ from .spec import (Cell, Grid, GridError, cell_key, filter_cells, known_keys, lo
                    parse_grid)
 
 __all__ = ["Cell", "Grid", "GridError", "cell_key", "load_grid", "parse_grid", "filter_cells",
-           "known_keys", "run_cell", "run_grid", "plan", "study_dir"]
+           "known_keys", "run_cell", "run_grid", "plan", "progress_line", "study_dir"]
 
 
 def study_dir(grid: Grid, results=None) -> str:
@@ -31,16 +31,57 @@ def study_dir(grid: Grid, results=None) -> str:
 
 
 def plan(grid: Grid, results=None, only=None) -> pd.DataFrame:
-    """The cells (after ``only``) as a table: index, key, status so far, varying settings."""
-    from ..results import read_records, dedupe
+    """The cells (after ``only``) as a table: index, key, status so far, varying settings.
+
+    Cells not yet finished that have a checkpoint say how far they got: status
+    ``"checkpointed"`` (or ``"failed"`` when that was their last end), ``epochs_done`` of
+    ``epochs``, their training time so far (``hours``) and their last validation accuracy
+    (``val_accuracy``; NaN without validation); those columns are left out when no cell has a
+    checkpoint. An unreadable checkpoint is status ``"checkpoint unreadable"``."""
+    from ..checkpoint import CheckpointError, progress
+    from ..results import checkpoint_file, dedupe, read_records
     cells = filter_cells(grid.cells, only, grid.path)
     folder = study_dir(grid, results)
     done = {r["key"]: r["status"] for r in dedupe(read_records(folder))} \
         if os.path.isdir(folder) else {}
     shown = grid.varying() or ["arch"]
-    rows = [{"cell": c.index, "key": c.key, "status": done.get(c.key, "todo"),
-             **{k: c.settings.get(k) for k in shown}} for c in cells]
-    return pd.DataFrame(rows, columns=["cell", "key", "status", *shown])
+    nan = float("nan")
+    rows = []
+    for c in cells:
+        row = {"cell": c.index, "key": c.key, "status": done.get(c.key, "todo"),
+               **{k: c.settings.get(k) for k in shown},
+               "epochs_done": nan, "epochs": nan, "hours": nan, "val_accuracy": nan}
+        point = checkpoint_file(folder, c.key)
+        if row["status"] != "ok" and os.path.exists(point):
+            try:
+                got = progress(point)
+            except CheckpointError:
+                row["status"] = "checkpoint unreadable"
+            else:
+                row["status"] = "failed" if row["status"] == "failed" else "checkpointed"
+                row.update(epochs_done=got["epochs_done"], epochs=got["epochs"] or nan,
+                           hours=got["seconds"] / 3600,
+                           val_accuracy=got["last"].get("val_accuracy", nan))
+        rows.append(row)
+    table = pd.DataFrame(rows, columns=["cell", "key", "status", *shown, "epochs_done",
+                                        "epochs", "hours", "val_accuracy"])
+    if table["epochs_done"].isna().all():
+        return table.drop(columns=["epochs_done", "epochs", "hours", "val_accuracy"])
+    return table.astype({"epochs_done": "Int64", "epochs": "Int64"})
+
+
+def progress_line(table: pd.DataFrame) -> str:
+    """One line for ``plan``'s table: the checkpointed cells' epochs and training hours so far,
+    and the hours their remaining epochs take at the pace each cell has had ('' when none)."""
+    if "epochs_done" not in table:
+        return ""
+    part = table.dropna(subset=["epochs_done"])
+    done, total = int(part["epochs_done"].sum()), part["epochs"].sum()
+    pace = part["hours"] / part["epochs_done"].where(part["epochs_done"] > 0)
+    left = ((part["epochs"] - part["epochs_done"]).astype(float) * pace).sum()
+    return (f"{len(part)} cell(s) checkpointed: {done}/{total} epochs, {part['hours'].sum():.2f} "
+            f"h of training so far, ~{left:.2f} h of training left at their pace (the hours of "
+            "cells that run at once overlap)")
 
 
 def run_grid(grid: Grid | str, results=None, *, only=None, executor: str = "local",

@@ -290,7 +290,8 @@ DROPOUT_CASES = [(0.3, 12345), (0.5, 0), (0.25, 12345), (0.9, 2 ** 33 + 7), (0.0
                  (0.9, 2 ** 40 + 3)]
 BATCHNORM_SHAPES = [(1, 3, 4, 5), (5, 2, 3, 3), (8, 16, 7, 7), (5, 3, 9, 7), (1, 4, 6, 5),
                     (5, 3, 7, 9), (1, 1, 4, 5), (2, 6, 1, 1),
-                    (3, 2, 8, 8)]                  # OpenCL CPU kernels: whole 16-float vectors
+                    (3, 2, 8, 8),                  # OpenCL CPU kernels: whole 16-float vectors
+                    (9, 130, 1, 1), (40, 64, 1, 1)]   # a dense layer's outputs: channel blocks
 # (momentum, nesterov, weight decay)
 SGD_CASES = [(0.0, False, 0.0), (0.9, False, 1e-2), (0.9, True, 0.0), (0.0, False, 1e-2),
              (0.9, False, 0.0), (0.9, True, 1e-3), (0.9, True, 1e-2), (0.5, False, 5e-3)]

@@ -597,16 +597,23 @@ class NumbaBackend(Backend):
         y = np.empty_like(x)
         x_hat = np.empty_like(x)
         inv_std = np.empty(x.shape[1], _F32)
-        _call(_bn.bn_forward_train, x.size * 3, x, _f32(gamma), _f32(beta),
-              _inplace(running_mean, "running_mean"), _inplace(running_var, "running_var"),
-              _F32(momentum), _F32(eps), y, x_hat, inv_std)
+        stats = (_f32(gamma), _f32(beta), _inplace(running_mean, "running_mean"),
+                 _inplace(running_var, "running_var"), _F32(momentum), _F32(eps))
+        if _dense_outputs(x):
+            _call(_bn.bn_forward_train_rows, x.size * 3, _rows(x), *stats, _rows(y),
+                  _rows(x_hat), inv_std)
+        else:
+            _call(_bn.bn_forward_train, x.size * 3, x, *stats, y, x_hat, inv_std)
         return y, (x_hat, inv_std)
 
     def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
         x = _f32(x)
         y = np.empty_like(x)
-        _call(_bn.bn_forward_eval, x.size, x, _f32(gamma), _f32(beta), _f32(running_mean),
-              _f32(running_var), _F32(eps), y)
+        stats = (_f32(gamma), _f32(beta), _f32(running_mean), _f32(running_var), _F32(eps))
+        if _dense_outputs(x):
+            _call(_bn.bn_forward_eval_rows, x.size, _rows(x), *stats, _rows(y))
+        else:
+            _call(_bn.bn_forward_eval, x.size, x, *stats, y)
         return y
 
     def batchnorm2d_backward(self, dy, state, gamma):
@@ -615,7 +622,12 @@ class NumbaBackend(Backend):
         dx = np.empty_like(dy)
         dgamma = np.empty(dy.shape[1], _F32)
         dbeta = np.empty(dy.shape[1], _F32)
-        _call(_bn.bn_backward, dy.size * 2, dy, x_hat, inv_std, _f32(gamma), dx, dgamma, dbeta)
+        if _dense_outputs(dy):
+            _call(_bn.bn_backward_rows, dy.size * 2, _rows(dy), _rows(x_hat), inv_std,
+                  _f32(gamma), _rows(dx), dgamma, dbeta)
+        else:
+            _call(_bn.bn_backward, dy.size * 2, dy, x_hat, inv_std, _f32(gamma), dx, dgamma,
+                  dbeta)
         return dx, dgamma, dbeta
 
     # ---- optimizer steps (in place) -------------------------------------------------------
@@ -674,3 +686,13 @@ def _pointwise(w, padding) -> bool:
 def _subsampled(x, stride):
     """The pixels a 1 x 1 convolution without padding at ``stride`` reads, contiguous."""
     return np.ascontiguousarray(x[:, :, ::stride[0], ::stride[1]])
+
+
+def _dense_outputs(x) -> bool:
+    """(N, C, 1, 1): a dense layer's outputs, which batch norm reads along rows (``_bn``)."""
+    return x.shape[2:] == (1, 1)
+
+
+def _rows(x):
+    """An (N, C, 1, 1) array as (N, C), the same memory."""
+    return x.reshape(x.shape[0], x.shape[1])

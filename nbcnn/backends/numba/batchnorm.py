@@ -12,6 +12,11 @@ Every kernel runs one ``prange`` iteration per channel, which owns that channel'
 its slices of x_hat / y / dx. Each image's plane is one flat loop (vectorised whole, even for
 8 x 8 planes), and sums go plane by plane (a float32 partial per image plane, then added), which
 keeps the float32 rounding error small for large batches.
+
+A dense layer's outputs (N, C) have 1 x 1 planes: there a channel's values lie C apart, and a
+loop per channel would read one value per cache line. The ``*_rows`` kernels take them as rows
+instead: one ``prange`` iteration per block of ``ROW_BLOCK`` channels, reading each row's block
+contiguously (the same sums, over the rows).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import numpy as np
 from numba import prange
 
 from ._jit import kernel
+
+#: channels one task of the ``*_rows`` kernels owns (64 float32: one 256-byte run of each row)
+ROW_BLOCK = 64
 
 
 @kernel
@@ -107,3 +115,84 @@ def bn_backward(dy, x_hat, inv_std, gamma, dx, dgamma, dbeta):
             dx_plane = dx[n, c].reshape(hw)
             for t in range(hw):
                 dx_plane[t] = k * (m * g_plane[t] - sb - xh_plane[t] * sg)
+
+
+@kernel
+def bn_forward_train_rows(x, gamma, beta, running_mean, running_var, momentum, eps,
+                          y, x_hat, inv_std_out):
+    """``bn_forward_train`` for x of shape (N, C): channels in blocks, rows read along them."""
+    n_img, n_ch = x.shape
+    unbias = np.float32(n_img) / np.float32(max(n_img - 1, 1))
+    one = np.float32(1.0)
+    for blk in prange((n_ch + ROW_BLOCK - 1) // ROW_BLOCK):
+        c0 = blk * ROW_BLOCK
+        width = min(n_ch, c0 + ROW_BLOCK) - c0
+        k = x[0, c0:c0 + width].copy()                     # the shift, as above: the first row
+        total = np.zeros(width, np.float32)
+        squares = np.zeros(width, np.float32)
+        for n in range(n_img):
+            row = x[n, c0:c0 + width]
+            for c in range(width):
+                d = row[c] - k[c]
+                total[c] += d
+                squares[c] += d * d
+        mean = np.empty(width, np.float32)
+        inv_std = np.empty(width, np.float32)
+        for c in range(width):
+            shift = total[c] / np.float32(n_img)
+            mean[c] = k[c] + shift
+            var = max(squares[c] / np.float32(n_img) - shift * shift, np.float32(0.0))
+            inv_std[c] = one / np.sqrt(var + eps)
+            inv_std_out[c0 + c] = inv_std[c]
+            running_mean[c0 + c] = (one - momentum) * running_mean[c0 + c] + momentum * mean[c]
+            running_var[c0 + c] = (one - momentum) * running_var[c0 + c] + \
+                momentum * (var * unbias)
+        g = gamma[c0:c0 + width]
+        bt = beta[c0:c0 + width]
+        for n in range(n_img):
+            row = x[n, c0:c0 + width]
+            xh_row = x_hat[n, c0:c0 + width]
+            y_row = y[n, c0:c0 + width]
+            for c in range(width):
+                xh = (row[c] - mean[c]) * inv_std[c]
+                xh_row[c] = xh
+                y_row[c] = g[c] * xh + bt[c]
+
+
+@kernel
+def bn_forward_eval_rows(x, gamma, beta, running_mean, running_var, eps, y):
+    """``bn_forward_eval`` for x of shape (N, C)."""
+    n_img, n_ch = x.shape
+    scale = gamma / np.sqrt(running_var + eps)
+    for n in prange(n_img):
+        for c in range(n_ch):
+            y[n, c] = (x[n, c] - running_mean[c]) * scale[c] + beta[c]
+
+
+@kernel
+def bn_backward_rows(dy, x_hat, inv_std, gamma, dx, dgamma, dbeta):
+    """``bn_backward`` for dy of shape (N, C)."""
+    n_img, n_ch = dy.shape
+    m = np.float32(n_img)
+    for blk in prange((n_ch + ROW_BLOCK - 1) // ROW_BLOCK):
+        c0 = blk * ROW_BLOCK
+        width = min(n_ch, c0 + ROW_BLOCK) - c0
+        sb = np.zeros(width, np.float32)
+        sg = np.zeros(width, np.float32)
+        for n in range(n_img):
+            g_row = dy[n, c0:c0 + width]
+            xh_row = x_hat[n, c0:c0 + width]
+            for c in range(width):
+                sb[c] += g_row[c]
+                sg[c] += g_row[c] * xh_row[c]
+        k = np.empty(width, np.float32)
+        for c in range(width):
+            dbeta[c0 + c] = sb[c]
+            dgamma[c0 + c] = sg[c]
+            k[c] = gamma[c0 + c] * inv_std[c0 + c] / m
+        for n in range(n_img):
+            g_row = dy[n, c0:c0 + width]
+            xh_row = x_hat[n, c0:c0 + width]
+            dx_row = dx[n, c0:c0 + width]
+            for c in range(width):
+                dx_row[c] = k[c] * (m * g_row[c] - sb[c] - xh_row[c] * sg[c])

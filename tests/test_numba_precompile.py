@@ -160,7 +160,7 @@ def test_workers_fill_the_cache_the_training_process_loads(tmp_path):
     if threads.available_cores() < 2:
         assert stats == {}                      # one core: nothing to parallelise
         return
-    assert {"matmul_abt", "matmul_atb", "softmax_xent", "relu_forward", "sgd_plain"} <= set(stats)
+    assert {"matmul_abt", "matmul_ab", "softmax_xent", "relu_forward", "sgd_plain"} <= set(stats)
     for name, (hits, misses) in stats.items():
         assert (hits, misses) == (1, 0), name
 

@@ -170,6 +170,14 @@ x2 = rng.standard_normal((2, 6, 11, 37)).astype(np.float32)
 w2 = rng.standard_normal((13, 6, 3, 3)).astype(np.float32)
 errors["plane 13 filters"] = rel(nb.conv2d_forward(x2, w2, None, (1, 1), (1, 1, 1, 1)),
                                 ref.conv2d_forward(x2, w2, None, (1, 1), (1, 1, 1, 1)))
+# the dense backward's SIMD tiles: whole 4 x 3-vector tiles, a row tail, 1-vector tiles and
+# scalar columns (100 = 2 * 48 + 4 with 16 lanes, 4 * 24 + 4 with 8), k in two blocks (600)
+xd = rng.standard_normal((600, 100)).astype(np.float32)
+wd = rng.standard_normal((7, 100)).astype(np.float32)
+dyd = rng.standard_normal((600, 7)).astype(np.float32)
+for name, g, r in zip(("dx", "dw", "db"), nb.dense_backward(xd, wd, dyd, True, True),
+                      ref.dense_backward(xd, wd, dyd, True, True)):
+    errors[f"dense {name}"] = rel(g, r)
 from nbcnn.backends.numba import simd
 y = nb.activation_forward("relu", x, 0.0)
 errors["relu"] = float(np.abs(y - ref.activation_forward("relu", x, 0.0)).max())

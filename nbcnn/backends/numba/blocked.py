@@ -22,7 +22,7 @@ here.
             images per prange iteration, summed the same way.
 * dx:       runs in ``plane.py`` (the forward convolution of dy with the flipped filters).
 * dense:    ``matmul_abt`` runs abt in parallel over 16 x 64 tiles of the result (the forward
-            pass; the backward products are ``dense.matmul_atb``).
+            pass; the backward products are ``dense.matmul_ab``).
 
 Dot products are padded with zeros to whole 8-float vectors; a very short one wastes most of
 its tile on the padding and the final horizontal sums, so the forward pass of a layer with

@@ -27,6 +27,12 @@ PRESETS = {
     "mnist-strided": "conv(1,2,stride=3)-flatten-dense(30)-leaky_relu-dense(20)-leaky_relu-dense(10)",
     "lenet5": ("conv(6,5,same)-relu-maxpool(2)-conv(16,5)-relu-maxpool(2)-flatten-dense(120)-relu-"
                "dense(84)-relu-dense(10)"),
+    # LeNet-5 closer to LeCun et al. 1998: tanh units and 2 x 2 average subsampling (the
+    # original's subsampling also has a trainable coefficient and bias per map, its tanh is
+    # scaled, 1.7159 tanh(2x/3), its C3 connects each map to only some of S2's, and its outputs
+    # are RBF units; those are not here)
+    "lenet5-tanh": ("conv(6,5,same)-tanh-avgpool(2)-conv(16,5)-tanh-avgpool(2)-flatten-"
+                    "dense(120)-tanh-dense(84)-tanh-dense(10)"),
     "cifar-small": ("conv(32,3,same)-relu-maxpool(2)-conv(64,3,same)-relu-maxpool(2)-flatten-"
                     "dense(128)-relu-dense(10)"),
     # depthwise-separable (MobileNet-style) blocks: a depthwise 3x3 (groups == channels) and a

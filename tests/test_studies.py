@@ -165,9 +165,9 @@ def _grid(name):
 
 def test_mnist_seeds_grid_is_the_published_setting():
     grid = _grid("mnist_seeds")
-    assert len(grid.cells) == 15
+    assert len(grid.cells) == 18
     assert {c["arch"] for c in grid.cells} == {"mnist-simple", "mnist-complex", "lenet5",
-                                              "mnist-tiny", "mnist-strided"}
+                                              "lenet5-tanh", "mnist-tiny", "mnist-strided"}
     for c in grid.cells:
         assert (c["batch_size"], c["lr"], c["optimizer"], c["momentum"], c["epochs"]) == \
             (10, 0.05, "sgd", 0.0, 30)

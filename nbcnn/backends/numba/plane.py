@@ -82,60 +82,70 @@ def to_flat_planes(x, top, left, wp, xf):
 def conv(xf, wt, b, kh, kw, wp, y):
     """y[n, o, i, j] = b[o] + sum_{c,p,q} wt[c, p, q, o] * xf[n, c, (i + p)*wp + j + q]: the
     stride-1 convolution of the flattened padded planes xf (``to_flat_planes``, ``flat_length``
-    values each) with the filters wt (``forward_filters``)."""
+    values each) with the filters wt (``forward_filters``).
+
+    The taps (c, p, q) run as one flat loop over their offsets c*LS + p*wp + q in an image's
+    planes laid end to end (LS values a plane) and the rows of wt flattened to (C*KH*KW, O):
+    1.2-1.6x faster on ResNet-20's 3 x 3 layers here than three nested loops, whose short
+    inner loop over q cost as much as its multiply-adds."""
     n_img, n_out, oh, ow = y.shape
+    n_in, ls = xf.shape[1], xf.shape[2]
     lpad = grid_length(oh, ow, wp)
     blocks = (n_out + 3) // 4
+    n_taps = n_in * kh * kw
+    wf = wt.reshape(n_taps, n_out)
+    offsets = np.empty(n_taps, np.int64)
+    for c in range(n_in):
+        for p in range(kh):
+            for q in range(kw):
+                offsets[(c * kh + p) * kw + q] = c * ls + p * wp + q
     for t in prange(n_img * blocks):
         n = t // blocks
         o = (t % blocks) * 4
         nf = min(4, n_out - o)
         grid = np.empty((4, lpad), np.float32)
-        x = xf[n]
+        x = xf[n].reshape(n_in * ls)
         for m in range(0, lpad, TILE_PIXELS):
             if nf == 4:
-                tile4x3(x, wt, b, o, m, kh, kw, wp, grid)
+                tile4x3(x, wf, b, o, m, offsets, grid)
             else:
                 for f in range(nf):
-                    tile1x3(x, wt, b, o + f, m, kh, kw, wp, grid[f])
+                    tile1x3(x, wf, b, o + f, m, offsets, grid[f])
         for f in range(nf):
             for i in range(oh):
                 y[n, o + f, i] = grid[f, i * wp:i * wp + ow]
 
 
 @inlined_helper
-def tile4x3(x, wt, b, o, m, kh, kw, wp, grid):
+def tile4x3(x, wf, b, o, m, offsets, grid):
     """grid[f, m:m + TILE_PIXELS] = the outputs of filters o + f, f < 4, at grid positions
-    m, m + 1, ...: 12 accumulator vectors (4 filters x 3 vectors)."""
+    m, m + 1, ...: 12 accumulator vectors (4 filters x 3 vectors); tap t reads x from
+    m + offsets[t] and its 4 weights from wf[t, o:o + 4]."""
     a00 = a01 = a02 = splat(b[o])
     a10 = a11 = a12 = splat(b[o + 1])
     a20 = a21 = a22 = splat(b[o + 2])
     a30 = a31 = a32 = splat(b[o + 3])
-    for c in range(x.shape[0]):
-        xc = x[c]
-        for p in range(kh):
-            for q in range(kw):
-                at = m + p * wp + q
-                x0 = load(xc, at)
-                x1 = load(xc, at + LANES)
-                x2 = load(xc, at + 2 * LANES)
-                taps = wt[c, p, q]
-                w0 = splat(taps[o])
-                a00 = fma(w0, x0, a00)
-                a01 = fma(w0, x1, a01)
-                a02 = fma(w0, x2, a02)
-                w1 = splat(taps[o + 1])
-                a10 = fma(w1, x0, a10)
-                a11 = fma(w1, x1, a11)
-                a12 = fma(w1, x2, a12)
-                w2 = splat(taps[o + 2])
-                a20 = fma(w2, x0, a20)
-                a21 = fma(w2, x1, a21)
-                a22 = fma(w2, x2, a22)
-                w3 = splat(taps[o + 3])
-                a30 = fma(w3, x0, a30)
-                a31 = fma(w3, x1, a31)
-                a32 = fma(w3, x2, a32)
+    for t in range(offsets.size):
+        at = m + offsets[t]
+        x0 = load(x, at)
+        x1 = load(x, at + LANES)
+        x2 = load(x, at + 2 * LANES)
+        w0 = splat(wf[t, o])
+        a00 = fma(w0, x0, a00)
+        a01 = fma(w0, x1, a01)
+        a02 = fma(w0, x2, a02)
+        w1 = splat(wf[t, o + 1])
+        a10 = fma(w1, x0, a10)
+        a11 = fma(w1, x1, a11)
+        a12 = fma(w1, x2, a12)
+        w2 = splat(wf[t, o + 2])
+        a20 = fma(w2, x0, a20)
+        a21 = fma(w2, x1, a21)
+        a22 = fma(w2, x2, a22)
+        w3 = splat(wf[t, o + 3])
+        a30 = fma(w3, x0, a30)
+        a31 = fma(w3, x1, a31)
+        a32 = fma(w3, x2, a32)
     store3(grid[0], m, a00, a01, a02)
     store3(grid[1], m, a10, a11, a12)
     store3(grid[2], m, a20, a21, a22)
@@ -151,17 +161,14 @@ def store3(row, m, v0, v1, v2):
 
 
 @inlined_helper
-def tile1x3(x, wt, b, o, m, kh, kw, wp, row):
+def tile1x3(x, wf, b, o, m, offsets, row):
     """row[m:m + TILE_PIXELS] = the outputs of filter o at grid positions m, m + 1, ...: a
     tile's edge, 3 accumulator vectors."""
     a0 = a1 = a2 = splat(b[o])
-    for c in range(x.shape[0]):
-        xc = x[c]
-        for p in range(kh):
-            for q in range(kw):
-                at = m + p * wp + q
-                w0 = splat(wt[c, p, q, o])
-                a0 = fma(w0, load(xc, at), a0)
-                a1 = fma(w0, load(xc, at + LANES), a1)
-                a2 = fma(w0, load(xc, at + 2 * LANES), a2)
+    for t in range(offsets.size):
+        at = m + offsets[t]
+        w0 = splat(wf[t, o])
+        a0 = fma(w0, load(x, at), a0)
+        a1 = fma(w0, load(x, at + LANES), a1)
+        a2 = fma(w0, load(x, at + 2 * LANES), a2)
     store3(row, m, a0, a1, a2)

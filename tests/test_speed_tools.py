@@ -421,30 +421,22 @@ def _plan(cells, **kw):
 
 def test_local_plan():
     small, large = _cells("mnist-simple", 6), _cells("mnist-complex", 6, batch_size=64)
-    assert executors.batch_multiply_adds(small[0].settings) < executors.SMALL_BATCH_MACS
-    assert executors.batch_multiply_adds(large[0].settings) > executors.SMALL_BATCH_MACS
-    assert _plan(small, cores=4) == [(6, 4, 1)]                    # small: one thread each
-    assert _plan(small[:2], cores=4) == [(2, 2, 1)]
+    assert _plan(small, cores=4) == [(6, 4, 1)]                    # one thread each
+    assert _plan(large, cores=4) == [(6, 4, 1)]                    # whatever their size
+    assert _plan(small[:2], cores=4) == [(2, 2, 2)]                # fewer cells: the cores shared
+    assert _plan(small[:3], cores=4) == [(3, 3, 1)]
     assert _plan(small[:1], cores=4) == [(1, 1, 4)]                # one cell: every core
-    assert _plan(large, cores=4) == [(6, 1, 4)]                    # large: one at a time
-    assert _plan(small[:3] + large[:2], cores=4) == [(3, 3, 1), (2, 1, 4)]
-    groups = executors.plan_local(small[:3] + large[:2], cores=4)
-    assert [c.settings["arch"] for c in groups[1][0]] == ["mnist-complex"] * 2
-    assert _plan(small[:1] + large[:1], cores=4) == [(2, 1, 4)]
-    assert _plan(_cells("no-such-net(", 3), cores=4) == [(3, 1, 4)]   # unknown work: large
+    assert _plan(small[:3] + large[:2], cores=2) == [(5, 2, 1)]
     assert _plan(_cells("mnist-simple", 3, threads=2), cores=4) == [(3, 2, 2)]
     assert _plan([], cores=4) == []
     # overrides
     assert _plan(large, workers=2, cores=4) == [(6, 2, 2)]
+    assert _plan(large, workers=1, cores=4) == [(6, 1, 4)]         # one at a time, every core
     assert _plan(large, threads=1, cores=4) == [(6, 4, 1)]
     assert _plan(small, workers=3, threads=2, cores=4) == [(6, 3, 2)]
     assert _plan(small[:2], workers=5, cores=4) == [(2, 2, 2)]
     with pytest.raises(ValueError, match="--threads must be an int >= 1, got 0"):
         executors.plan_local(small, threads=0)
-    shapes = {"arch": "mnist-tiny", "dataset": "shapes", "data.size": 20, "data.channels": 3}
-    assert executors.cell_input_shape(shapes) == (3, 20, 20)
-    assert executors.cell_input_shape({"dataset": "fmnist"}) == (1, 28, 28)
-    assert executors.cell_input_shape({"dataset": "cifar-10"}) == (3, 32, 32)
 
 
 GRID = """

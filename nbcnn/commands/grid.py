@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
                    help="a running Dask scheduler (implies --executor dask)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="cells run at once (local) or workers of the local Dask cluster; default "
-                        "local: small nets one per core, larger ones one at a time with all cores; "
-                        "dask: cores / threads per cell")
+                        "local: one per core (a lone cell gets every core); dask: cores / threads "
+                        "per cell")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads per cell of the local executor (default: see --workers; a "
                         "cell's own 'threads' setting wins)")

@@ -1,8 +1,8 @@
 """Executors: run cells and hand each finished result to a callback, in the calling process.
 
 ``local`` runs the cells on this machine: ``plan_local`` chooses how many at once and with how
-many threads each (small nets several at once on one thread each, larger ones one at a time on
-every core); one at a time runs here, several at once in as many worker processes.
+many threads each (as many at once as there are cores, one thread each); one at a time runs
+here, several at once in as many worker processes.
 ``dask`` submits one task per cell to a ``dask.distributed`` cluster (a ``LocalCluster`` started
 here, or a running scheduler) and collects them with ``as_completed``. Only this process writes
 files.
@@ -19,42 +19,6 @@ import uuid
 from ..threads import available_cores
 from .runner import run_cell
 
-#: a cell whose training batch needs fewer multiply-adds than this in its forward pass is
-#: "small": its kernels are too short for a second thread to pay (many run below the Numba
-#: backend's serial threshold, ``_jit.SERIAL_WORK``, on one thread anyway), so small cells run
-#: several at once with one thread each, which keeps every core busy. mnist-simple needs 0.7
-#: million at batch 10 and 18 million at batch 256, lenet5 4 million at batch 10, cifar-small
-#: 390 million and mnist-complex 1.2 billion at batch 64. A reasoned starting point, not a
-#: measured optimum: ``--workers`` / ``--threads`` override it.
-SMALL_BATCH_MACS = 20_000_000
-
-
-def cell_input_shape(settings) -> tuple | None:
-    """One image's shape (C, H, W) for a cell's data set, without loading it (None: unknown)."""
-    from ..data.sources import ALIASES, FILE_SETS
-    name = str(settings.get("dataset", "")).lower()
-    name = ALIASES.get(name, name)
-    if name in FILE_SETS:
-        return tuple(FILE_SETS[name].shape)
-    if name == "shapes":
-        size = int(settings.get("data.size", 28))
-        return (int(settings.get("data.channels", 1)), size, size)
-    return None
-
-
-def batch_multiply_adds(settings) -> int | None:
-    """Multiply-adds of one training batch's forward pass in a cell (None: unknown)."""
-    from ..arch import build
-    from ..bench import multiply_adds
-    shape = cell_input_shape(settings)
-    if shape is None:
-        return None
-    try:
-        model = build(settings["arch"], shape, backend="numpy")
-    except (ValueError, KeyError):                # the run itself will report the error
-        return None
-    return multiply_adds(model)[0] * int(settings.get("batch_size") or 32)
-
 
 def plan_local(cells, workers=None, threads=None, cores=None) -> list[tuple[list, int, int]]:
     """How the local executor runs ``cells`` on ``cores`` cores: groups run one after another,
@@ -62,9 +26,14 @@ def plan_local(cells, workers=None, threads=None, cores=None) -> list[tuple[list
 
     ``workers`` and ``threads`` (``--workers``, ``--threads``) override the choice for every
     cell; given one, the other fills the cores. Otherwise cells that set ``threads`` get it,
-    with as many at once as fit; else the small cells (``SMALL_BATCH_MACS``; a cell whose work
-    is unknown counts as large) run min(cores, their number) at once with one thread each, and
-    then the others one at a time with every core."""
+    with as many at once as fit; else min(cores, cells) run at once, sharing the cores out
+    (one thread each when there are at least as many cells as cores; a lone cell gets every
+    core). Independent cells side by side beat one cell on every core for every preset and
+    batch size measured (``nbcnn bench --contention``: two trainings on one thread each gave
+    1.03-2.30x the images per second of one on both threads, on 2 cores), because a cell's
+    parallel loops wait at every barrier for their slowest thread and its serial parts leave
+    the other cores idle. Each cell holds its own activations: where memory is short, limit
+    ``--workers``."""
     cores = cores or available_cores()
     cells = list(cells)
     for name, value in (("workers", workers), ("threads", threads)):
@@ -78,24 +47,12 @@ def plan_local(cells, workers=None, threads=None, cores=None) -> list[tuple[list
         return [(cells, min(workers, n), threads)]
     if threads is not None:
         return [(cells, min(max(1, cores // threads), n), threads)]
-    if workers is not None:
-        workers = min(workers, n)
-        return [(cells, workers, max(1, cores // workers))]
     declared = [c.settings.get("threads") for c in cells if c.settings.get("threads")]
-    if declared:
+    if workers is None and declared:
         wanted = max(declared)
         return [(cells, min(max(1, cores // wanted), n), wanted)]
-    work = [batch_multiply_adds(c.settings) for c in cells]
-    small = [c for c, w in zip(cells, work) if w is not None and w < SMALL_BATCH_MACS]
-    large = [c for c, w in zip(cells, work) if w is None or w >= SMALL_BATCH_MACS]
-    groups = []
-    if len(small) > 1:
-        groups.append((small, min(cores, len(small)), 1))
-    else:
-        large = small + large
-    if large:
-        groups.append((large, 1, cores))
-    return groups
+    at_once = min(workers or cores, n)
+    return [(cells, at_once, max(1, cores // at_once))]
 
 
 def run_local(cells, on_result, *, study="", data_root=None, verbose=True, save_model=None,

@@ -595,16 +595,16 @@ class NumbaBackend(Backend):
     def batchnorm2d_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps):
         x = _f32(x)
         y = np.empty_like(x)
-        x_hat = np.empty_like(x)
+        mean = np.empty(x.shape[1], _F32)
         inv_std = np.empty(x.shape[1], _F32)
         stats = (_f32(gamma), _f32(beta), _inplace(running_mean, "running_mean"),
                  _inplace(running_var, "running_var"), _F32(momentum), _F32(eps))
         if _dense_outputs(x):
-            _call(_bn.bn_forward_train_rows, x.size * 3, _rows(x), *stats, _rows(y),
-                  _rows(x_hat), inv_std)
+            _call(_bn.bn_forward_train_rows, x.size * 2, _rows(x), *stats, _rows(y), mean,
+                  inv_std)
         else:
-            _call(_bn.bn_forward_train, x.size * 3, x, *stats, y, x_hat, inv_std)
-        return y, (x_hat, inv_std)
+            _call(_bn.bn_forward_train, x.size * 2, x, *stats, y, mean, inv_std)
+        return y, (x, mean, inv_std)             # backward recomputes x_hat from these
 
     def batchnorm2d_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
         x = _f32(x)
@@ -617,16 +617,16 @@ class NumbaBackend(Backend):
         return y
 
     def batchnorm2d_backward(self, dy, state, gamma):
-        x_hat, inv_std = state
+        x, mean, inv_std = state
         dy = _f32(dy)
         dx = np.empty_like(dy)
         dgamma = np.empty(dy.shape[1], _F32)
         dbeta = np.empty(dy.shape[1], _F32)
         if _dense_outputs(dy):
-            _call(_bn.bn_backward_rows, dy.size * 2, _rows(dy), _rows(x_hat), inv_std,
+            _call(_bn.bn_backward_rows, dy.size * 2, _rows(dy), _rows(x), mean, inv_std,
                   _f32(gamma), _rows(dx), dgamma, dbeta)
         else:
-            _call(_bn.bn_backward, dy.size * 2, dy, x_hat, inv_std, _f32(gamma), dx, dgamma,
+            _call(_bn.bn_backward, dy.size * 2, dy, x, mean, inv_std, _f32(gamma), dx, dgamma,
                   dbeta)
         return dx, dgamma, dbeta
 

@@ -8,8 +8,12 @@ Backward (m = N*H*W values per channel):
     dbeta = sum dy,  dgamma = sum dy * x_hat,
     dx = gamma * inv_std / m * (m * dy - dbeta - x_hat * dgamma)
 
+x_hat is not stored: the backward pass recomputes it from x and the channel's mean and inv_std
+(the same expression, so the same values). Batch norm is memory-bound, and writing x_hat was a
+quarter of the forward pass's traffic.
+
 Every kernel runs one ``prange`` iteration per channel, which owns that channel's statistics and
-its slices of x_hat / y / dx. Each image's plane is one flat loop (vectorised whole, even for
+its slices of y / dx. Each image's plane is one flat loop (vectorised whole, even for
 8 x 8 planes), and sums go plane by plane (a float32 partial per image plane, then added), which
 keeps the float32 rounding error small for large batches.
 
@@ -32,7 +36,7 @@ ROW_BLOCK = 64
 
 @kernel
 def bn_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
-                     y, x_hat, inv_std_out):
+                     y, mean_out, inv_std_out):
     n_img, n_ch, h, w = x.shape
     hw = h * w
     m = n_img * hw
@@ -58,17 +62,15 @@ def bn_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
         mean = k + shift
         var = max(squares / np.float32(m) - shift * shift, np.float32(0.0))
         inv_std = one / np.sqrt(var + eps)
+        mean_out[c] = mean
         inv_std_out[c] = inv_std
         g = gamma[c]
         bt = beta[c]
         for n in range(n_img):
             plane = x[n, c].reshape(hw)
-            xh_plane = x_hat[n, c].reshape(hw)
             y_plane = y[n, c].reshape(hw)
             for t in range(hw):
-                xh = (plane[t] - mean) * inv_std
-                xh_plane[t] = xh
-                y_plane[t] = g * xh + bt
+                y_plane[t] = g * ((plane[t] - mean) * inv_std) + bt
         running_mean[c] = (one - momentum) * running_mean[c] + momentum * mean
         running_var[c] = (one - momentum) * running_var[c] + momentum * (var * unbias)
 
@@ -88,38 +90,40 @@ def bn_forward_eval(x, gamma, beta, running_mean, running_var, eps, y):
 
 
 @kernel
-def bn_backward(dy, x_hat, inv_std, gamma, dx, dgamma, dbeta):
+def bn_backward(dy, x, mean, inv_std, gamma, dx, dgamma, dbeta):
     n_img, n_ch, h, w = dy.shape
     hw = h * w
     m = np.float32(n_img * hw)
     for c in prange(n_ch):
+        mu = mean[c]
+        s = inv_std[c]
         sb = np.float32(0.0)
         sg = np.float32(0.0)
         for n in range(n_img):
             g_plane = dy[n, c].reshape(hw)
-            xh_plane = x_hat[n, c].reshape(hw)
+            x_plane = x[n, c].reshape(hw)
             pb = np.float32(0.0)
             pg = np.float32(0.0)
             for t in range(hw):
                 g = g_plane[t]
                 pb += g
-                pg += g * xh_plane[t]
+                pg += g * ((x_plane[t] - mu) * s)
             sb += pb
             sg += pg
         dbeta[c] = sb
         dgamma[c] = sg
-        k = gamma[c] * inv_std[c] / m
+        k = gamma[c] * s / m
         for n in range(n_img):
             g_plane = dy[n, c].reshape(hw)
-            xh_plane = x_hat[n, c].reshape(hw)
+            x_plane = x[n, c].reshape(hw)
             dx_plane = dx[n, c].reshape(hw)
             for t in range(hw):
-                dx_plane[t] = k * (m * g_plane[t] - sb - xh_plane[t] * sg)
+                dx_plane[t] = k * (m * g_plane[t] - sb - ((x_plane[t] - mu) * s) * sg)
 
 
 @kernel
 def bn_forward_train_rows(x, gamma, beta, running_mean, running_var, momentum, eps,
-                          y, x_hat, inv_std_out):
+                          y, mean_out, inv_std_out):
     """``bn_forward_train`` for x of shape (N, C): channels in blocks, rows read along them."""
     n_img, n_ch = x.shape
     unbias = np.float32(n_img) / np.float32(max(n_img - 1, 1))
@@ -143,6 +147,7 @@ def bn_forward_train_rows(x, gamma, beta, running_mean, running_var, momentum, e
             mean[c] = k[c] + shift
             var = max(squares[c] / np.float32(n_img) - shift * shift, np.float32(0.0))
             inv_std[c] = one / np.sqrt(var + eps)
+            mean_out[c0 + c] = mean[c]
             inv_std_out[c0 + c] = inv_std[c]
             running_mean[c0 + c] = (one - momentum) * running_mean[c0 + c] + momentum * mean[c]
             running_var[c0 + c] = (one - momentum) * running_var[c0 + c] + \
@@ -151,12 +156,9 @@ def bn_forward_train_rows(x, gamma, beta, running_mean, running_var, momentum, e
         bt = beta[c0:c0 + width]
         for n in range(n_img):
             row = x[n, c0:c0 + width]
-            xh_row = x_hat[n, c0:c0 + width]
             y_row = y[n, c0:c0 + width]
             for c in range(width):
-                xh = (row[c] - mean[c]) * inv_std[c]
-                xh_row[c] = xh
-                y_row[c] = g[c] * xh + bt[c]
+                y_row[c] = g[c] * ((row[c] - mean[c]) * inv_std[c]) + bt[c]
 
 
 @kernel
@@ -170,29 +172,31 @@ def bn_forward_eval_rows(x, gamma, beta, running_mean, running_var, eps, y):
 
 
 @kernel
-def bn_backward_rows(dy, x_hat, inv_std, gamma, dx, dgamma, dbeta):
+def bn_backward_rows(dy, x, mean, inv_std, gamma, dx, dgamma, dbeta):
     """``bn_backward`` for dy of shape (N, C)."""
     n_img, n_ch = dy.shape
     m = np.float32(n_img)
     for blk in prange((n_ch + ROW_BLOCK - 1) // ROW_BLOCK):
         c0 = blk * ROW_BLOCK
         width = min(n_ch, c0 + ROW_BLOCK) - c0
+        mu = mean[c0:c0 + width]
+        s = inv_std[c0:c0 + width]
         sb = np.zeros(width, np.float32)
         sg = np.zeros(width, np.float32)
         for n in range(n_img):
             g_row = dy[n, c0:c0 + width]
-            xh_row = x_hat[n, c0:c0 + width]
+            x_row = x[n, c0:c0 + width]
             for c in range(width):
                 sb[c] += g_row[c]
-                sg[c] += g_row[c] * xh_row[c]
+                sg[c] += g_row[c] * ((x_row[c] - mu[c]) * s[c])
         k = np.empty(width, np.float32)
         for c in range(width):
             dbeta[c0 + c] = sb[c]
             dgamma[c0 + c] = sg[c]
-            k[c] = gamma[c0 + c] * inv_std[c0 + c] / m
+            k[c] = gamma[c0 + c] * s[c] / m
         for n in range(n_img):
             g_row = dy[n, c0:c0 + width]
-            xh_row = x_hat[n, c0:c0 + width]
+            x_row = x[n, c0:c0 + width]
             dx_row = dx[n, c0:c0 + width]
             for c in range(width):
-                dx_row[c] = k[c] * (m * g_row[c] - sb[c] - xh_row[c] * sg[c])
+                dx_row[c] = k[c] * (m * g_row[c] - sb[c] - ((x_row[c] - mu[c]) * s[c]) * sg[c])

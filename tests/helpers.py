@@ -209,6 +209,9 @@ CONV_CASES = [
     (1, 1, 2, 2, 2, (3, 3), (2, 2), (0, 2, 0, 2)),       # pad-only-row: a row of only padding
     (1, 2, 5, 37, 3, (3, 3), (2, 2), (1, 1, 1, 1)),      # OpenCL strided dx: 16-wide phase rows
     (2, 3, 6, 20, 2, (1, 1), (2, 2), (0, 0, 0, 0)),      # ... 8-wide, a 1x1 kernel's empty phases
+    (3, 7, 10, 11, 9, (1, 1), (1, 1), (0, 0, 0, 0)),     # numba 1x1 GEMM: panels + last columns
+    (2, 6, 16, 20, 5, (1, 1), (2, 2), (0, 0, 0, 0)),     # ... strided: a panel + 1-vector tiles
+    (1, 530, 3, 2, 6, (1, 1), (1, 1), (0, 0, 0, 0)),     # ... over channels in two k blocks
 ]
 
 # (N, C, H, W, O, kernel, stride, padding, dilation, groups): grouped, dilated and depthwise

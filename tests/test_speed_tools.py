@@ -178,6 +178,15 @@ dyd = rng.standard_normal((600, 7)).astype(np.float32)
 for name, g, r in zip(("dx", "dw", "db"), nb.dense_backward(xd, wd, dyd, True, True),
                       ref.dense_backward(xd, wd, dyd, True, True)):
     errors[f"dense {name}"] = rel(g, r)
+# the 1 x 1 convolution's GEMM tiles (110 pixels: whole panels, then 1-vector or scalar columns)
+x1 = rng.standard_normal((2, 7, 10, 11)).astype(np.float32)
+w1 = rng.standard_normal((9, 7, 1, 1)).astype(np.float32)
+want1 = ref.conv2d_forward(x1, w1, None, (1, 1), (0, 0, 0, 0))
+errors["1x1"] = rel(nb.conv2d_forward(x1, w1, None, (1, 1), (0, 0, 0, 0)), want1)
+dy1 = rng.standard_normal(want1.shape).astype(np.float32)
+for name, g, r in zip(("dx", "dw"), nb.conv2d_backward(x1, w1, dy1, (1, 1), (0, 0, 0, 0), False, True),
+                      ref.conv2d_backward(x1, w1, dy1, (1, 1), (0, 0, 0, 0), False, True)):
+    errors[f"1x1 {name}"] = rel(g, r)
 from nbcnn.backends.numba import simd
 y = nb.activation_forward("relu", x, 0.0)
 errors["relu"] = float(np.abs(y - ref.activation_forward("relu", x, 0.0)).max())

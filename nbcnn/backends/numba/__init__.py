@@ -184,11 +184,15 @@ class NumbaBackend(Backend):
             return y
         variant = self.conv_variant
         if variant == "auto":
+            if _pointwise(w, padding):
+                xs = _subsampled(x, stride)
+                n, c = xs.shape[:2]
+                _call(_dense.matmul_ab_batched, y.size * c // 16, w.reshape(w.shape[0], c),
+                      xs.reshape(n, c, -1), b, y.reshape(n, w.shape[0], -1))
+                return y
             if stride == (1, 1):
                 self._plane_forward(x, _plane.forward_filters(w), b, padding, y)
                 return y
-            if _pointwise(w, padding):
-                return self.conv2d_forward(_subsampled(x, stride), w, b, (1, 1), padding)
         if variant == "auto" and w[0].size < self.direct_window:
             variant = "direct"        # a short window: too short to vectorise as a dot
             #                           product; vectorise over pixels instead
@@ -258,14 +262,14 @@ class NumbaBackend(Backend):
             raise ValueError(f"conv2d_backward: dy has shape {dy.shape}, expected "
                              f"{(x.shape[0], w.shape[0], oh, ow)}")
         if (self.conv_variant == "auto" and groups == 1 and dilation == (1, 1)
-                and stride != (1, 1) and _pointwise(w, padding)):
-            dxs, dw, db = self.conv2d_backward(_subsampled(x, stride), w, dy, (1, 1), padding,
-                                               with_bias, need_dx)
-            if need_dx:                 # the pixels the convolution skipped get no gradient
+                and _pointwise(w, padding)):
+            dxs, dw, db = self._pointwise_backward(_subsampled(x, stride), w, dy, with_bias,
+                                                   need_dx)
+            if need_dx and stride != (1, 1):    # the pixels it skipped get no gradient
                 dx = np.zeros(x.shape, _F32)
                 dx[:, :, ::stride[0], ::stride[1]] = dxs
                 return dx, dw, db
-            return None, dw, db
+            return dxs, dw, db
         dw = np.empty(w.shape, _F32)
         db = np.empty(w.shape[0], _F32)
         dx = np.empty(x.shape, _F32) if need_dx else None
@@ -319,6 +323,25 @@ class NumbaBackend(Backend):
                 _call(_conv.conv_backward_input_direct, dy.size * w[0].size // 8, dy, w,
                       stride[0], stride[1], top, left, dxp, dx)
         return dx, dw, (db if with_bias else None)
+
+    def _pointwise_backward(self, x, w, dy, with_bias, need_dx):
+        """Gradients of a 1 x 1 convolution without padding at stride 1 (x already subsampled):
+        per image dw += dy[n] @ x[n].T and dx[n] = w.T @ dy[n], the planes flattened."""
+        n, c = x.shape[:2]
+        o = w.shape[0]
+        x3, dy3 = x.reshape(n, c, -1), dy.reshape(n, o, -1)
+        per = _blk.dw_images_per_chunk(n, x3.shape[2])
+        partial = self._ws.get("dw_partial", (-(-n // per), o, c))
+        _call(_blk.pointwise_backward_weights, dy.size * c // 16, x3, dy3, per, partial)
+        dw = partial.sum(axis=0).reshape(w.shape)
+        db = np.sum(dy, axis=(0, 2, 3), dtype=_F32) if with_bias else None
+        dx = None
+        if need_dx:
+            dx = np.empty(x.shape, _F32)
+            _call(_dense.matmul_ab_batched, dx.size * o // 16,
+                  np.ascontiguousarray(w.reshape(o, c).T), dy3, np.zeros(c, _F32),
+                  dx.reshape(n, c, -1))
+        return dx, dw, db
 
     def _strided_dx(self, x, w, dy, stride, padding, dx):
         """dx of a strided convolution as sh*sw stride-1 ones, one per phase (a, b): the padded

@@ -327,6 +327,20 @@ def conv_backward_weights_stride1(x, top, left, hp, wp, dy, kh, kw, per, partial
 DW_CHUNK_VALUES = 1024
 
 
+@kernel
+def pointwise_backward_weights(x, dy, per, partial):
+    """partial[g, o, c] = sum over the chunk's images n and pixels t of dy[n, o, t] * x[n, c, t]:
+    the weight gradient of a 1 x 1 convolution without padding (x: N x C x P, dy: N x O x P,
+    the planes flattened), each image's dy[n] @ x[n].T in ``abt``'s 4 x 3 tiles over filters x
+    input channels (the stride-1 kernel above would tile 4 filters x its one tap). ``per``
+    images per prange iteration g."""
+    n_img = x.shape[0]
+    for g in prange((n_img + per - 1) // per):
+        n0 = g * per
+        for n in range(n0, min(n_img, n0 + per)):
+            abt(dy[n], x[n], partial[g], n > n0)
+
+
 def dw_images_per_chunk(n_img, plane_len):
     """Images per prange iteration of ``conv_backward_weights_stride1`` for padded planes of
     ``plane_len`` values: about DW_CHUNK_VALUES values, but at least 8 chunks where the batch

@@ -53,42 +53,64 @@ def matmul_ab(a, b, c):
     """c = a @ b (a: M x K, b: K x N, c: M x N, C-contiguous float32) as outer products: a tile
     of 4 rows x 3 vectors of c stays in 12 accumulator vectors while k runs; per k it loads 3
     vectors of b's row k and broadcasts 4 values of a's column k (12 multiply-adds). One prange
-    iteration per panel of PANEL columns of c, which it alone writes; within it k goes in
-    blocks of KC (c's tiles reloaded between blocks) and the row tiles run down the panel. The
-    last one to three rows run in a tile whose missing rows repeat the last row and are not
-    stored; a panel narrower than PANEL runs in 4 x 1 vector tiles, its last columns (fewer
-    than a vector) one value at a time."""
-    m, kk = a.shape
+    iteration per panel of PANEL columns of c, which it alone writes (``ab_panel``)."""
     n = b.shape[1]
+    bias = np.zeros(a.shape[0], np.float32)
     bf = b.reshape(b.size)
     cf = c.reshape(c.size)
     for p in prange((n + PANEL - 1) // PANEL):
-        j0 = p * PANEL
-        j1 = min(n, j0 + PANEL)
-        vectors = (j1 - j0) // LANES
-        for k0 in range(0, kk, KC):
-            k1 = min(kk, k0 + KC)
-            first = k0 == 0
-            for i in range(0, m, 4):
-                rows = min(4, m - i)
-                if vectors == 3:
-                    tile4x3(a, bf, cf, n, m, i, rows, j0, k0, k1, first)
-                else:
-                    for v in range(vectors):
-                        tile4x1(a, bf, cf, n, m, i, rows, j0 + v * LANES, k0, k1, first)
-            scalar_columns(a, b, c, j0 + vectors * LANES, j1, k0, k1, first)
+        ab_panel(a, bf, cf, n, bias, p, b, c)
+
+
+@kernel
+def matmul_ab_batched(a, b, bias, c):
+    """c[t] = a @ b[t] + bias[:, None] for every t (a: M x K, b: T x K x N, c: T x M x N,
+    C-contiguous float32): a 1 x 1 convolution of T images (a the filters, b[t] an image's
+    C x H*W planes). One prange iteration per (t, panel of PANEL columns)."""
+    n_t, _, n = b.shape
+    panels = (n + PANEL - 1) // PANEL
+    for task in prange(n_t * panels):
+        t = task // panels
+        ab_panel(a, b[t].reshape(b[t].size), c[t].reshape(c[t].size), n, bias, task % panels,
+                 b[t], c[t])
+
+
+@helper
+def ab_panel(a, bf, cf, n, bias, p, b, c):
+    """Columns p*PANEL .. of c = a @ b + bias[:, None] (bf, cf: b and c flattened, n: their
+    columns). k goes in blocks of KC (c's tiles reloaded between blocks) and the row tiles run
+    down the panel. The last one to three rows run in a tile whose missing rows repeat the last
+    row and are not stored; a panel narrower than PANEL runs in 4 x 1 vector tiles, its last
+    columns (fewer than a vector) one value at a time."""
+    m, kk = a.shape
+    j0 = p * PANEL
+    j1 = min(n, j0 + PANEL)
+    vectors = (j1 - j0) // LANES
+    for k0 in range(0, kk, KC):
+        k1 = min(kk, k0 + KC)
+        first = k0 == 0
+        for i in range(0, m, 4):
+            rows = min(4, m - i)
+            if vectors == 3:
+                tile4x3(a, bf, cf, n, m, i, rows, j0, k0, k1, first, bias)
+            else:
+                for v in range(vectors):
+                    tile4x1(a, bf, cf, n, m, i, rows, j0 + v * LANES, k0, k1, first, bias)
+        scalar_columns(a, b, c, j0 + vectors * LANES, j1, k0, k1, first, bias)
 
 
 @inlined_helper
-def tile4x3(a, bf, cf, n, m, i, rows, j, k0, k1, first):
-    """c[i + r, j : j + 3 * LANES] (+)= sum_{k0 <= k < k1} a[i + r, k] * b[k, j : j + 3 * LANES]
-    for r < rows (bf, cf: b and c flattened)."""
+def tile4x3(a, bf, cf, n, m, i, rows, j, k0, k1, first, bias):
+    """c[i + r, j : j + 3 * LANES] = (bias[i + r] if first else itself) + sum_{k0 <= k < k1}
+    a[i + r, k] * b[k, j : j + 3 * LANES] for r < rows (bf, cf: b and c flattened)."""
     i1 = min(i + 1, m - 1)
     i2 = min(i + 2, m - 1)
     i3 = min(i + 3, m - 1)
     if first:
-        c00 = c01 = c02 = c10 = c11 = c12 = splat(np.float32(0.0))
-        c20 = c21 = c22 = c30 = c31 = c32 = splat(np.float32(0.0))
+        c00 = c01 = c02 = splat(bias[i])
+        c10 = c11 = c12 = splat(bias[i1])
+        c20 = c21 = c22 = splat(bias[i2])
+        c30 = c31 = c32 = splat(bias[i3])
     else:
         c00, c01, c02 = load(cf, i * n + j), load(cf, i * n + j + LANES), \
             load(cf, i * n + j + 2 * LANES)
@@ -137,13 +159,13 @@ def tile4x3(a, bf, cf, n, m, i, rows, j, k0, k1, first):
 
 
 @inlined_helper
-def tile4x1(a, bf, cf, n, m, i, rows, j, k0, k1, first):
+def tile4x1(a, bf, cf, n, m, i, rows, j, k0, k1, first, bias):
     """``tile4x3`` for one vector of columns: c[i + r, j : j + LANES] for r < rows."""
     i1 = min(i + 1, m - 1)
     i2 = min(i + 2, m - 1)
     i3 = min(i + 3, m - 1)
     if first:
-        c0 = c1 = c2 = c3 = splat(np.float32(0.0))
+        c0, c1, c2, c3 = splat(bias[i]), splat(bias[i1]), splat(bias[i2]), splat(bias[i3])
     else:
         c0, c1 = load(cf, i * n + j), load(cf, i1 * n + j)
         c2, c3 = load(cf, i2 * n + j), load(cf, i3 * n + j)
@@ -163,13 +185,13 @@ def tile4x1(a, bf, cf, n, m, i, rows, j, k0, k1, first):
 
 
 @helper
-def scalar_columns(a, b, c, j0, j1, k0, k1, first):
-    """c[:, j0:j1] (+)= a[:, k0:k1] @ b[k0:k1, j0:j1], a value at a time (fewer than LANES
-    columns at the right edge)."""
+def scalar_columns(a, b, c, j0, j1, k0, k1, first, bias):
+    """c[:, j0:j1] = (bias[:, None] if first else itself) + a[:, k0:k1] @ b[k0:k1, j0:j1], a
+    value at a time (fewer than LANES columns at the right edge)."""
     for i in range(a.shape[0]):
         if first:
             for j in range(j0, j1):
-                c[i, j] = 0.0
+                c[i, j] = bias[i]
         for k in range(k0, k1):
             s = a[i, k]
             for j in range(j0, j1):

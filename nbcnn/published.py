@@ -133,9 +133,17 @@ def _setting_columns(runs: pd.DataFrame) -> list:
     return [c for c in runs.columns if c in SETTINGS or c.startswith("data.")]
 
 
-def _value(v) -> str:
-    """A setting as text, a missing one (a setting at its off value, left out of a cell) as ''."""
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+def _value(v, name: str | None = None) -> str:
+    """A setting as text, a missing one (a setting at its off value, left out of a cell) as ''.
+    An integer setting ``name`` (``nbcnn.settings``) that pandas made a float, joining tables
+    with a missing value, is written as the integer (batch_size 10.0 is 10)."""
+    from .settings import SETTINGS, Number
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    check = SETTINGS[name].check if name in SETTINGS else None
+    if isinstance(v, float) and v.is_integer() and isinstance(check, Number) and check.integer:
+        return str(int(v))
+    return str(v)
 
 
 def _groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -154,7 +162,7 @@ def _groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     for r in rows:
         parts = []
         for k in vary:
-            v = _value(with_default(r, k))
+            v = _value(with_default(r, k), k)
             if not v and k in SETTINGS and SETTINGS[k].optimizers:
                 continue                       # a setting of another optimizer
             parts.append(f"{k}={v or 'none'}")

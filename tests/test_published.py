@@ -209,3 +209,10 @@ def test_labels_name_only_the_settings_a_run_uses():
         "optimizer=sgd, lr=0.1, momentum=0.9, augment=crop:2,flip",
         "optimizer=sgd, lr=0.1, momentum=0.0, augment=none",
         "optimizer=adam, lr=0.001, augment=none"]
+
+
+def test_settings_text_of_integers_pandas_made_floats():
+    from nbcnn.published import _value
+    assert (_value(10.0, "batch_size"), _value(10, "batch_size"), _value(0.0, "momentum"),
+            _value(1.0, "lr"), _value(float("nan"), "batch_size"), _value(None)) == \
+        ("10", "10", "0.0", "1.0", "", "")

@@ -69,24 +69,21 @@ class Published:
 
 _MNIST = "batch 10, lr 0.05, plain SGD, 30 epochs"
 _AS_QUOTED = "the figure this preset is known by; its publication is not named here"
+_LECUN = ("LeCun, Bottou, Bengio & Haffner 1998, Proc. IEEE 86(11), LeNet-5: 0.95% test error "
+          "without distortions")
+_LENET5 = ("the original LeNet-5 (scaled tanh, trainable average subsampling, partly connected "
+           "C3, RBF outputs), 20 passes; ")
 PUBLISHED = (
     Published(("mnist_seeds", "mnist_seeds_reduced"), "mnist-simple", "mnist", 0.9767,
               _AS_QUOTED, _MNIST),
     Published(("mnist_seeds", "mnist_seeds_reduced"), "mnist-complex", "mnist", 0.9933,
               _AS_QUOTED, _MNIST),
     Published(("mnist_seeds", "mnist_seeds_reduced"), "mnist-tiny", "mnist", 0.96,
-              "the figure this preset is known by; its publication is not "
-              "named here", _MNIST),
+              _AS_QUOTED, _MNIST),
     Published(("mnist_seeds", "mnist_seeds_reduced"), "lenet5", "mnist", 0.9905,
-              "LeCun, Bottou, Bengio & Haffner 1998, Proc. IEEE 86(11), LeNet-5: 0.95% test error "
-              "without distortions",
-              "the original LeNet-5 (scaled tanh, trainable average subsampling, partly connected "
-              "C3, RBF outputs), 20 passes; ours is the ReLU / max-pool variant"),
+              _LECUN, _LENET5 + "ours is the ReLU / max-pool variant"),
     Published(("mnist_seeds",), "lenet5-tanh", "mnist", 0.9905,
-              "LeCun, Bottou, Bengio & Haffner 1998, Proc. IEEE 86(11), LeNet-5: 0.95% test error "
-              "without distortions",
-              "the original LeNet-5 (scaled tanh, trainable average subsampling, partly connected "
-              "C3, RBF outputs), 20 passes; ours has tanh and plain average pooling"),
+              _LECUN, _LENET5 + "ours has tanh and plain average pooling"),
     Published(("mnist_seeds", "mnist_seeds_reduced"), "mnist-strided", "mnist", 0.97,
               "Kajda's claim for this net (no publication)", "not stated", metric="val_accuracy",
               high=0.98, kind="claim"),

@@ -57,8 +57,9 @@ def run(args) -> int:
         if grid.description:
             print(grid.description.strip())
         print(table.to_string(index=False))
-        if harness.progress_line(table):
-            print(harness.progress_line(table))
+        progress = harness.progress_line(table)
+        if progress:
+            print(progress)
         if args.executor == "local" and not args.scheduler:
             from nbcnn.harness.executors import plan_local
             todo = {k for k, st in zip(table["key"], table["status"]) if st != "ok"}
